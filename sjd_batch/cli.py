@@ -1,0 +1,41 @@
+"""The `sjd-batch` entry point. Each subcommand lives in its own module, which exposes
+`add_arguments(parser)` and `main(args) -> int`; only the chosen one is imported, so
+`sjd-batch --help` stays fast and a command never pays for another's imports."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "generate": ("sjd_batch.commands.generate", "generate a few images in-process and print their statistics"),
+    "bench": ("sjd_batch.commands.bench", "compare decoding methods side by side on the same prompts and seeds"),
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sjd-batch", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        parser = _parser()
+        if argv and argv[0] not in ("-h", "--help"):
+            parser.error(f"unknown command {argv[0]!r}; choose one of {sorted(COMMANDS)}")
+        parser.print_help()
+        return 0 if argv else 2
+    module = importlib.import_module(COMMANDS[argv[0]][0])
+    parser = argparse.ArgumentParser(prog=f"sjd-batch {argv[0]}", description=COMMANDS[argv[0]][1])
+    module.add_arguments(parser)
+    return int(module.main(parser.parse_args(argv[1:])) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

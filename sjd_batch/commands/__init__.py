@@ -1,0 +1,1 @@
+"""One module per `sjd-batch` subcommand (see `sjd_batch/cli.py`)."""

@@ -1,0 +1,29 @@
+"""The decoding core: AR, Jacobi, SJD, SJD-VP and MC-SJD over the `ImageTokenModel` protocol.
+
+This package imports only `torch` and the standard library (enforced by `tests/test_layering.py`),
+so it can be read, tested and profiled without Ray, boto3, pyarrow or PIL.
+"""
+
+from sjd_batch.decoding.jacobi import DecodeOutput, autoregressive_decode, decode, speculative_jacobi_decode
+from sjd_batch.decoding.methods import METHODS, DecodeConfig, resolve_method
+from sjd_batch.decoding.protocol import ImageTokenModel, Layout, Prefix, Window
+from sjd_batch.decoding.rng import sample_seed
+from sjd_batch.decoding.sampling import SamplingConfig
+from sjd_batch.decoding.state import SampleStats
+
+__all__ = [
+    "METHODS",
+    "DecodeConfig",
+    "DecodeOutput",
+    "ImageTokenModel",
+    "Layout",
+    "Prefix",
+    "SampleStats",
+    "SamplingConfig",
+    "Window",
+    "autoregressive_decode",
+    "decode",
+    "resolve_method",
+    "sample_seed",
+    "speculative_jacobi_decode",
+]

@@ -1,0 +1,135 @@
+"""Draft strategies: the law a carried draft is drawn from, how it is coupled to the previous draft at
+the same position, and how a position entering the window for the first time is initialised.
+
+Every draft stores the law Q it was *actually* drawn from; the speculative test then makes the
+output exact whatever that law is (algorithms.md §4). That is what keeps SJD-VP and MC-SJD lossless.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from sjd_batch.decoding import rng
+from sjd_batch.decoding.methods import DecodeConfig
+from sjd_batch.decoding.sampling import Grammar
+from sjd_batch.decoding.verify import residual_law
+
+
+def draft_law(p: torch.Tensor, prev_p: torch.Tensor, prev_valid: torch.Tensor, config: DecodeConfig) -> torch.Tensor:
+    """The law carried drafts are drawn from: P itself, or SJD-VP's q~ favouring rising tokens.
+
+    SJD-VP (Shan et al., arXiv 2603.27115) only states the idea: tokens whose probability rises
+    across iterations are likelier to pass verification. The two forms below are sjd-batch's own
+    definition (algorithms.md §5):
+      exp: q~ ∝ p_t * exp(lambda * clip(log p_t - log p_{t-1}, -c, c)) on supp(p_t)
+      add: q~ ∝ p_t + lambda * max(0, p_t - p_{t-1})
+    Where p_{t-1} is undefined (the offset just entered the prediction range), q~ = p_t.
+
+    Args:
+        p: [B, L, V] this iteration's processed laws.
+        prev_p: [B, L, V] the previous iteration's laws at the same offsets.
+        prev_valid: [B, L] bool.
+    """
+    if config.vp_lambda == 0:
+        return p
+    valid = prev_valid[..., None]
+    if config.vp_form == "add":
+        rise = (p - prev_p).clamp_min(0) * valid
+        return normalise(p + config.vp_lambda * rise)
+    tiny = torch.finfo(p.dtype).tiny
+    change = (p.clamp_min(tiny).log() - prev_p.clamp_min(tiny).log()).clamp(-config.vp_clip, config.vp_clip)
+    change = torch.where(valid, change, 0.0)
+    return normalise(p * torch.exp(config.vp_lambda * change))
+
+
+def normalise(w: torch.Tensor) -> torch.Tensor:
+    """Stored laws must sum to one: the test compares q(x) with p(x) directly."""
+    return w / w.sum(-1, keepdim=True)
+
+
+def carried_drafts(
+    law: torch.Tensor,  # [B, L-1, V] target law at each next-draft offset
+    old_x: torch.Tensor,  # [B, L-1] previous draft at the same offset
+    old_q: torch.Tensor,  # [B, L-1, V] its law
+    has_old: torch.Tensor,  # [B, L-1] bool
+    offsets: torch.Tensor,  # [B, L-1]
+    step: torch.Tensor,  # [B] the row's iteration count
+    seeds: torch.Tensor,
+    config: DecodeConfig,
+) -> torch.Tensor:
+    """Draw the next draft at each carried offset from `law`.
+
+    independent: a fresh draw every iteration (SJD). maximal: maximal-coupling resampling (MC-SJD,
+    So et al. arXiv 2510.24211): keep the old draft x with probability min(1, law(x) / old_q(x)),
+    else draw from norm(max(0, law - old_q)). Either way the draft's marginal law is exactly `law`.
+    """
+    if config.verifier == "exact":
+        return law.argmax(-1)  # plain Jacobi: the fixed-point iteration on greedy guesses
+    fresh = rng.race(law, rng.key(seeds, rng.DRAFT, offsets, step))
+    if config.coupling == "independent":
+        return fresh
+    v = rng.uniform(rng.key(seeds, rng.COUPLE, offsets, step))
+    keep = v * old_q.gather(-1, old_x[..., None]).squeeze(-1) < law.gather(-1, old_x[..., None]).squeeze(-1)
+    moved = rng.race(residual_law(law, old_q), rng.key(seeds, rng.COUPLE_RESIDUAL, offsets, step))
+    return torch.where(has_old, torch.where(keep, old_x, moved), fresh)
+
+
+def init_drafts(
+    seq: torch.Tensor,  # [B, T+L] committed tokens and carried drafts (read for spatial schemes)
+    offsets: torch.Tensor,  # [B, J] offsets to initialise
+    first_new: torch.Tensor,  # [B] first offset with no carried draft
+    frontier_p: torch.Tensor,  # [B, V] law of offset first_new - 1
+    step: torch.Tensor,  # [B]
+    seeds: torch.Tensor,
+    grammar: Grammar,
+    config: DecodeConfig,
+    dtype: torch.dtype,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Initial drafts and their laws for positions entering the window (algorithms.md §3.6).
+
+    Forced offsets get the forced token with a one-hot law (they always pass). `random` draws
+    uniformly over the image ids; the spatial schemes copy a known neighbour (Q one-hot, exact
+    because the test is exact conditionally on any draft that does not depend on the test's own
+    randomness) and fall back to random where the neighbour is not an image code:
+      horizontal: the token at the frontier (the last committed or carried offset), repeated;
+      horizontal-sample: the argmax of the frontier's law;
+      vertical: the nearest known token in the same column above.
+    """
+    u = rng.uniform(rng.key(seeds, rng.INIT, offsets, step))
+    random_x = grammar.image_start + (u * grammar.num_image_ids).long().clamp(max=grammar.num_image_ids - 1)
+    spatial = _spatial_source(seq, offsets, first_new, frontier_p, grammar, config)
+    use_spatial = grammar.image[spatial.clamp(0, grammar.vocab - 1)] & (spatial >= 0)
+    x = torch.where(use_spatial, spatial, random_x)
+    forced = grammar.forced_at(offsets)
+    x = torch.where(forced >= 0, forced, x)
+    onehot = torch.nn.functional.one_hot(x, grammar.vocab).to(dtype)
+    if config.init_law == "onehot":
+        return x, onehot
+    uniform = (grammar.image.to(dtype) / grammar.num_image_ids).expand_as(onehot)
+    random_law = ~use_spatial & (forced < 0)
+    return x, torch.where(random_law[..., None], uniform, onehot)
+
+
+def _spatial_source(
+    seq: torch.Tensor,
+    offsets: torch.Tensor,
+    first_new: torch.Tensor,
+    frontier_p: torch.Tensor,
+    grammar: Grammar,
+    config: DecodeConfig,
+) -> torch.Tensor:
+    """Candidate token of a spatial init scheme, or -1 where there is none."""
+    none = torch.full_like(offsets, -1)
+    if config.init == "random":
+        return none
+    if config.init == "horizontal-sample":
+        image_p = frontier_p.masked_fill(~grammar.image, -1.0)
+        return image_p.argmax(-1)[:, None].expand_as(offsets)
+    if config.init == "horizontal":
+        src = (first_new - 1)[:, None].expand_as(offsets)
+    else:  # vertical: step up whole rows until the source is a known (committed or carried) offset
+        stride = grammar.row_stride
+        rows_up = torch.div(offsets - first_new[:, None] + stride, stride, rounding_mode="floor")
+        src = offsets - stride * rows_up
+    known = src >= 0
+    return torch.where(known, seq.gather(1, src.clamp_min(0)), none)

@@ -1,0 +1,151 @@
+"""The only seam between the decoding algorithms and a model family.
+
+The core owns the geometry of the static, position-indexed KV cache; a model owns tokenisation,
+its network and its pixel decoder. Every tensor the core hands a model is described by a `Window`.
+
+Cache geometry (shared by every family, see algorithms.md §9):
+
+    slot:    0 ........ start_r ...... P-1 | P ......... P+T-1 | P+T .. P+T+L-1
+    content: left padding | prompt row r   | generated offsets  | room for the last window
+
+Generated offset `a` (0-based position in the image layout) is *input* at slot `P + a`; the output
+of the forward at slot `P + a - 1` is the law of offset `a`. A row's key slot `j` is visible to a
+query at slot `q` iff `start_r <= j <= q`, so stale KV of rejected drafts (slots past the row's
+frontier) is never read and is simply overwritten later: rollback is free.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, Sequence
+
+import torch
+
+if TYPE_CHECKING:
+    from sjd_batch.decoding.sampling import SamplingConfig
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where every generated token goes.
+
+    Attributes:
+        height: rows of image codes.
+        width: image codes per row (the end-of-line column is not counted).
+        forced: one entry per generated offset: -1 for a free image slot, else the token id that the
+            grammar forces there (end-of-line, header, end-of-image, ...). Its length is T.
+        image_start: first image-code id in the model's vocabulary (inclusive).
+        image_end: one past the last image-code id.
+        row_stride: generated offsets between vertically adjacent codes (width plus EOL column).
+    """
+
+    height: int
+    width: int
+    forced: tuple[int, ...]
+    image_start: int
+    image_end: int
+    row_stride: int
+
+    @property
+    def length(self) -> int:
+        return len(self.forced)
+
+    @property
+    def num_image_ids(self) -> int:
+        return self.image_end - self.image_start
+
+    def code_offsets(self) -> list[int]:
+        """Offsets of the free (image-code) slots, in raster order."""
+        return [a for a, f in enumerate(self.forced) if f < 0]
+
+    def __post_init__(self) -> None:
+        codes = sum(1 for f in self.forced if f < 0)
+        if codes != self.height * self.width:
+            raise ValueError(f"Layout has {codes} free slots, expected height*width={self.height * self.width}")
+        if not 0 <= self.image_start < self.image_end:
+            raise ValueError(f"Layout image range [{self.image_start}, {self.image_end}) is empty")
+
+
+@dataclass
+class Prefix:
+    """Tokenised prompts, left-padded to a common length P.
+
+    Rows [0, B) are conditional; when CFG is on, rows [B, 2B) are the unconditional contexts of the
+    same samples, in the same order.
+    """
+
+    ids: torch.Tensor  # [R, P] long
+    start: torch.Tensor  # [R] long: first real slot of each row (= number of pad tokens)
+    extra: dict[str, Any] = field(default_factory=dict)  # family-specific (e.g. text-encoder states)
+
+    @property
+    def rows(self) -> int:
+        return self.ids.shape[0]
+
+    @property
+    def length(self) -> int:
+        return self.ids.shape[1]
+
+
+@dataclass
+class Window:
+    """Where a forward pass writes and what it may read, for R rows of W tokens."""
+
+    slots: torch.Tensor  # [R, W] long: cache slot written by each input token
+    positions: torch.Tensor  # [R, W] long: position ids (slot - start)
+    visible: torch.Tensor  # [R, 1, W, S] bool: key slot j visible to query w
+    generated: bool  # True for image-layout tokens, False for the prompt prefill
+
+
+class ImageTokenModel(Protocol):
+    """What the decoding core needs from a model family (see models.md §4)."""
+
+    name: str
+    layout: Layout
+    vocab_size: int
+    device: torch.device
+    dtype: torch.dtype
+    default_sampling: SamplingConfig
+    has_uncond: bool  # whether `encode(..., with_uncond=True)` is meaningful (CFG is possible)
+
+    def encode(
+        self, prompts: Sequence[str], negative_prompts: Sequence[str | None] | None, with_uncond: bool
+    ) -> Prefix:
+        """Tokenise B prompts into a Prefix of B rows, or 2B rows (cond then uncond) for CFG."""
+        ...
+
+    def new_cache(self, rows: int, slots: int) -> Any:
+        """Allocate a KV cache for `rows` sequences of `slots` positions, once per batch."""
+        ...
+
+    def forward(self, cache: Any, ids: torch.Tensor, window: Window) -> torch.Tensor:
+        """Run ids [R, W] at `window`, writing their KV into `cache`; return logits [R, W, V]."""
+        ...
+
+    def decode_pixels(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Turn generated token ids [B, T] into uint8 images [B, H, W, 3]."""
+        ...
+
+
+def prefill_window(prefix: Prefix, total_slots: int) -> Window:
+    """The window of the prompt prefill: every prompt token at its own slot."""
+    rows, length = prefix.ids.shape
+    device = prefix.ids.device
+    slots = torch.arange(length, device=device).expand(rows, length)
+    return _window(slots, prefix.start, total_slots, generated=False)
+
+
+def decode_window(first_slot: torch.Tensor, start: torch.Tensor, width: int, total_slots: int) -> Window:
+    """The window of one decode iteration: `width` tokens from each row's `first_slot` on."""
+    slots = first_slot[:, None] + torch.arange(width, device=first_slot.device)
+    return _window(slots, start, total_slots, generated=True)
+
+
+def _window(slots: torch.Tensor, start: torch.Tensor, total_slots: int, generated: bool) -> Window:
+    keys = torch.arange(total_slots, device=slots.device)
+    visible = (keys >= start[:, None, None]) & (keys <= slots[:, :, None])  # [R, W, S]
+    # A left-padding query would see no key at all, and softmax over nothing is NaN; let it see
+    # itself. Its output is never read.
+    visible |= keys == slots[:, :, None]
+    positions = (slots - start[:, None]).clamp_min(0)
+    return Window(slots=slots, positions=positions, visible=visible[:, None], generated=generated)

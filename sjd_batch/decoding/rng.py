@@ -1,0 +1,109 @@
+"""Counter-based randomness: every random number is a pure function of (sample seed, stream, position, ...).
+
+Why not `torch.Generator`s: a counter-based hash needs no state, no host sync and no per-row Python
+loop, it gives the same numbers on CPU and GPU, and a sample's numbers do not depend on its
+batch-mates or on how many iterations they needed (algorithms.md §9). Distinct streams keep the
+draft, the acceptance test and the residual independent, which losslessness needs (§4, condition 1).
+
+The mixer is Chris Wellons' `lowbias32` integer hash (public domain, "Prospecting for Hash
+Functions"), evaluated on int64 tensors holding 32-bit values. Multiplications are split into 16-bit
+halves so no intermediate overflows int64.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+
+import torch
+
+MASK32 = 0xFFFFFFFF
+
+# Streams (algorithms.md §9): each kind of random decision draws from its own stream.
+ACCEPT = 1  # u of the speculative test, once per position
+RESIDUAL = 2  # residual race at the first rejection, once per position
+DRAFT = 3  # draft race, every iteration (keyed by the row's iteration count)
+INIT = 4  # random init of a draft entering the window
+COUPLE = 5  # maximal-coupling keep test
+COUPLE_RESIDUAL = 6  # maximal-coupling residual race
+AR = 7  # plain autoregressive sampling (and the prefill token of every method)
+BONUS = 8  # bonus token when a whole window passes
+
+
+def sample_seed(job_seed: int, sample_id: str) -> int:
+    """A stable 64-bit seed for one sample; never Python's salted `hash()`."""
+    digest = hashlib.blake2b(f"{job_seed}\x1f{sample_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
+
+
+def seed_tensor(seeds: list[int], device: torch.device | str = "cpu") -> torch.Tensor:
+    """Split 64-bit seeds into [B, 2] int64 (low, high 32-bit words)."""
+    words = [[s & MASK32, (s >> 32) & MASK32] for s in seeds]
+    return torch.tensor(words, dtype=torch.int64, device=device)
+
+
+def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
+    lo = (x & 0xFFFF) * c
+    hi = ((x >> 16) * c) & 0xFFFF
+    return (lo + (hi << 16)) & MASK32
+
+
+def mix32(x: torch.Tensor) -> torch.Tensor:
+    """`lowbias32`: a bijective 32-bit integer hash."""
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mul32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def key(seeds: torch.Tensor, stream: int, position: torch.Tensor, step: torch.Tensor | None = None) -> torch.Tensor:
+    """Hash key per (row, position[, step]).
+
+    Args:
+        seeds: [B, 2] int64 seed words.
+        stream: one of the stream constants above.
+        position: [B, ...] absolute generated offsets.
+        step: optional [B] or [B, ...] iteration counters.
+
+    Returns:
+        int64 keys in [0, 2**32), shaped like `position`.
+    """
+    extra = (1,) * (position.dim() - 1)
+    lo = seeds[:, 0].view(-1, *extra)
+    hi = seeds[:, 1].view(-1, *extra)
+    h = mix32((position & MASK32) ^ (stream * 0x9E3779B9 & MASK32))
+    if step is not None:
+        step = step.view(-1, *extra) if step.dim() == 1 else step
+        h = mix32(h ^ mix32((step & MASK32) + 0x632BE5AB))
+    h = mix32(h ^ hi)
+    return mix32(h ^ lo)
+
+
+def uniform(k: torch.Tensor) -> torch.Tensor:
+    """One float64 uniform in (0, 1) per key."""
+    return (mix32(k ^ 0x5BD1E995).double() + 0.5) / 2.0**32
+
+
+@lru_cache(maxsize=16)
+def _vocab_keys(vocab: int, device: str) -> torch.Tensor:
+    return mix32(torch.arange(vocab, dtype=torch.int64, device=device) + 0x27D4EB2F)
+
+
+def race(probs: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Sample one index per row of `probs` by an exponential race: argmax_v p(v) / E_v.
+
+    E_v = -log U_v with U_v a uniform in (0, 1) hashed from (key, v). This is an exact categorical
+    draw (the Gumbel-max trick in another guise) and, unlike `torch.multinomial`, it never syncs.
+
+    Args:
+        probs: [..., V] non-negative weights (need not be normalised).
+        k: [...] int64 keys.
+
+    Returns:
+        [...] int64 indices.
+    """
+    vk = _vocab_keys(probs.shape[-1], str(probs.device))
+    bits = mix32(k[..., None] ^ vk) >> 8  # 24 bits: exactly representable in float32
+    u = (bits.to(probs.dtype) + 0.5) * (2.0**-24)
+    return (probs / -torch.log(u)).argmax(-1)

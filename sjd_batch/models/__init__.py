@@ -1,0 +1,1 @@
+"""Model families implementing `sjd_batch.decoding.protocol.ImageTokenModel`, and their registry."""

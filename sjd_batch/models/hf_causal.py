@@ -1,0 +1,63 @@
+"""Drive a transformers causal LM through the decoding protocol with a position-indexed KV cache.
+
+transformers' own caches share one `cache_position` across the batch, which cannot express rows
+that advance at different speeds. `SlotCache` is a static cache indexed by absolute slot, per row
+(adapted from the idea of pytorch-labs/gpt-fast `KVCache.update`, here with a per-row scatter):
+each forward writes its keys and values at `window.slots` and returns the whole buffer; the
+4-D boolean `window.visible` mask hides padding and stale slots. The HF modules (projections,
+RoPE, MLPs, norms, head) run unchanged, so real checkpoints load through `from_pretrained`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from sjd_batch.decoding.protocol import Window
+
+
+class SlotCache:
+    """Static KV buffers [R, H_kv, S, D] per layer, written by slot. Duck-types HF's `Cache.update`."""
+
+    def __init__(self, layers: int, rows: int, kv_heads: int, slots: int, head_dim: int, dtype, device) -> None:
+        shape = (rows, kv_heads, slots, head_dim)
+        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
+        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
+        self._index: torch.Tensor | None = None
+
+    def begin(self, slots: torch.Tensor) -> None:
+        """Set where the next forward writes: slots [R, W]."""
+        _, heads, _, dim = self.keys[0].shape
+        self._index = slots[:, None, :, None].expand(-1, heads, -1, dim)
+
+    def update(self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, *args, **kwargs):
+        assert self._index is not None and key.shape[2] == self._index.shape[2], "call begin() first"
+        self.keys[layer_idx].scatter_(2, self._index, key)
+        self.values[layer_idx].scatter_(2, self._index, value)
+        return self.keys[layer_idx], self.values[layer_idx]
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.keys[layer_idx].shape[2]
+
+
+def new_slot_cache(lm: torch.nn.Module, rows: int, slots: int) -> SlotCache:
+    """A SlotCache sized for the HF causal LM `lm`."""
+    cfg = lm.config
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    kv_heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+    param = next(lm.parameters())
+    return SlotCache(cfg.num_hidden_layers, rows, kv_heads, slots, head_dim, param.dtype, param.device)
+
+
+@torch.inference_mode()
+def forward_window(lm: torch.nn.Module, cache: SlotCache, ids: torch.Tensor, window: Window) -> torch.Tensor:
+    """Logits [R, W, V] for ids [R, W] written at `window.slots` (only the last one for a prefill)."""
+    cache.begin(window.slots)
+    out = lm(
+        input_ids=ids,
+        position_ids=window.positions,
+        attention_mask=window.visible,
+        past_key_values=cache,
+        use_cache=True,
+        logits_to_keep=0 if window.generated else 1,
+    )
+    return out.logits
