@@ -1,0 +1,251 @@
+"""The job runner: the only module that imports `ray`.
+
+`run_job(config)` starts an embedded local Ray (or joins the cluster in `RAY_ADDRESS`), claims the
+output (`job.json`), plans the shards, skips the committed ones and runs the rest on a pool of actors.
+Each actor wraps one `ShardWorker` (model loaded once, `num_gpus` per actor, `num_cpus` always set, so
+GPU actors never hold an implicit CPU, infra.md §2.3). Actors pull shards dynamically: the driver keeps
+one shard in flight per actor and hands the next one to whichever actor finishes first (`ray.wait`), so a
+slow actor never holds the job. A shard whose actor died is retried on another actor, up to
+`run.max_retries` times; a shard that keeps failing is reported, and the job ends non-zero while every
+committed shard stays valid. `run_local(config)` runs the same plan in-process, without Ray.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+from ray.exceptions import RayActorError, RayTaskError
+from tqdm import tqdm
+
+from sjd_batch.config import JobConfig
+from sjd_batch.io.prompts import InputError, ShardSpec
+from sjd_batch.worker import JobError, ShardReport, ShardWorker, prepare_job
+
+EMBEDDED_OBJECT_STORE = 256 * 1024**2  # actors return small reports; images go straight to storage
+
+
+@dataclass
+class JobSummary:
+    """The outcome of one run of a job."""
+
+    job_id: str
+    output: str
+    shards_total: int
+    shards_skipped: int = 0  # committed by an earlier run
+    shards_committed: int = 0  # committed by this run
+    failed: dict[int, str] = field(default_factory=dict)  # shard -> last error, after all retries
+    samples: int = 0
+    bad_rows: int = 0
+    retries: int = 0
+    seconds: float = 0.0
+    step_compression_sum: float = 0.0
+    generated: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    @property
+    def images_per_s(self) -> float:
+        return self.generated / self.seconds if self.seconds else 0.0
+
+    @property
+    def step_compression_mean(self) -> float:
+        return self.step_compression_sum / self.generated if self.generated else float("nan")
+
+    def text(self) -> str:
+        """A human summary; failed shards are listed with their last error."""
+        lines = [
+            f"job {self.job_id} -> {self.output}: {'OK' if self.ok else 'FAILED'}",
+            f"  shards: {self.shards_total} total, {self.shards_skipped} already committed, "
+            f"{self.shards_committed} committed now, {len(self.failed)} failed ({self.retries} retries)",
+            f"  samples: {self.samples} written ({self.generated} generated now), "
+            f"{self.bad_rows} bad rows skipped",
+            f"  {self.seconds:.1f} s, {self.images_per_s:.2f} images/s, "
+            f"mean step compression {self.step_compression_mean:.2f}",
+        ]
+        lines += [f"  shard {i} failed: {err}" for i, err in sorted(self.failed.items())]
+        return "\n".join(lines)
+
+
+class _Tracker:
+    """Progress bar and summary bookkeeping shared by `run_job` and `run_local`."""
+
+    def __init__(self, summary: JobSummary, todo: list[ShardSpec], progress: bool) -> None:
+        self.summary, self.done = summary, 0
+        self.bar = tqdm(total=sum(s.num_rows for s in todo), unit="img", disable=not progress,
+                        desc=f"job {summary.job_id}", dynamic_ncols=True, file=sys.stderr)
+        self._postfix()
+
+    def observe(self, spec: ShardSpec, report: ShardReport) -> None:
+        s = self.summary
+        s.shards_committed += 1
+        s.samples += report.samples
+        s.generated += report.generated
+        s.bad_rows += report.bad_rows
+        s.step_compression_sum += report.step_compression_sum
+        self.done += 1
+        self.bar.update(spec.num_rows)
+        self._postfix()
+
+    def fail(self, spec: ShardSpec, error: str) -> None:
+        self.summary.failed[spec.index] = error
+        self.bar.update(spec.num_rows)
+        self._postfix()
+
+    def _postfix(self) -> None:
+        s = self.summary
+        compression = f"{s.step_compression_mean:.2f}" if s.generated else "-"
+        self.bar.set_postfix_str(
+            f"shards {s.shards_skipped + self.done}/{s.shards_total} failed {len(s.failed)} "
+            f"step_compression {compression}"
+        )
+
+    def close(self, t0: float) -> JobSummary:
+        self.bar.close()
+        self.summary.seconds = time.perf_counter() - t0
+        return self.summary
+
+
+class _ShardActor:
+    """A Ray actor around one ShardWorker; records its own actor and node ids in the stats."""
+
+    def __init__(self, config: JobConfig, index: int) -> None:
+        ctx = ray.get_runtime_context()
+        actor = f"actor-{index}-{ctx.get_actor_id()[:8]}"
+        self.worker = ShardWorker(config, actor=actor, node=ctx.get_node_id()[:12])
+
+    def run_shard(self, spec: ShardSpec, attempt: int) -> ShardReport:
+        return self.worker.run_shard(spec, attempt)
+
+
+def run_job(config: JobConfig, progress: bool = True, ray_init: dict[str, Any] | None = None) -> JobSummary:
+    """Run (or resume) a job on Ray. Joins `RAY_ADDRESS` or an initialised Ray, else starts one.
+
+    Raises:
+        JobError, ConfigError, StorageError: before any shard runs (output owned by another job,
+            empty input, unknown model, missing bucket, bad credentials).
+    """
+    t0 = time.perf_counter()
+    summary, todo = _plan(config)
+    tracker = _Tracker(summary, todo, progress)
+    if todo:
+        started = _connect(ray_init)
+        try:
+            _drive(config, todo, tracker)
+        finally:
+            if started:
+                ray.shutdown()
+    return tracker.close(t0)
+
+
+def run_local(config: JobConfig, progress: bool = True) -> JobSummary:
+    """Run (or resume) a job in this process, shard after shard, with the same retries but no Ray."""
+    t0 = time.perf_counter()
+    summary, todo = _plan(config)
+    tracker = _Tracker(summary, todo, progress)
+    worker = ShardWorker(config) if todo else None
+    queue = collections.deque((spec, 0) for spec in todo)
+    while queue and worker is not None:
+        spec, attempt = queue.popleft()
+        try:
+            tracker.observe(spec, worker.run_shard(spec, attempt))
+        except Exception as e:  # noqa: BLE001 - any shard failure is retried, then reported
+            _retry_or_fail(config, tracker, queue, spec, attempt, _describe(e), permanent=_permanent(e))
+    return tracker.close(t0)
+
+
+def _plan(config: JobConfig) -> tuple[JobSummary, list[ShardSpec]]:
+    storage, shards, committed = prepare_job(config)
+    todo = [s for s in shards if s.index not in committed]
+    summary = JobSummary(config.job_id, storage.uri, len(shards), shards_skipped=len(shards) - len(todo))
+    return summary, todo
+
+
+def _connect(ray_init: dict[str, Any] | None) -> bool:
+    """Use the Ray this process is connected to, or RAY_ADDRESS, or start an embedded one."""
+    if ray.is_initialized():
+        return False
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(**(ray_init or {}))  # ray.init reads RAY_ADDRESS itself
+        return True
+    kwargs = {"include_dashboard": False, "object_store_memory": EMBEDDED_OBJECT_STORE}
+    ray.init(**{**kwargs, **(ray_init or {})})
+    return True
+
+
+def _drive(config: JobConfig, todo: list[ShardSpec], tracker: _Tracker) -> None:
+    """Keep one shard in flight per actor; replace dead actors; retry failed shards."""
+    remote = ray.remote(_ShardActor).options(
+        num_cpus=config.run.cpus_per_actor, num_gpus=config.run.gpus_per_actor,
+        max_restarts=0, max_task_retries=0,  # retries are ours: per shard, counted, reported
+    )
+    spawned = iter(range(sys.maxsize))
+    idle = [remote.remote(config, next(spawned)) for _ in range(_pool_size(config, len(todo)))]
+    queue = collections.deque((spec, 0) for spec in todo)
+    inflight: dict[Any, tuple[Any, ShardSpec, int]] = {}
+    try:
+        while queue or inflight:
+            while queue and idle:
+                actor, (spec, attempt) = idle.pop(), queue.popleft()
+                inflight[actor.run_shard.remote(spec, attempt)] = (actor, spec, attempt)
+            [ref], _ = ray.wait(list(inflight), num_returns=1)
+            actor, spec, attempt = inflight.pop(ref)
+            try:
+                tracker.observe(spec, ray.get(ref))
+                idle.append(actor)
+            except RayActorError as e:  # the process died (killed, OOM, node lost): replace it
+                ray.kill(actor)
+                idle.append(remote.remote(config, next(spawned)))
+                _retry_or_fail(config, tracker, queue, spec, attempt, _describe(e), permanent=False)
+            except RayTaskError as e:  # run_shard raised: the actor itself is fine
+                idle.append(actor)
+                _retry_or_fail(config, tracker, queue, spec, attempt, _describe(e), permanent=_permanent(e))
+    finally:
+        for actor in idle + [a for a, _, _ in inflight.values()]:
+            ray.kill(actor)
+
+
+def _pool_size(config: JobConfig, shards: int) -> int:
+    """Actors the cluster can hold at once: an actor that never fits would strand its shard."""
+    total, run = ray.cluster_resources(), config.run
+    fits = [int(total.get(res, 0) // need) for res, need in (("CPU", run.cpus_per_actor),
+                                                              ("GPU", run.gpus_per_actor)) if need > 0]
+    capacity = min(fits) if fits else run.num_actors
+    if capacity < 1:
+        raise JobError(f"run: an actor needs {run.cpus_per_actor} CPU and {run.gpus_per_actor} GPU, but the "
+                       f"cluster has {total.get('CPU', 0)} CPU and {total.get('GPU', 0)} GPU")
+    if capacity < run.num_actors:
+        print(f"run.num_actors={run.num_actors}, but the cluster fits {capacity}: using {capacity}",
+              file=sys.stderr)
+    return max(1, min(run.num_actors, capacity, shards))
+
+
+def _retry_or_fail(config: JobConfig, tracker: _Tracker, queue: collections.deque, spec: ShardSpec,
+                   attempt: int, error: str, permanent: bool) -> None:
+    if permanent or attempt >= config.run.max_retries:
+        tracker.fail(spec, error)
+    else:
+        tracker.summary.retries += 1
+        tracker.bar.write(f"shard {spec.index} attempt {attempt} failed, retrying: {error}")
+        queue.append((spec, attempt + 1))
+
+
+def _permanent(e: BaseException) -> bool:
+    """Input errors (a corrupt file, no `prompt` column) fail the same way on every attempt."""
+    cause: BaseException | None = getattr(e, "cause", None) if isinstance(e, RayTaskError) else e
+    return isinstance(cause, InputError)
+
+
+def _describe(e: BaseException, limit: int = 600) -> str:
+    """One readable line: the original exception for task errors, the death reason for actors."""
+    cause = getattr(e, "cause", None) if isinstance(e, RayTaskError) else None
+    text = f"{type(cause).__name__}: {cause}" if cause is not None else f"{type(e).__name__}: {e}"
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit // 2] + " ... " + text[-limit // 2 :]

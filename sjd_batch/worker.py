@@ -1,0 +1,315 @@
+"""`ShardWorker`: turns one prompt shard into images, a stats file and a commit marker.
+
+The callable-class idiom of `ray.data.llm`: `__init__` loads the model once, each call runs one
+shard. The worker never sees Ray: the runner passes in the actor and node names it should record.
+
+Exactly once, per shard (infra.md §4): every image and the stats file are written first and the
+commit marker last, so a reader that trusts committed shards only never sees a partial shard.
+Inside an uncommitted shard, a sample is done once its *partial row* (its stats, as JSON, written
+after its image) exists; a retry skips done samples and regenerates the rest. Seeds are a pure
+function of (job seed, sample id), so a retry reproduces the same images bit for bit.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import difflib
+import importlib.metadata
+import json
+import logging
+import os
+import platform
+import subprocess
+import time
+import urllib.parse
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from sjd_batch.api import GenerationResult, generate
+from sjd_batch.config import ConfigError, JobConfig, redact_uri
+from sjd_batch.decoding import sample_seed
+from sjd_batch.io import results
+from sjd_batch.io.prompts import BadRow, PromptRow, ShardSpec, expand_inputs, plan_shards, read_shard
+from sjd_batch.io.storage import Storage
+
+log = logging.getLogger(__name__)
+
+JOB_FILE = "job.json"
+PARTIAL_PREFIX = "_partial"  # per-sample stats rows of uncommitted shards (sample-level resume)
+# Timing and placement columns: the only ones allowed to differ between two runs of one job.
+VOLATILE_COLUMNS = ("prefill_s", "decode_s", "pixel_s", "actor", "node", "attempt", "batch_size")
+
+
+@dataclass(frozen=True)
+class ShardReport:
+    """What one `run_shard` call did."""
+
+    shard: int
+    attempt: int
+    samples: int  # stats rows written: generated now plus resumed
+    generated: int  # samples decoded in this attempt
+    resumed: int  # samples found done by an earlier attempt
+    bad_rows: int  # rows skipped and recorded in the errors file
+    committed: bool  # False when the shard was already committed (by an earlier attempt)
+    seconds: float
+    step_compression_sum: float  # over the generated samples (the runner keeps a running mean)
+    actor: str
+    node: str
+
+
+def check_model(config: JobConfig) -> None:
+    """Fail fast, before any actor starts, on a model name the registry does not know."""
+    from sjd_batch.models.registry import MODELS
+
+    name = config.model.name
+    if name not in MODELS:
+        close = difflib.get_close_matches(name, list(MODELS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"model.name: unknown model {name!r}{hint}; registered models: {sorted(MODELS)}")
+
+
+class JobError(RuntimeError):
+    """A job that cannot start: its output belongs to another job, or its input changed or is empty."""
+
+
+def prepare_job(config: JobConfig) -> tuple[Storage, list[ShardSpec], dict[int, dict]]:
+    """Check the model and the output, plan the shards and claim the output with `job.json`.
+
+    Returns the output storage, every shard of the plan and the committed ones (shard -> commit info).
+    """
+    check_model(config)
+    storage = Storage.from_uri(config.output.uri)
+    storage.check_bucket()  # a missing bucket or bad credentials fail here, naming the URI
+    shards = plan_shards(expand_inputs(list(config.input.uris)), config.input.shard_size)
+    if not shards or all(s.num_rows == 0 for s in shards):
+        raise JobError(f"input.uris: {list(config.input.uris)} hold no rows: nothing to generate")
+    claim_output(storage, config, shards)
+    return storage, shards, results.committed_shards(storage)
+
+
+def claim_output(storage: Storage, config: JobConfig, shards: list[ShardSpec]) -> None:
+    """Write `job.json`, or check that the one there is this job's (jobs never mix in one output)."""
+    plan = [[s.index, redact_uri(s.source), s.row_start, s.row_end] for s in shards]
+    if not storage.exists(JOB_FILE):
+        manifest = {"job_id": config.job_id, "schema_version": results.SCHEMA_VERSION,
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "config": config.to_dict(),
+                    "versions": package_versions(), "git_revision": git_revision(), "shards": plan}
+        if storage.write_bytes(JOB_FILE, json.dumps(manifest, indent=2).encode(), if_absent=True):
+            return  # else another driver claimed it first: check its claim below
+    existing = json.loads(storage.read_bytes(JOB_FILE))
+    if existing.get("job_id") != config.job_id:
+        other = existing.get("config", {}).get("name", "?")
+        raise JobError(
+            f"{storage.join(JOB_FILE)} belongs to job {existing.get('job_id')} ({other!r}), not to this job "
+            f"{config.job_id} ({config.name!r}): jobs never mix in one output; choose another output.uri"
+        )
+    if existing.get("shards") != plan:
+        raise JobError(
+            f"the input of job {config.job_id} changed since {storage.join(JOB_FILE)} was written (the shard "
+            "plan differs): a job's shards must never change between runs; write to a new output.uri"
+        )
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that determine the outputs (read from metadata, nothing imported)."""
+    out = {"python": platform.python_version()}
+    for name in ("sjd-batch", "torch", "transformers", "ray", "pyarrow", "boto3", "numpy", "pillow"):
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def git_revision() -> str | None:
+    """The commit of the package's checkout (with "-dirty" for local changes), or None outside git."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        rev = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{rev}-dirty" if dirty else rev
+
+
+class ShardWorker:
+    """Loads the model once; `run_shard(spec, attempt)` (or calling it) processes one shard."""
+
+    def __init__(self, config: JobConfig, actor: str = "local", node: str = "local") -> None:
+        from sjd_batch.models.registry import load_model
+
+        self.config, self.actor, self.node = config, actor, node
+        self.job_id = config.job_id
+        self.tar = config.output.image_format == "webdataset"
+        self.device = _pick_device(config.model.device)
+        _set_precision_flags(self.device, config.run.cpus_per_actor)
+        self.model = load_model(config.model.name, self.device, config.model.dtype)
+        self.storage = Storage.from_uri(config.output.uri)
+
+    def __call__(self, spec: ShardSpec, attempt: int = 0) -> ShardReport:
+        return self.run_shard(spec, attempt)
+
+    def run_shard(self, spec: ShardSpec, attempt: int = 0) -> ShardReport:
+        """Generate, upload, write stats (+errors), then commit. Idempotent across attempts."""
+        t0 = time.perf_counter()
+        if spec.index in results.committed_shards(self.storage):
+            return self._report(spec, attempt, [], 0, 0, False, t0)
+        rows = read_shard(spec)  # InputError (corrupt file, no `prompt`) is permanent: not retried
+        good = [r for r in rows if isinstance(r, PromptRow)]
+        bad = [r for r in rows if isinstance(r, BadRow)]
+        done = self._done_samples(spec.index)
+        fresh, failed = self._generate_all(spec, [r for r in good if r.sample_id not in done], attempt)
+        order = {r.sample_id: i for i, r in enumerate(good)}
+        stats_rows = sorted((r for r in [*done.values(), *fresh] if r["sample_id"] in order),
+                            key=lambda r: order[r["sample_id"]])
+        if self.tar:
+            self._write_tar(spec.index, stats_rows)
+        committed = self._commit(spec, attempt, stats_rows, sorted(bad + failed, key=lambda b: b.row))
+        self._cleanup_partials(spec.index)
+        return self._report(spec, attempt, fresh, len(stats_rows) - len(fresh), len(bad) + len(failed),
+                            committed, t0, total=len(stats_rows))
+
+    def _generate_all(self, spec: ShardSpec, todo: list[PromptRow], attempt: int) -> tuple[list, list]:
+        """Decode in batches while a thread pool encodes and uploads the previous batches' images."""
+        cfg, failed = self.config, []
+        futures: list[cf.Future] = []
+        with cf.ThreadPoolExecutor(cfg.run.upload_threads, thread_name_prefix="upload") as pool:
+            for start in range(0, len(todo), cfg.run.batch_size):
+                chunk, t_batch = todo[start : start + cfg.run.batch_size], time.perf_counter()
+                outputs, errors = self._generate_batch(chunk)
+                failed += [BadRow(r.sample_id, r.source, r.row, why) for r, why in errors]
+                futures += [pool.submit(self._save_sample, spec, row, out, attempt, t_batch)
+                            for row, out in outputs]
+                # Bound the images held in memory: at most ~two batches wait for upload.
+                while sum(not f.done() for f in futures) > 2 * cfg.run.batch_size:
+                    cf.wait(futures, return_when=cf.FIRST_COMPLETED)
+            rows = [f.result() for f in futures]  # re-raises an upload failure (after the IO retries)
+        return rows, failed
+
+    def _generate_batch(self, chunk: list[PromptRow]) -> tuple[list, list]:
+        """Run one batch; if the engine rejects it, rerun row by row so one bad row fails alone."""
+        try:
+            return list(zip(chunk, self._generate(chunk), strict=True)), []
+        except (ValueError, TypeError) as e:
+            if len(chunk) == 1:
+                return [], [(chunk[0], f"generate rejected the row: {type(e).__name__}: {e}")]
+        outputs, errors = [], []
+        for row in chunk:
+            ok, err = self._generate_batch([row])
+            outputs += ok
+            errors += err
+        return outputs, errors
+
+    def _generate(self, chunk: list[PromptRow]) -> list[GenerationResult]:
+        cfg = self.config
+        negatives = [r.negative_prompt for r in chunk] if any(r.negative_prompt for r in chunk) else None
+        return generate(
+            self.model,
+            [r.prompt for r in chunk],
+            cfg.method.name,
+            seed=cfg.run.seed,
+            batch_size=cfg.run.batch_size,
+            negative_prompts=negatives,
+            sample_ids=[r.sample_id for r in chunk],
+            seeds=[r.seed if r.seed is not None else sample_seed(cfg.run.seed, r.sample_id) for r in chunk],
+            **cfg.generate_params,
+        )
+
+    def _save_sample(self, spec: ShardSpec, row: PromptRow, out: GenerationResult, attempt: int,
+                     t_batch: float) -> dict:
+        """Encode and upload one image, then its partial row (which marks the sample done)."""
+        t0 = time.perf_counter()
+        png = results.encode_png(out.pixels)
+        t1 = time.perf_counter()
+        self.storage.write_bytes(self._image_dest(spec.index, row.sample_id), png)
+        t2 = time.perf_counter()
+        record = {
+            "job_id": self.job_id, "shard": spec.index, "sample_id": row.sample_id, "prompt": row.prompt,
+            "negative_prompt": row.negative_prompt, "seed": int64_seed(out.seed), "source": row.source,
+            "row": row.row, "image_key": self._image_ref(spec.index, row.sample_id),
+            "model": self.config.model.name, **out.stats.to_row(), "encode_s": t1 - t0, "upload_s": t2 - t1,
+            "latency_s": t2 - t_batch, "actor": self.actor, "node": self.node, "attempt": attempt,
+        }
+        self.storage.write_bytes(_partial_key(spec.index, row.sample_id, "json"), json.dumps(record).encode())
+        return record
+
+    def _image_ref(self, shard: int, sample_id: str) -> str:
+        return results.tar_image_ref(shard, sample_id) if self.tar else results.image_key(shard, sample_id)
+
+    def _image_dest(self, shard: int, sample_id: str) -> str:
+        """PNG: the final key. WebDataset: a partial PNG, packed into the shard's tar at the end."""
+        return _partial_key(shard, sample_id, "png") if self.tar else results.image_key(shard, sample_id)
+
+    def _write_tar(self, shard: int, rows: list[dict]) -> None:
+        writer = results.TarShardWriter()
+        for r in rows:
+            png = self.storage.read_bytes(_partial_key(shard, r["sample_id"], "png"))
+            meta = {k: r[k] for k in ("sample_id", "prompt", "seed", "source", "row")}
+            writer.add(r["sample_id"], png, meta)
+        self.storage.write_bytes(results.tar_key(shard), writer.getvalue())
+
+    def _done_samples(self, shard: int) -> dict[str, dict]:
+        """Partial rows left by earlier attempts of this shard: one LIST, not one HEAD per sample."""
+        done = {}
+        for key in self.storage.list(f"{PARTIAL_PREFIX}/{shard:06d}/"):
+            if key.endswith(".json"):
+                record = json.loads(self.storage.read_bytes(key))
+                done[record["sample_id"]] = record
+        return done
+
+    def _commit(self, spec: ShardSpec, attempt: int, rows: list[dict], bad: list[BadRow]) -> bool:
+        meta = {"job_id": self.job_id, "model": self.config.model.name, "method": self.config.method.name}
+        skey, ekey = results.stats_key(self.job_id, spec.index), None
+        results.write_stats(self.storage, skey, rows, meta)
+        if bad:
+            ekey = results.errors_key(self.job_id, spec.index)
+            results.write_errors(self.storage, ekey, bad, meta)
+        info = {"job_id": self.job_id, "rows": len(rows), "errors": len(bad), "stats_key": skey,
+                "errors_key": ekey, "attempt": attempt, "actor": self.actor, "node": self.node,
+                "source": redact_uri(spec.source), "row_start": spec.row_start, "row_end": spec.row_end}
+        return results.write_commit(self.storage, spec.index, info)  # last: the shard becomes visible
+
+    def _cleanup_partials(self, shard: int) -> None:
+        """Best effort: partial rows are useless once the shard is committed."""
+        for key in self.storage.list(f"{PARTIAL_PREFIX}/{shard:06d}/"):
+            try:
+                self.storage.delete(key)
+            except Exception as e:  # noqa: BLE001 - leftovers are harmless, never fail a committed shard
+                log.warning("could not delete %s: %s", key, e)
+
+    def _report(self, spec: ShardSpec, attempt: int, fresh: list[dict], resumed: int, bad: int,
+                committed: bool, t0: float, total: int = 0) -> ShardReport:
+        return ShardReport(
+            shard=spec.index, attempt=attempt, samples=total, generated=len(fresh), resumed=resumed,
+            bad_rows=bad, committed=committed, seconds=time.perf_counter() - t0,
+            step_compression_sum=sum(r["step_compression"] for r in fresh), actor=self.actor, node=self.node,
+        )
+
+
+def int64_seed(seed: int) -> int:
+    """The stats `seed` column is int64: 64-bit seeds are stored as their two's-complement view."""
+    return seed - (1 << 64) if seed >= 1 << 63 else seed
+
+
+def _partial_key(shard: int, sample_id: str, ext: str) -> str:
+    return f"{PARTIAL_PREFIX}/{shard:06d}/{urllib.parse.quote(sample_id, safe='')}.{ext}"
+
+
+def _pick_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def _set_precision_flags(device: str, cpus: float) -> Any:
+    """Set here, never at import (style §9): TF32 matmuls on GPU; one torch thread per reserved CPU."""
+    if device.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    else:
+        # Ray reserves `cpus` cores for this actor; more threads would oversubscribe its neighbours.
+        torch.set_num_threads(max(1, int(cpus)))
