@@ -1,0 +1,313 @@
+"""A job's output: key layout, image encoding, the stats Parquet dataset and shard commit markers.
+
+Layout under the output root (every key is a pure function of the job spec, so a retry rewrites the
+same objects and never adds new ones):
+
+    job.json                                               resolved config (written by the runner)
+    images/shard=00003/<sample_id>.png                     one PNG per sample (image_format="png")
+    images/shard-00003.tar                                 or one WebDataset tar per shard
+    stats/job_id=<job>/shard=00003/part-0.parquet          one stats row per sample (hive partitions)
+    errors/job_id=<job>/shard=00003/part-0.parquet         skipped input rows and their reason
+    _commits/shard=00003.json                              commit marker, written last, create-only
+
+A shard's outputs count only once its commit marker exists: `read_stats` reads committed shards only.
+`job_id` and `shard` are hive partition columns: they live in the path, not in the files, so pyarrow,
+DuckDB and Polars all see them with the same types (`PARTITION_SCHEMA`).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import tarfile
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from sjd_batch.io.storage import Storage, StorageError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pyarrow.dataset as ds
+
+    from sjd_batch.io.prompts import BadRow
+
+SCHEMA_VERSION = "1"
+VERSION_KEY = b"sjd_batch.schema_version"
+JOB_KEY = "job.json"
+_SHARD_RE = re.compile(r"shard=(\d+)")
+
+PARTITION_SCHEMA = pa.schema([("job_id", pa.string()), ("shard", pa.int32())])
+
+# One row per sample. Engine statistics (see `SampleStats.to_row`) are null for rows that failed.
+STATS_SCHEMA = pa.schema(
+    [
+        ("sample_id", pa.string()),
+        ("prompt", pa.string()),
+        ("negative_prompt", pa.string()),
+        ("seed", pa.int64()),
+        ("source", pa.string()),  # input Parquet URI
+        ("row", pa.int64()),  # row index inside `source`
+        ("attempt", pa.int32()),  # 0 for a shard's first try
+        ("actor", pa.string()),
+        ("node", pa.string()),
+        ("model", pa.string()),
+        ("method", pa.string()),
+        ("image_key", pa.string()),
+        ("error", pa.string()),  # null when the sample succeeded
+        ("tokens", pa.int64()),
+        ("nfe", pa.int64()),
+        ("ar_steps", pa.int64()),
+        ("step_compression", pa.float64()),
+        ("accept_len_mean", pa.float64()),
+        ("accept_lens", pa.list_(pa.int64())),
+        ("drafts_tested", pa.int64()),
+        ("drafts_accepted", pa.int64()),
+        ("acceptance_rate", pa.float64()),
+        ("accepted_by_offset", pa.list_(pa.int64())),
+        ("tested_by_offset", pa.list_(pa.int64())),
+        ("prefill_s", pa.float64()),
+        ("decode_s", pa.float64()),
+        ("pixel_s", pa.float64()),
+        ("encode_s", pa.float64()),
+        ("upload_s", pa.float64()),
+        ("latency_s", pa.float64()),
+        ("batch_size", pa.int64()),
+        ("params_json", pa.string()),  # the method's parameters, JSON with sorted keys
+        ("extra_json", pa.string()),  # any other key the worker passed, JSON with sorted keys
+    ]
+)
+
+ERRORS_SCHEMA = pa.schema(
+    [
+        ("sample_id", pa.string()),
+        ("source", pa.string()),
+        ("row", pa.int64()),
+        ("reason", pa.string()),
+    ]
+)
+
+
+def image_key(shard: int, sample_id: str, fmt: str = "png") -> str:
+    """Key of one sample's image: `images/shard=00003/<sample_id>.png`."""
+    return f"images/shard={shard:05d}/{sample_id}.{fmt}"
+
+
+def tar_key(shard: int) -> str:
+    """Key of a shard's WebDataset tar: `images/shard-00003.tar` (brace-expandable by webdataset)."""
+    return f"images/shard-{shard:05d}.tar"
+
+
+def tar_image_ref(shard: int, sample_id: str, fmt: str = "png") -> str:
+    """What the stats `image_key` holds for a sample stored in a tar: `<tar key>#<member>`."""
+    return f"{tar_key(shard)}#{sample_id}.{fmt}"
+
+
+def stats_key(job_id: str, shard: int) -> str:
+    """Key of a shard's stats file (hive partitions `job_id`, `shard`)."""
+    return f"stats/job_id={job_id}/shard={shard:05d}/part-0.parquet"
+
+
+def errors_key(job_id: str, shard: int) -> str:
+    """Key of a shard's bad-input-rows file (same partitions as the stats)."""
+    return f"errors/job_id={job_id}/shard={shard:05d}/part-0.parquet"
+
+
+def commit_key(shard: int) -> str:
+    """Key of a shard's commit marker."""
+    return f"_commits/shard={shard:05d}.json"
+
+
+def encode_png(pixels: Any) -> bytes:
+    """A uint8 [H, W, 3] image (numpy array or torch tensor, any device) -> PNG bytes."""
+    import numpy as np
+    from PIL import Image
+
+    if hasattr(pixels, "detach"):  # torch, without importing it here
+        pixels = pixels.detach().cpu().numpy()
+    arr = np.asarray(pixels)
+    if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
+        raise ValueError(f"encode_png expects a uint8 [H, W, 3] image, got {arr.dtype} {list(arr.shape)}")
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(arr), "RGB").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    """PNG bytes -> uint8 [H, W, 3] numpy array (the inverse of `encode_png`)."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as img:
+        return np.asarray(img.convert("RGB"))
+
+
+def _stats_record(row: dict[str, Any]) -> dict[str, Any]:
+    """A worker row -> a record of STATS_SCHEMA: params to JSON, unknown keys to `extra_json`."""
+    rec = {k: v for k, v in row.items() if k not in ("params", "job_id", "shard")}
+    if "params" in row:
+        rec["params_json"] = json.dumps(row["params"], sort_keys=True, default=str)
+    extra = {k: rec.pop(k) for k in list(rec) if k not in STATS_SCHEMA.names}
+    if extra:
+        rec["extra_json"] = json.dumps(extra, sort_keys=True, default=str)
+    return rec
+
+
+def _file_metadata(metadata: dict[str, Any]) -> dict[bytes, bytes]:
+    """Schema metadata: strings as they are, anything else as JSON, plus the schema version."""
+    out = {
+        str(k).encode(): (v if isinstance(v, str) else json.dumps(v, sort_keys=True)).encode()
+        for k, v in metadata.items()
+    }
+    out[VERSION_KEY] = SCHEMA_VERSION.encode()
+    return out
+
+
+def _write_table(storage: Storage, key: str, table: pa.Table, metadata: dict[str, Any]) -> None:
+    import pyarrow.parquet as pq
+
+    table = table.replace_schema_metadata(_file_metadata(metadata))
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    storage.write_bytes(key, sink.getvalue().to_pybytes())  # atomic: a retry replaces its own file
+
+
+def write_stats(storage: Storage, key: str, rows: list[dict[str, Any]], metadata: dict[str, Any]) -> None:
+    """Write one shard's stats rows (dicts from the worker) as zstd Parquet with STATS_SCHEMA.
+
+    `metadata` (e.g. job_id, model, method) goes into the file's schema metadata, next to
+    `sjd_batch.schema_version`. Missing columns are null; unknown keys land in `extra_json`.
+    """
+    try:
+        table = pa.Table.from_pylist([_stats_record(r) for r in rows], schema=STATS_SCHEMA)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        raise ValueError(f"stats rows for {storage.join(key)} do not fit the stats schema: {e}") from e
+    _write_table(storage, key, table, metadata)
+
+
+def write_errors(storage: Storage, key: str, bad_rows: list[BadRow], metadata: dict[str, Any]) -> None:
+    """Write one shard's skipped input rows (`BadRow`s) as zstd Parquet with ERRORS_SCHEMA."""
+    records = [
+        {"sample_id": b.sample_id, "source": b.source, "row": b.row, "reason": b.reason} for b in bad_rows
+    ]
+    _write_table(storage, key, pa.Table.from_pylist(records, schema=ERRORS_SCHEMA), metadata)
+
+
+def write_commit(storage: Storage, shard: int, info: dict[str, Any]) -> bool:
+    """Write a shard's commit marker, create-only; call it after every other output of the shard.
+
+    `info` should hold at least the row counts and `stats_key`. Returns False if the shard was already
+    committed (the existing marker is left unchanged).
+    """
+    body = {**info, "shard": shard, "schema_version": SCHEMA_VERSION}
+    return storage.write_bytes(commit_key(shard), json.dumps(body, sort_keys=True).encode(), if_absent=True)
+
+
+def committed_shards(storage: Storage) -> dict[int, dict[str, Any]]:
+    """Shard number -> its commit marker's content, for every committed shard."""
+    keys = [k for k in storage.list("_commits/") if _SHARD_RE.search(k) and k.endswith(".json")]
+
+    def load(key: str) -> tuple[int, dict[str, Any]]:
+        try:
+            return int(_SHARD_RE.search(key).group(1)), json.loads(storage.read_bytes(key))
+        except json.JSONDecodeError as e:
+            raise StorageError(f"commit marker {storage.join(key)} is not valid JSON: {e}") from e
+
+    with ThreadPoolExecutor(max_workers=min(16, max(1, len(keys)))) as pool:
+        return dict(pool.map(load, keys))
+
+
+def stats_dataset(storage: Storage, committed_only: bool = True) -> ds.Dataset:
+    """The stats as a `pyarrow.dataset` (hive partitions `job_id`, `shard`), for DuckDB/Polars/Arrow."""
+    return _dataset(storage, "stats/", STATS_SCHEMA, committed_only)
+
+
+def read_stats(storage: Storage, committed_only: bool = True) -> pa.Table:
+    """All stats rows of committed shards (or of every shard written, with `committed_only=False`)."""
+    return stats_dataset(storage, committed_only).to_table()
+
+
+def read_errors(storage: Storage, committed_only: bool = True) -> pa.Table:
+    """All skipped input rows of committed shards, with their `job_id` and `shard`."""
+    return _dataset(storage, "errors/", ERRORS_SCHEMA, committed_only).to_table()
+
+
+def _dataset(storage: Storage, folder: str, schema: pa.Schema, committed_only: bool) -> ds.Dataset:
+    import pyarrow.dataset as ds
+
+    keys = [k for k in storage.list(folder) if k.endswith(".parquet") and _SHARD_RE.search(k)]
+    if committed_only:
+        done = set(committed_shards(storage))
+        keys = [k for k in keys if int(_SHARD_RE.search(k).group(1)) in done]
+    fs, root = storage.arrow_filesystem()
+    full_schema = pa.unify_schemas([schema, PARTITION_SCHEMA])
+    partitioning = ds.partitioning(PARTITION_SCHEMA, flavor="hive")
+    dataset = ds.dataset(
+        [f"{root}/{k}" for k in keys],
+        schema=full_schema,
+        filesystem=fs,
+        format="parquet",
+        partitioning=partitioning,
+        partition_base_dir=f"{root}/{folder.rstrip('/')}",
+    )
+    for fragment in dataset.get_fragments():
+        _check_version(fragment.path, fragment.physical_schema)
+    return dataset
+
+
+def _check_version(path: str, schema: pa.Schema) -> None:
+    version = (schema.metadata or {}).get(VERSION_KEY, b"").decode()
+    if version != SCHEMA_VERSION:
+        raise StorageError(
+            f"{path} has sjd_batch.schema_version {version or '(none)'!r}; this sjd-batch reads "
+            f"version {SCHEMA_VERSION!r} only"
+        )
+
+
+class TarShardWriter:
+    """Builds one WebDataset-style tar in memory: `<sample_id>.png` + `<sample_id>.json` per sample.
+
+    Members get fixed owner, mode and mtime, so the same samples always give the same bytes (a retried
+    shard rewrites an identical object). WebDataset groups members by the name up to the first `.`,
+    so sample ids must not contain dots.
+    """
+
+    def __init__(self, mtime: int = 0) -> None:
+        self._buf = io.BytesIO()
+        self._tar = tarfile.open(fileobj=self._buf, mode="w", format=tarfile.PAX_FORMAT)
+        self._mtime = mtime
+        self._ids: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def add(self, sample_id: str, image: bytes, meta: dict[str, Any], fmt: str = "png") -> None:
+        """Append one sample: its encoded image and its metadata as JSON."""
+        if "." in sample_id or "/" in sample_id or sample_id in self._ids:
+            raise ValueError(f"tar sample id {sample_id!r} must be unique and contain no '.' or '/'")
+        self._ids.add(sample_id)
+        self._member(f"{sample_id}.{fmt}", image)
+        self._member(f"{sample_id}.json", json.dumps(meta, sort_keys=True, default=str).encode())
+
+    def _member(self, name: str, data: bytes) -> None:
+        info = tarfile.TarInfo(name)
+        info.size, info.mtime, info.mode = len(data), self._mtime, 0o644
+        self._tar.addfile(info, io.BytesIO(data))
+
+    def getvalue(self) -> bytes:
+        """The finished tar's bytes (closes the writer)."""
+        if not self._tar.closed:
+            self._tar.close()
+        return self._buf.getvalue()
+
+
+def read_tar_shard(data: bytes) -> dict[str, dict[str, bytes]]:
+    """Tar bytes -> {sample_id: {extension: bytes}}, grouping members as WebDataset does."""
+    samples: dict[str, dict[str, bytes]] = {}
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
+        for member in tar.getmembers():
+            key, _, ext = member.name.partition(".")
+            samples.setdefault(key, {})[ext] = tar.extractfile(member).read()
+    return samples
