@@ -118,6 +118,15 @@ class JobConfig:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, indent=2)
 
+    def to_yaml(self) -> str:
+        """A job file that loads back to this config (method parameters inline, as in the YAML)."""
+        data = self.to_dict()
+        method = data.pop("method")
+        data["method"] = {"name": method["name"], **method["params"]}
+        data["input"]["uris"] = list(self.input.uris)  # as given: redaction would change the job
+        data["output"]["uri"] = self.output.uri
+        return yaml.safe_dump(data, sort_keys=False)
+
 
 def redact_uri(uri: str) -> str:
     """Drop the userinfo of a URI (s3://KEY:SECRET@bucket -> s3://bucket)."""

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from sjd_batch.config import JobConfig
 from sjd_batch.io.prompts import InputError, ShardSpec
-from sjd_batch.worker import JobError, ShardReport, ShardWorker, prepare_job
+from sjd_batch.worker import JobError, ShardReport, ShardWorker, prepare_job, record_failure
 
 EMBEDDED_OBJECT_STORE = 256 * 1024**2  # actors return small reports; images go straight to storage
 
@@ -46,6 +46,7 @@ class JobSummary:
     seconds: float = 0.0
     step_compression_sum: float = 0.0
     generated: int = 0
+    storage: Any = field(default=None, repr=False)  # the output, for failure records
 
     @property
     def ok(self) -> bool:
@@ -94,8 +95,9 @@ class _Tracker:
         self.bar.update(spec.num_rows)
         self._postfix()
 
-    def fail(self, spec: ShardSpec, error: str) -> None:
+    def fail(self, spec: ShardSpec, error: str, attempts: int) -> None:
         self.summary.failed[spec.index] = error
+        record_failure(self.summary.storage, spec.index, error, attempts)
         self.bar.update(spec.num_rows)
         self._postfix()
 
@@ -165,6 +167,7 @@ def _plan(config: JobConfig) -> tuple[JobSummary, list[ShardSpec]]:
     storage, shards, committed = prepare_job(config)
     todo = [s for s in shards if s.index not in committed]
     summary = JobSummary(config.job_id, storage.uri, len(shards), shards_skipped=len(shards) - len(todo))
+    summary.storage = storage
     return summary, todo
 
 
@@ -230,7 +233,7 @@ def _pool_size(config: JobConfig, shards: int) -> int:
 def _retry_or_fail(config: JobConfig, tracker: _Tracker, queue: collections.deque, spec: ShardSpec,
                    attempt: int, error: str, permanent: bool) -> None:
     if permanent or attempt >= config.run.max_retries:
-        tracker.fail(spec, error)
+        tracker.fail(spec, error, attempt + 1)
     else:
         tracker.summary.retries += 1
         tracker.bar.write(f"shard {spec.index} attempt {attempt} failed, retrying: {error}")

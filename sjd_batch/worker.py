@@ -37,6 +37,7 @@ from sjd_batch.io.storage import Storage
 log = logging.getLogger(__name__)
 
 JOB_FILE = "job.json"
+FAILURES_PREFIX = "_failures"  # shards that failed after all retries in the last run (for `status`)
 PARTIAL_PREFIX = "_partial"  # per-sample stats rows of uncommitted shards (sample-level resume)
 # Timing and placement columns: the only ones allowed to differ between two runs of one job.
 VOLATILE_COLUMNS = ("prefill_s", "decode_s", "pixel_s", "actor", "node", "attempt", "batch_size")
@@ -112,6 +113,13 @@ def claim_output(storage: Storage, config: JobConfig, shards: list[ShardSpec]) -
         )
 
 
+def record_failure(storage: Storage, shard: int, error: str, attempts: int) -> None:
+    """Note a shard that failed after all its retries; `status` reports it until it commits."""
+    body = {"shard": shard, "error": error, "attempts": attempts,
+            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    storage.write_bytes(f"{FAILURES_PREFIX}/shard={shard:05d}.json", json.dumps(body).encode())
+
+
 def package_versions() -> dict[str, str]:
     """Versions of the packages that determine the outputs (read from metadata, nothing imported)."""
     out = {"python": platform.python_version()}
@@ -155,7 +163,7 @@ class ShardWorker:
 
     def run_shard(self, spec: ShardSpec, attempt: int = 0) -> ShardReport:
         """Generate, upload, write stats (+errors), then commit. Idempotent across attempts."""
-        t0 = time.perf_counter()
+        t0, started_at = time.perf_counter(), time.time()
         if spec.index in results.committed_shards(self.storage):
             return self._report(spec, attempt, [], 0, 0, False, t0)
         rows = read_shard(spec)  # InputError (corrupt file, no `prompt`) is permanent: not retried
@@ -168,7 +176,8 @@ class ShardWorker:
                             key=lambda r: order[r["sample_id"]])
         if self.tar:
             self._write_tar(spec.index, stats_rows)
-        committed = self._commit(spec, attempt, stats_rows, sorted(bad + failed, key=lambda b: b.row))
+        timing = {"started_at": started_at, "finished_at": time.time(), "seconds": time.perf_counter() - t0}
+        committed = self._commit(spec, attempt, stats_rows, sorted(bad + failed, key=lambda b: b.row), timing)
         self._cleanup_partials(spec.index)
         return self._report(spec, attempt, fresh, len(stats_rows) - len(fresh), len(bad) + len(failed),
                             committed, t0, total=len(stats_rows))
@@ -261,7 +270,8 @@ class ShardWorker:
                 done[record["sample_id"]] = record
         return done
 
-    def _commit(self, spec: ShardSpec, attempt: int, rows: list[dict], bad: list[BadRow]) -> bool:
+    def _commit(self, spec: ShardSpec, attempt: int, rows: list[dict], bad: list[BadRow],
+                timing: dict) -> bool:
         meta = {"job_id": self.job_id, "model": self.config.model.name, "method": self.config.method.name}
         skey, ekey = results.stats_key(self.job_id, spec.index), None
         results.write_stats(self.storage, skey, rows, meta)
@@ -270,7 +280,8 @@ class ShardWorker:
             results.write_errors(self.storage, ekey, bad, meta)
         info = {"job_id": self.job_id, "rows": len(rows), "errors": len(bad), "stats_key": skey,
                 "errors_key": ekey, "attempt": attempt, "actor": self.actor, "node": self.node,
-                "source": redact_uri(spec.source), "row_start": spec.row_start, "row_end": spec.row_end}
+                "source": redact_uri(spec.source), "row_start": spec.row_start, "row_end": spec.row_end,
+                **timing}
         return results.write_commit(self.storage, spec.index, info)  # last: the shard becomes visible
 
     def _cleanup_partials(self, shard: int) -> None:

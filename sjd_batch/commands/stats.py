@@ -1,0 +1,110 @@
+"""`sjd-batch stats OUTPUT_URI [--json] [--by COLUMN]`: a summary of a job's stats dataset.
+
+Reads the committed shards only, with pyarrow (the README shows the same queries in DuckDB and
+Polars). Per group: sample count, mean and percentiles of step compression, accepted length and
+latency, and images/s, which is the group's samples over the wall-clock span of the shards that made
+them (from the commit markers), so it reflects the whole pool of actors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from typing import Any
+
+from sjd_batch.io.storage import Storage, StorageError
+
+METRICS = ("step_compression", "accept_len_mean", "latency_s")
+QUANTILES = (0.5, 0.9, 0.99)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("output", help="the job's output URI (local folder or s3://bucket/prefix)")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument("--by", metavar="COLUMN", help="group by a stats column (e.g. method, shard, node)")
+
+
+def summarize(storage: Storage, by: str | None = None) -> dict[str, Any]:
+    """{"total": {...}, "groups": {value: {...}}} computed with pyarrow.compute."""
+    from sjd_batch.io import results
+
+    table = results.read_stats(storage)
+    if by is not None and by not in table.column_names:
+        raise ValueError(f"--by {by}: no such stats column; columns: {sorted(table.column_names)}")
+    commits = results.committed_shards(storage)
+    spans = {i: (c.get("started_at"), c.get("finished_at")) for i, c in commits.items()}
+    out: dict[str, Any] = {"total": _summary(table, spans)}
+    if by is not None:
+        keys = sorted(set(table.column(by).to_pylist()), key=lambda v: (v is None, str(v)))
+        out["by"] = by
+        out["groups"] = {str(k): _summary(_where(table, by, k), spans) for k in keys}
+    return out
+
+
+def _where(table: Any, column: str, value: Any) -> Any:
+    import pyarrow.compute as pc
+
+    col = table.column(column)
+    mask = pc.is_null(col) if value is None else pc.equal(col, value)
+    return table.filter(mask)
+
+
+def _summary(table: Any, spans: dict[int, tuple]) -> dict[str, Any]:
+    import pyarrow.compute as pc
+
+    out: dict[str, Any] = {"samples": table.num_rows, "shards": len(set(table.column("shard").to_pylist()))}
+    for name in METRICS:
+        col = pc.drop_null(table.column(name))
+        if len(col) == 0:
+            out[name] = None
+            continue
+        qs = pc.quantile(col, q=list(QUANTILES)).to_pylist()
+        out[name] = {"mean": pc.mean(col).as_py()}
+        out[name].update({f"p{int(q * 100)}": v for q, v in zip(QUANTILES, qs, strict=True)})
+    out["images_per_s"] = _images_per_s(table, spans)
+    return out
+
+
+def _images_per_s(table: Any, spans: dict[int, tuple]) -> float | None:
+    shards = set(table.column("shard").to_pylist())
+    times = [spans[s] for s in shards if s in spans and None not in spans[s]]
+    if not times:
+        return None
+    wall = max(t[1] for t in times) - min(t[0] for t in times)
+    return table.num_rows / wall if wall > 0 else None
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        summary = summarize(Storage.from_uri(args.output), args.by)
+    except (StorageError, ValueError) as e:
+        print(f"sjd-batch stats: error: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(summary, indent=2, sort_keys=True))
+        return 0
+    print(_table(summary))
+    return 0
+
+
+def _table(summary: dict[str, Any]) -> str:
+    groups = summary.get("groups", {})
+    rows = [("total", summary["total"])] + [(f"{summary['by']}={k}", v) for k, v in groups.items()]
+    head = f"{'group':<24} {'samples':>8} {'img/s':>8}" + "".join(
+        f" | {m:>16} {'p50':>7} {'p90':>7} {'p99':>7}" for m in METRICS
+    )
+    lines = [head + "   (first value of each metric: mean)"]
+    for name, s in rows:
+        line = f"{name[:24]:<24} {s['samples']:>8} {_fmt(s['images_per_s']):>8}"
+        for m in METRICS:
+            v = s[m] or {}
+            cells = "".join(f" {_fmt(v.get(p)):>7}" for p in ("p50", "p90", "p99"))
+            line += f" | {_fmt(v.get('mean')):>16}{cells}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3g}"
