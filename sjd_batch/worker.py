@@ -40,7 +40,8 @@ JOB_FILE = "job.json"
 FAILURES_PREFIX = "_failures"  # shards that failed after all retries in the last run (for `status`)
 PARTIAL_PREFIX = "_partial"  # per-sample stats rows of uncommitted shards (sample-level resume)
 # Timing and placement columns: the only ones allowed to differ between two runs of one job.
-VOLATILE_COLUMNS = ("prefill_s", "decode_s", "pixel_s", "actor", "node", "attempt", "batch_size")
+VOLATILE_COLUMNS = ("prefill_s", "decode_s", "pixel_s", "encode_s", "upload_s", "latency_s", "actor", "node",
+                    "attempt")
 
 
 @dataclass(frozen=True)

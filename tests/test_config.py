@@ -1,0 +1,137 @@
+"""JobConfig: YAML loading, clear errors naming file and key path, --set overrides, job_id, no credentials."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sjd_batch.config import ConfigError, JobConfig, apply_override, load_job, parse_job
+
+REPO = Path(__file__).resolve().parents[1]
+
+BASE = {
+    "name": "t",
+    "model": {"name": "tiny-random"},
+    "method": {"name": "sjd", "window": 8},
+    "sampling": {"cfg_scale": 3.0},
+    "input": {"uris": ["in.parquet"], "shard_size": 4},
+    "output": {"uri": "/tmp/out"},
+    "run": {"batch_size": 2, "num_actors": 2},
+}
+
+
+def write_job(tmp_path: Path, data: dict, name: str = "job.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def with_(key: str, value: object) -> dict:
+    raw = json.loads(json.dumps(BASE))
+    apply_override(raw, f"{key}={json.dumps(value)}")
+    return raw
+
+
+def test_example_jobs_load() -> None:
+    for path in sorted((REPO / "jobs").glob("*.yaml")):
+        job = load_job(path)
+        assert job.name and len(job.job_id) == 16
+
+
+def test_defaults_and_types(tmp_path: Path) -> None:
+    job = load_job(write_job(tmp_path, BASE))
+    assert isinstance(job, JobConfig)
+    assert job.method.name == "sjd" and dict(job.method.params) == {"window": 8}
+    assert job.run.gpus_per_actor == 0.0 and job.output.image_format == "png"
+    assert job.generate_params == {"window": 8, "cfg_scale": 3.0}
+    # relative local paths become absolute, so actors in other directories see the same files
+    assert job.input.uris == (str(Path.cwd() / "in.parquet"),)
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        (with_("method.windw", 3), "job.yaml: method.windw: unknown key (did you mean 'window'?)"),
+        (with_("run.batch_sise", 3), "run.batch_sise: unknown key (did you mean 'batch_size'?)"),
+        (with_("outptu", {}), "outptu: unknown key (did you mean 'output'?)"),
+        (with_("sampling.temprature", 1), "sampling.temprature: unknown key (did you mean 'temperature'?)"),
+        (with_("run.batch_size", "eight"), "run.batch_size: expected int, got str ('eight')"),
+        (with_("run.num_actors", True), "run.num_actors: expected int, got bool"),
+        (with_("input.uris", []), "input.uris: expected a non-empty list of strings"),
+        (with_("input.uris", [3]), "input.uris[0]: expected str, got int"),
+        (with_("run", 5), "run: expected a mapping, got int"),
+        (with_("method.name", "fast"), "method: unknown method 'fast'"),
+        (with_("method.window", 1), "window must be >= 2"),
+        (with_("sampling.top_p", 2.0), "top_p must be in (0, 1]"),
+        (with_("output.image_format", "jpg"), "output.image_format: must be one of ('png', 'webdataset')"),
+        (with_("run.batch_size", 0), "run.batch_size: must be >= 1"),
+    ],
+)
+def test_errors_name_file_and_key(tmp_path: Path, raw: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_job(write_job(tmp_path, raw))
+    assert message in str(err.value)
+    assert str(tmp_path / "job.yaml") in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "section, key", [("model", "name"), ("input", "uris"), ("output", "uri"), ("", "name")]
+)
+def test_missing_fields(tmp_path: Path, section: str, key: str) -> None:
+    raw = json.loads(json.dumps(BASE))
+    (raw[section] if section else raw).pop(key)
+    with pytest.raises(ConfigError, match=f"{section + '.' if section else ''}{key}: missing required field"):
+        load_job(write_job(tmp_path, raw))
+
+
+def test_bad_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read the job file"):
+        load_job(tmp_path / "nope.yaml")
+    (tmp_path / "bad.yaml").write_text("name: [unclosed\n")
+    with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
+        load_job(tmp_path / "bad.yaml")
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="must be a mapping of sections"):
+        load_job(tmp_path / "list.yaml")
+
+
+def test_set_overrides(tmp_path: Path) -> None:
+    path = write_job(tmp_path, BASE)
+    sets = ["method.window=32", "run.seed=7", "sampling.top_k=5", "input.uris=[a.parquet, b.parquet]"]
+    job = load_job(path, sets)
+    assert job.method.params["window"] == 32 and job.run.seed == 7 and job.sampling["top_k"] == 5
+    assert [Path(u).name for u in job.input.uris] == ["a.parquet", "b.parquet"]
+    with pytest.raises(ConfigError, match=r"--set 'run.seed': expected KEY.SUB=VALUE"):
+        load_job(path, ["run.seed"])
+    with pytest.raises(ConfigError, match="run.sed: unknown key \\(did you mean 'seed'\\?\\)"):
+        load_job(path, ["run.sed=1"])
+    with pytest.raises(ConfigError, match="--set name.x: name is not a section"):
+        load_job(path, ["name.x=1"])
+
+
+def test_job_id_tracks_outputs_not_resources(tmp_path: Path) -> None:
+    path = write_job(tmp_path, BASE)
+    base = load_job(path).job_id
+    assert load_job(path).job_id == base  # stable
+    for same in ["run.num_actors=7", "run.gpus_per_actor=1", "run.cpus_per_actor=2", "run.max_retries=9"]:
+        assert load_job(path, [same]).job_id == base, same
+    for other in ["run.seed=1", "method.window=4", "sampling.cfg_scale=2", "input.shard_size=5",
+                  "model.dtype=bf16", "output.image_format=webdataset"]:
+        assert load_job(path, [other]).job_id != base, other
+
+
+def test_no_credentials_in_json(tmp_path: Path) -> None:
+    raw = with_("output.uri", "s3://AKIASECRET:hunter2@bucket/out")
+    job = parse_job(raw)
+    text = job.to_json()
+    assert "hunter2" not in text and "AKIASECRET" not in text and "s3://bucket/out" in text
+    assert "hunter2" not in job.job_id
+
+
+def test_yaml_round_trip(tmp_path: Path) -> None:
+    job = load_job(write_job(tmp_path, BASE), ["method.vp_lambda=0.5"])
+    again = load_job(write_job(tmp_path, yaml.safe_load(job.to_yaml()), "again.yaml"))
+    assert again == job and again.job_id == job.job_id
