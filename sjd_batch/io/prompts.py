@@ -20,6 +20,7 @@ cannot be read at all (corrupt, or no `prompt` column) raises `InputError` namin
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -111,8 +112,9 @@ def plan_shards(files: list[str], shard_size: int) -> list[ShardSpec]:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
     specs: list[ShardSpec] = []
     stems: dict[str, str] = {}
-    for uri in files:
-        meta = _open(uri).metadata
+    with ThreadPoolExecutor(max_workers=min(16, max(1, len(files)))) as pool:
+        footers = list(pool.map(lambda uri: _open(uri).metadata, files))  # S3 latency, not CPU, dominates
+    for uri, meta in zip(files, footers, strict=True):
         if "id" not in meta.schema.names:
             _claim_stem(stems, uri)
         for start in range(0, meta.num_rows, shard_size):

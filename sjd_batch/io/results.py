@@ -12,7 +12,10 @@ same objects and never adds new ones):
 
 A shard's outputs count only once its commit marker exists: `read_stats` reads committed shards only.
 `job_id` and `shard` are hive partition columns: they live in the path, not in the files, so pyarrow,
-DuckDB and Polars all see them with the same types (`PARTITION_SCHEMA`).
+DuckDB and Polars all see them with the same types (`PARTITION_SCHEMA`). Shard folders are zero-padded,
+so readers that infer partition types need them spelled out: DuckDB `read_parquet(...,
+hive_partitioning=true, hive_types={'shard': INTEGER})`, Polars `hive_schema={"shard": pl.Int32}`;
+`stats_dataset` hands DuckDB and Polars a dataset that already has them.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -137,7 +138,7 @@ class Storage:
 
     def join(self, key: str) -> str:
         """The full URI of a key under this root."""
-        check_key(key, allow_empty=True)
+        check_prefix(key)
         return f"{self.uri.rstrip('/')}/{key}" if key else self.uri
 
     def child(self, key: str) -> Storage:
@@ -438,7 +439,25 @@ class S3Storage(Storage):
         return pyarrow.fs.S3FileSystem(**kwargs), root
 
 
+_CONNECTIONS: dict[tuple, tuple[Any, Any]] = {}
+_CONNECTIONS_LOCK = threading.Lock()
+
+
 def _connect(endpoint_url: str | None, retry: RetryPolicy) -> tuple[Any, Any]:
+    """A (boto3 session, S3 client) pair, shared per endpoint, retry policy and AWS environment.
+
+    Making a client costs ~150 ms (botocore loads its endpoint rules), so Storages that only differ in
+    their root share one; clients are thread-safe. The AWS_* environment is part of the cache key, so a
+    changed endpoint or credentials in the environment get a new client.
+    """
+    key = (endpoint_url, retry, tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_"))))
+    with _CONNECTIONS_LOCK:
+        if key not in _CONNECTIONS:
+            _CONNECTIONS[key] = _new_connection(endpoint_url, retry)
+        return _CONNECTIONS[key]
+
+
+def _new_connection(endpoint_url: str | None, retry: RetryPolicy) -> tuple[Any, Any]:
     import boto3
     import botocore.config
 
@@ -446,6 +465,7 @@ def _connect(endpoint_url: str | None, retry: RetryPolicy) -> tuple[Any, Any]:
         retries={"mode": "adaptive", "total_max_attempts": retry.botocore_attempts},
         connect_timeout=10,
         read_timeout=60,
+        max_pool_connections=32,  # the worker uploads images from a thread pool
     )
     # endpoint_url=None lets boto3 read AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL / the config file itself.
     session = boto3.session.Session()

@@ -1,0 +1,252 @@
+"""Output layout on a local folder and on S3: keys, PNG/tar encoding, stats dataset, commit markers."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+
+import duckdb
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from sjd_batch.decoding.state import SampleStats
+from sjd_batch.io import results
+from sjd_batch.io.prompts import BadRow
+from sjd_batch.io.storage import Storage, StorageError
+
+JOB = "job-abc123"
+META = {"job_id": JOB, "model": "tiny-random", "method": "sjd", "config": {"window": 16}}
+
+
+def _row(shard: int, i: int, error: str | None = None) -> dict:
+    """A stats row as the worker builds it: provenance plus `SampleStats.to_row()`."""
+    row = {
+        "sample_id": f"s{shard}-{i}",
+        "prompt": f"prompt {i}",
+        "seed": 1000 + i,
+        "shard": shard,
+        "attempt": 0,
+        "actor": "actor-1",
+        "node": "node-a",
+        "model": "tiny-random",
+        "image_key": results.image_key(shard, f"s{shard}-{i}"),
+        "error": error,
+    }
+    if error is None:
+        stats = SampleStats(
+            tokens=6, nfe=3, ar_steps=6, accept_lens=[1, 2, 3], drafts_tested=5, drafts_accepted=3,
+            accepted_by_offset=[2, 1], tested_by_offset=[3, 2], method="sjd",
+            params={"window": 16, "top_k": 1}, batch_size=2, decode_s=0.5,
+        )  # fmt: skip
+        row.update(stats.to_row())
+    return row
+
+
+def _write_shard(store: Storage, shard: int, n: int = 3, commit: bool = True) -> None:
+    key = results.stats_key(JOB, shard)
+    results.write_stats(store, key, [_row(shard, i) for i in range(n)], META)
+    if commit:
+        assert results.write_commit(store, shard, {"rows": n, "stats_key": key})
+
+
+def test_keys() -> None:
+    assert results.image_key(3, "abc") == "images/shard=00003/abc.png"
+    assert results.image_key(3, "abc", "webp") == "images/shard=00003/abc.webp"
+    assert results.stats_key("j", 12) == "stats/job_id=j/shard=00012/part-0.parquet"
+    assert results.errors_key("j", 12) == "errors/job_id=j/shard=00012/part-0.parquet"
+    assert results.commit_key(7) == "_commits/shard=00007.json"
+    assert results.tar_key(7) == "images/shard-00007.tar"
+    assert results.tar_image_ref(7, "x") == "images/shard-00007.tar#x.png"
+
+
+def test_encode_png_numpy_and_torch() -> None:
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, size=(16, 24, 3), dtype=np.uint8)
+    png = results.encode_png(pixels)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert np.array_equal(results.decode_png(png), pixels)
+    assert results.encode_png(torch.from_numpy(pixels)) == png
+    for bad in (pixels.astype(np.float32), pixels[..., :2], pixels[0]):
+        with pytest.raises(ValueError, match=r"uint8 \[H, W, 3\]"):
+            results.encode_png(bad)
+
+
+def test_stats_round_trip_with_schema_and_metadata(store: Storage) -> None:
+    _write_shard(store, 0)
+    _write_shard(store, 1, n=2)
+    table = results.read_stats(store).sort_by("sample_id")
+    assert table.schema == pa.unify_schemas([results.STATS_SCHEMA, results.PARTITION_SCHEMA])
+    assert table.num_rows == 5
+    first = table.to_pylist()[0]
+    assert first["sample_id"] == "s0-0" and first["shard"] == 0 and first["job_id"] == JOB
+    assert first["accept_lens"] == [1, 2, 3] and first["step_compression"] == 2.0
+    assert first["tested_by_offset"] == [3, 2] and first["method"] == "sjd"
+    assert json.loads(first["params_json"]) == {"top_k": 1, "window": 16}
+    assert first["error"] is None and first["extra_json"] is None
+    fs, root = store.arrow_filesystem()
+    meta = pq.read_schema(f"{root}/{results.stats_key(JOB, 0)}", filesystem=fs).metadata
+    assert meta[b"sjd_batch.schema_version"] == b"1"
+    assert meta[b"model"] == b"tiny-random" and json.loads(meta[b"config"]) == {"window": 16}
+    assert (
+        pq.read_metadata(f"{root}/{results.stats_key(JOB, 0)}", filesystem=fs)
+        .row_group(0)
+        .column(0)
+        .compression
+        == "ZSTD"
+    )
+
+
+def test_error_rows_and_unknown_keys(store: Storage) -> None:
+    rows = [_row(0, 0, error="CUDA out of memory"), {**_row(0, 1), "queue_s": 0.25}]
+    results.write_stats(store, results.stats_key(JOB, 0), rows, META)
+    results.write_commit(store, 0, {"rows": 2})
+    failed, ok = results.read_stats(store).sort_by("sample_id").to_pylist()
+    assert failed["error"] == "CUDA out of memory" and failed["nfe"] is None and failed["accept_lens"] is None
+    assert json.loads(ok["extra_json"]) == {"queue_s": 0.25}
+
+
+def test_stats_rows_of_the_wrong_type_are_refused(store: Storage) -> None:
+    with pytest.raises(ValueError, match="do not fit the stats schema"):
+        results.write_stats(store, results.stats_key(JOB, 0), [{"sample_id": "a", "nfe": "many"}], META)
+
+
+def test_only_committed_shards_are_read(store: Storage) -> None:
+    _write_shard(store, 0)
+    _write_shard(store, 1, commit=False)  # a crashed shard: stats written, no marker
+    assert set(results.read_stats(store).column("shard").to_pylist()) == {0}
+    assert set(results.read_stats(store, committed_only=False).column("shard").to_pylist()) == {0, 1}
+
+
+def test_empty_output_reads_as_an_empty_table(store: Storage) -> None:
+    table = results.read_stats(store)
+    assert table.num_rows == 0 and "step_compression" in table.schema.names and "shard" in table.schema.names
+
+
+def test_unknown_schema_version_is_refused(store: Storage) -> None:
+    table = pa.table({"sample_id": ["a"]}).replace_schema_metadata({"sjd_batch.schema_version": "99"})
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    store.write_bytes(results.stats_key(JOB, 0), sink.getvalue())
+    results.write_commit(store, 0, {"rows": 1})
+    with pytest.raises(StorageError, match="schema_version '99'"):
+        results.read_stats(store)
+
+
+def test_commit_markers(store: Storage) -> None:
+    assert results.committed_shards(store) == {}
+    assert results.write_commit(store, 2, {"rows": 3, "stats_key": "s"}) is True
+    assert results.write_commit(store, 2, {"rows": 999}) is False  # already committed: unchanged
+    assert results.write_commit(store, 10, {"rows": 1}) is True
+    done = results.committed_shards(store)
+    assert sorted(done) == [2, 10]
+    assert done[2] == {"rows": 3, "stats_key": "s", "shard": 2, "schema_version": "1"}
+
+
+def test_corrupt_commit_marker_is_named(store: Storage) -> None:
+    store.write_bytes(results.commit_key(4), b"{not json")
+    with pytest.raises(StorageError, match=r"shard=00004\.json is not valid JSON"):
+        results.committed_shards(store)
+
+
+def test_errors_file_round_trip(store: Storage) -> None:
+    bad = [BadRow("p-00000001", "s3://b/p.parquet", 1, "prompt is null"), BadRow("x", "f", 5, "id is null")]
+    results.write_errors(store, results.errors_key(JOB, 3), bad, META)
+    results.write_commit(store, 3, {"rows": 0, "errors": 2})
+    table = results.read_errors(store)
+    assert table.column("reason").to_pylist() == ["prompt is null", "id is null"]
+    assert table.column("shard").to_pylist() == [3, 3] and table.column("row").to_pylist() == [1, 5]
+
+
+def test_duckdb_and_polars_read_the_stats(store: Storage) -> None:
+    for shard in range(3):
+        _write_shard(store, shard, n=4)
+    stats = results.stats_dataset(store)  # DuckDB finds the pyarrow dataset by its variable name
+    got = duckdb.sql(
+        "SELECT shard, count(*) AS n, avg(step_compression) AS c FROM stats GROUP BY shard ORDER BY 1"
+    )
+    assert got.fetchall() == [(0, 4, 2.0), (1, 4, 2.0), (2, 4, 2.0)]
+    by_shard = pl.scan_pyarrow_dataset(stats).group_by("shard").agg(pl.len()).sort("shard").collect()
+    assert by_shard.rows() == [(0, 4), (1, 4), (2, 4)]
+
+
+def test_polars_and_duckdb_read_local_files_directly(tmp_path) -> None:
+    store = Storage.from_uri(str(tmp_path))
+    for shard in range(2):
+        _write_shard(store, shard, n=3)
+    pattern = f"{tmp_path}/stats/**/*.parquet"
+    df = pl.scan_parquet(
+        pattern, hive_partitioning=True, hive_schema={"job_id": pl.String, "shard": pl.Int32}
+    )
+    out = df.group_by("job_id", "shard").agg(pl.col("nfe").sum()).sort("shard").collect()
+    assert out.rows() == [(JOB, 0, 9), (JOB, 1, 9)]
+    # zero-padded shard=00001 folders: DuckDB needs the partition types, as Polars does
+    source = f"read_parquet('{pattern}', hive_partitioning=true, hive_types={{'shard': INTEGER}})"
+    rows = duckdb.sql(f"SELECT job_id, shard, count(*) FROM {source} GROUP BY ALL ORDER BY shard").fetchall()
+    assert rows == [(JOB, 0, 3), (JOB, 1, 3)]
+    kv = duckdb.sql(
+        f"SELECT value FROM parquet_kv_metadata('{pattern}') WHERE key = 'sjd_batch.schema_version'"
+    )
+    assert {bytes(v) for (v,) in kv.fetchall()} == {b"1"}
+
+
+@pytest.mark.s3
+def test_polars_reads_the_stats_from_s3_natively(bucket, s3_endpoint) -> None:
+    store = Storage.from_uri(f"s3://{bucket}/out")
+    _write_shard(store, 0, n=2)
+    options = {
+        "aws_access_key_id": "testkey",
+        "aws_secret_access_key": "testsecret",
+        "aws_region": "us-east-1",
+        "aws_endpoint_url": s3_endpoint,
+        "aws_allow_http": "true",
+    }
+    hive = {"job_id": pl.String, "shard": pl.Int32}
+    pattern = f"s3://{bucket}/out/stats/**/*.parquet"
+    df = pl.scan_parquet(pattern, storage_options=options, hive_partitioning=True, hive_schema=hive).collect()
+    assert sorted(df["sample_id"].to_list()) == ["s0-0", "s0-1"] and df["shard"].to_list() == [0, 0]
+
+
+@pytest.mark.s3
+def test_stats_survive_transient_s3_errors(bucket, flaky_proxy) -> None:
+    proxy = flaky_proxy(fail_first=2)
+    store = Storage.from_uri(f"s3://{bucket}/out", endpoint_url=proxy.url)
+    _write_shard(store, 0)
+    assert proxy.failed == 2
+    proxy.fail_first += 2  # two more failures, now on the read path (listing, markers, pyarrow GETs)
+    assert results.read_stats(store).num_rows == 3
+    assert proxy.failed == 4
+
+
+def test_tar_shard_is_deterministic_and_webdataset_shaped() -> None:
+    png = results.encode_png(np.zeros((2, 2, 3), np.uint8))
+
+    def build() -> bytes:
+        writer = results.TarShardWriter()
+        for sid in ["s-2", "s-1"]:
+            writer.add(sid, png, {"sample_id": sid, "seed": 1})
+        assert len(writer) == 2
+        return writer.getvalue()
+
+    data = build()
+    assert data == build()  # a retried shard rewrites identical bytes
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        assert tar.getnames() == ["s-2.png", "s-2.json", "s-1.png", "s-1.json"]
+        assert {m.mtime for m in tar.getmembers()} == {0}
+    samples = results.read_tar_shard(data)
+    assert samples["s-1"]["png"] == png and json.loads(samples["s-1"]["json"]) == {
+        "sample_id": "s-1",
+        "seed": 1,
+    }
+
+
+def test_tar_shard_refuses_ambiguous_ids() -> None:
+    writer = results.TarShardWriter()
+    writer.add("a", b"x", {})
+    for bad in ("a", "has.dot", "a/b"):
+        with pytest.raises(ValueError, match="must be unique and contain no"):
+            writer.add(bad, b"x", {})
