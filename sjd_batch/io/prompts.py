@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sjd_batch.io.storage import Storage, StorageError, split_uri
+from sjd_batch.io.storage import Storage, StorageError, arrow_error, split_uri
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -91,8 +91,9 @@ def expand_inputs(uris: list[str]) -> list[str]:
 
 def _expand_one(uri: str) -> list[str]:
     parent, name = split_uri(uri)
-    if name and Storage.from_uri(parent).exists(name):
-        return [uri.rstrip("/")]
+    folder = Storage.from_uri(parent)
+    if name and folder.exists(name):
+        return [folder.join(name)]  # normalised: absolute local paths, no trailing slash
     storage = Storage.from_uri(uri)
     files = [storage.join(k) for k in storage.list() if _is_data_file(k)]
     if files:
@@ -145,15 +146,17 @@ def _open(uri: str) -> pq.ParquetFile:
     import pyarrow.parquet as pq
 
     parent, name = split_uri(uri)
-    fs, root = Storage.from_uri(parent).arrow_filesystem()
+    storage = Storage.from_uri(parent)
+    fs, root = storage.arrow_filesystem()
     try:
         return pq.ParquetFile(fs.open_input_file(f"{root}/{name}"))
     except FileNotFoundError:
+        storage.check_bucket()  # "bucket ... does not exist" is the clearer error when it applies
         raise InputError(f"{uri} does not exist: expected a Parquet file") from None
     except pa.ArrowInvalid as e:  # bad magic bytes, a truncated footer, ...
         raise InputError(f"{uri} is not a readable Parquet file: {e}") from e
     except OSError as e:  # the store itself failed (after pyarrow's retries)
-        raise StorageError(f"cannot open {uri}: {e}") from e
+        raise arrow_error(uri, e) from e
 
 
 def read_shard(spec: ShardSpec) -> list[PromptRow | BadRow]:
@@ -203,8 +206,10 @@ def _read_rows(pf: pq.ParquetFile, columns: list[str], start: int, end: int, uri
         raise InputError(f"{uri} has {offset} rows, but the shard asks for rows {start}..{end - 1}")
     try:
         table = pf.read_row_groups(groups, columns=columns) if groups else pf.schema_arrow.empty_table()
-    except (pa.ArrowInvalid, OSError) as e:
+    except pa.ArrowInvalid as e:
         raise InputError(f"{uri}: cannot read rows {start}..{end - 1}: {e}") from e
+    except OSError as e:
+        raise arrow_error(uri, e) from e
     table = table.select(columns).slice(start - (first or 0), end - start)
     for col in ("prompt", "negative_prompt"):
         if col in columns:  # bytes, so that invalid UTF-8 in a "string" column is caught per row

@@ -443,6 +443,17 @@ _CONNECTIONS: dict[tuple, tuple[Any, Any]] = {}
 _CONNECTIONS_LOCK = threading.Lock()
 
 
+def arrow_error(uri: str, e: OSError) -> StorageError:
+    """A StorageError for a failed pyarrow filesystem call on `uri`, with a hint for auth failures."""
+    text = str(e)
+    if any(code in text for code in ("ACCESS_DENIED", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403")):
+        return StorageError(
+            f"cannot read {uri}: access denied; check the AWS credentials (AWS_ACCESS_KEY_ID / "
+            f"AWS_SECRET_ACCESS_KEY / AWS_PROFILE) and the bucket policy ({text})"
+        )
+    return StorageError(f"cannot read {uri}: {text}")
+
+
 def _connect(endpoint_url: str | None, retry: RetryPolicy) -> tuple[Any, Any]:
     """A (boto3 session, S3 client) pair, shared per endpoint, retry policy and AWS environment.
 

@@ -50,6 +50,14 @@ def test_expand_inputs_errors(store: Storage) -> None:
         expand_inputs([])
 
 
+def test_expand_inputs_resolves_relative_local_paths(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    put_parquet(Storage.from_uri("data"), "p.parquet", _prompts(1))
+    absolute = str(tmp_path / "data" / "p.parquet")
+    assert expand_inputs(["data/p.parquet"]) == expand_inputs(["data"]) == [absolute]
+    assert expand_inputs([f"file://{tmp_path}/data/"]) == [absolute]
+
+
 @pytest.mark.s3
 def test_expand_inputs_nonexistent_bucket(s3_endpoint: str) -> None:
     with pytest.raises(StorageError, match="bucket 'no-such-bucket-sjd' does not exist"):
@@ -224,3 +232,27 @@ def test_empty_and_all_null_columns(store: Storage) -> None:
     }
     empty = put_parquet(store, "in/empty.parquet", _prompts(0))
     assert plan_shards([empty], 5) == [] and read_shard(ShardSpec(0, empty, 0, 0)) == []
+
+
+@pytest.mark.s3
+def test_wrong_credentials_on_input_are_clear(bucket, monkeypatch) -> None:
+    uri = put_parquet(Storage.from_uri(f"s3://{bucket}"), "in/p.parquet", _prompts(2))
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+    with pytest.raises(
+        StorageError, match=rf"access denied.*s3://{bucket}|s3://{bucket}.*access denied"
+    ) as e:
+        expand_inputs([f"s3://{bucket}/in/"])
+    assert "not-the-secret" not in str(e.value)
+    for call in (lambda: plan_shards([uri], 1), lambda: read_shard(ShardSpec(0, uri, 0, 1))):
+        with pytest.raises(
+            StorageError, match=rf"cannot read {uri}: access denied; check the AWS credentials"
+        ) as e:
+            call()
+        assert "not-the-secret" not in str(e.value)
+
+
+@pytest.mark.s3
+def test_nonexistent_bucket_in_a_shard_source(s3_endpoint: str) -> None:
+    uri = "s3://no-such-bucket-sjd/in/p.parquet"
+    with pytest.raises(StorageError, match="bucket 'no-such-bucket-sjd' does not exist"):
+        read_shard(ShardSpec(0, uri, 0, 1))
