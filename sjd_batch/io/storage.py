@@ -21,6 +21,7 @@ import random
 import threading
 import time
 import uuid
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
@@ -116,7 +117,7 @@ def split_uri(uri: str) -> tuple[str, str]:
     return os.path.dirname(path), os.path.basename(path)
 
 
-class Storage:
+class Storage(ABC):
     """A root URI and key-based object IO. Build one with `Storage.from_uri`."""
 
     uri: str
@@ -141,14 +142,17 @@ class Storage:
         check_prefix(key)
         return f"{self.uri.rstrip('/')}/{key}" if key else self.uri
 
+    @abstractmethod
     def child(self, key: str) -> Storage:
         """A `Storage` rooted at `key` under this root (sharing this one's client)."""
         raise NotImplementedError
 
+    @abstractmethod
     def read_bytes(self, key: str) -> bytes:
         """The object's bytes; `ObjectNotFound` if it does not exist."""
         raise NotImplementedError
 
+    @abstractmethod
     def write_bytes(self, key: str, data: bytes, if_absent: bool = False) -> bool:
         """Write atomically (readers see the old object or the new one, never a part).
 
@@ -158,22 +162,27 @@ class Storage:
         """
         raise NotImplementedError
 
+    @abstractmethod
     def exists(self, key: str) -> bool:
         """Whether an object (not a folder or prefix) exists at `key`."""
         raise NotImplementedError
 
+    @abstractmethod
     def list(self, prefix: str = "") -> list[str]:
         """Every key under the root that starts with `prefix` (recursive), relative to the root, sorted."""
         raise NotImplementedError
 
+    @abstractmethod
     def delete(self, key: str) -> None:
         """Delete an object; deleting a missing key is not an error (S3 semantics)."""
         raise NotImplementedError
 
+    @abstractmethod
     def arrow_filesystem(self) -> tuple[pyarrow.fs.FileSystem, str]:
         """(pyarrow filesystem, root path on it) for `pyarrow.dataset` and `pyarrow.parquet`."""
         raise NotImplementedError
 
+    @abstractmethod
     def check_bucket(self) -> None:
         """Raise `StorageError` if the root cannot be used (missing bucket, wrong credentials, a file)."""
         raise NotImplementedError
@@ -229,11 +238,11 @@ class LocalStorage(Storage):
         except (FileExistsError, NotADirectoryError):
             raise StorageError(f"cannot write {path}: a parent of it is a file") from None
         tmp = os.path.join(folder, f".{name}{_TMP_MARK}{uuid.uuid4().hex}")
-        with open(tmp, "xb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
         try:
+            with open(tmp, "xb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())  # the content is on disk before the name points at it
             return _link_into_place(tmp, path) if if_absent else _rename_into_place(tmp, path)
         finally:
             if os.path.exists(tmp):

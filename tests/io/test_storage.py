@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 import pickle
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -255,3 +257,13 @@ def test_no_boto3_outside_storage() -> None:
                 imported.add(node.module or "")
         forbidden = {m for m in imported if m.split(".")[0] in ("boto3", "botocore") or m == "pyarrow.fs"}
         assert not forbidden or path.name == "storage.py", f"{path.name} imports {forbidden}"
+
+
+def test_importing_the_io_layer_loads_no_s3_client() -> None:
+    """boto3 and pyarrow.fs load on first S3 use, not on import (importing has no side effects)."""
+    code = (
+        "import sys, sjd_batch.io.storage, sjd_batch.io.prompts, sjd_batch.io.results\n"
+        "print(sorted(m for m in ('boto3', 'botocore', 'pyarrow.fs', 'torch') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
