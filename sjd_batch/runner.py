@@ -28,6 +28,10 @@ from sjd_batch.io.prompts import InputError, ShardSpec
 from sjd_batch.worker import JobError, ShardReport, ShardWorker, prepare_job, record_failure
 
 EMBEDDED_OBJECT_STORE = 256 * 1024**2  # actors return small reports; images go straight to storage
+# Where the driver's S3 is: forwarded to the actors, which may live on nodes started with another
+# environment. Never credentials: a runtime_env is stored in Ray's job table.
+FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION",
+                 "AWS_MAX_ATTEMPTS")
 
 
 @dataclass
@@ -185,9 +189,11 @@ def _connect(ray_init: dict[str, Any] | None) -> bool:
 
 def _drive(config: JobConfig, todo: list[ShardSpec], tracker: _Tracker) -> None:
     """Keep one shard in flight per actor; replace dead actors; retry failed shards."""
+    env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
     remote = ray.remote(_ShardActor).options(
         num_cpus=config.run.cpus_per_actor, num_gpus=config.run.gpus_per_actor,
         max_restarts=0, max_task_retries=0,  # retries are ours: per shard, counted, reported
+        runtime_env={"env_vars": env} if env else None,
     )
     spawned = iter(range(sys.maxsize))
     idle = [remote.remote(config, next(spawned)) for _ in range(_pool_size(config, len(todo)))]

@@ -40,8 +40,9 @@ JOB_FILE = "job.json"
 FAILURES_PREFIX = "_failures"  # shards that failed after all retries in the last run (for `status`)
 PARTIAL_PREFIX = "_partial"  # per-sample stats rows of uncommitted shards (sample-level resume)
 # Timing and placement columns: the only ones allowed to differ between two runs of one job.
+# (batch_size too: a resumed shard decodes its remaining samples in other batches, with the same results.)
 VOLATILE_COLUMNS = ("prefill_s", "decode_s", "pixel_s", "encode_s", "upload_s", "latency_s", "actor", "node",
-                    "attempt")
+                    "attempt", "batch_size")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,276 @@
+"""The runner on a real Ray cluster: two nodes on one machine (`ray.cluster_utils.Cluster`), actors
+killed mid-shard, a driver stopped mid-job, transient S3 failures, and bad inputs with clear errors.
+
+One two-node cluster (1 CPU each) serves the whole module; drivers started as subprocesses join it
+through RAY_ADDRESS. Bad-input tests run the CLI with `--local` (no Ray) since the errors come before
+any actor starts.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from sjd_batch import cli
+from sjd_batch.io import results
+from sjd_batch.io.storage import Storage
+from tests.test_worker import check_output, digest, make_job, prompt_table, write_prompts
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+NODE_ARGS = {"num_cpus": 1, "object_store_memory": 100 * 1024**2}
+
+
+@pytest.fixture(scope="module")
+def cluster(s3_endpoint: str) -> Iterator[Any]:
+    """Two Ray nodes of 1 CPU each; started after the S3 server so its workers inherit the AWS env."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    c = Cluster(initialize_head=True, connect=False, head_node_args={**NODE_ARGS, "include_dashboard": False})
+    c.add_node(**NODE_ARGS)
+    c.wait_for_nodes()
+    ray.init(address=c.address)
+    yield c
+    ray.shutdown()
+    c.shutdown()
+
+
+def run(config, **kwargs: Any):  # noqa: ANN001, ANN201
+    from sjd_batch.runner import run_job
+
+    return run_job(config, progress=False, **kwargs)
+
+
+def ids(n: int) -> set[str]:
+    return {f"p{i:04d}" for i in range(n)}
+
+
+def save_job(config, path: Path) -> Path:  # noqa: ANN001
+    path.write_text(config.to_yaml())
+    return path
+
+
+@pytest.mark.ray
+def test_two_nodes_exactly_once(cluster: Any, tmp_path: Path) -> None:
+    prompts = write_prompts(tmp_path / "in" / "prompts.parquet", 10)
+    config = make_job([prompts], str(tmp_path / "out"), run={"num_actors": 2})
+    summary = run(config)
+    assert summary.ok and summary.shards_committed == 3 and summary.samples == 10, summary.text()
+    storage = Storage.from_uri(config.output.uri)
+    table = check_output(storage, ids(10), shards=3)
+    assert len(set(table.column("node").to_pylist())) == 2  # one actor per node (1 CPU each)
+    assert len(set(table.column("actor").to_pylist())) == 2
+    before = digest(storage)
+    again = run(config)  # a rerun skips every committed shard and changes nothing
+    assert again.ok and again.shards_skipped == 3 and again.generated == 0
+    assert digest(storage) == before
+
+
+def _kill_when_busy(pattern: bytes, stop: threading.Event, killed: list[int]) -> None:
+    """SIGKILL the first process whose title shows it running `pattern` (Ray: `ray::Class.method`)."""
+    while not stop.is_set() and not killed:
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    title = f.read()
+            except OSError:
+                continue
+            if title.startswith(b"ray::") and pattern in title:
+                os.kill(int(pid), signal.SIGKILL)
+                killed.append(int(pid))
+                return
+        time.sleep(0.02)
+
+
+@pytest.mark.ray
+def test_actor_killed_mid_shard(cluster: Any, tmp_path: Path) -> None:
+    prompts = write_prompts(tmp_path / "in" / "prompts.parquet", 24)
+    config = make_job([prompts], str(tmp_path / "out"), input={"shard_size": 8},
+                      run={"num_actors": 2, "batch_size": 1, "max_retries": 2})
+    stop, killed = threading.Event(), []
+    killer = threading.Thread(target=_kill_when_busy, args=(b"run_shard", stop, killed), daemon=True)
+    killer.start()
+    try:
+        summary = run(config)
+    finally:
+        stop.set()
+        killer.join()
+    assert killed, "no actor was seen running a shard"
+    assert summary.ok and summary.retries >= 1, summary.text()
+    storage = Storage.from_uri(config.output.uri)
+    table = check_output(storage, ids(24), shards=3)
+    assert max(table.column("attempt").to_pylist()) >= 1  # the killed shard ran again
+    clean = make_job([prompts], str(tmp_path / "clean"), input={"shard_size": 8})
+    from sjd_batch.runner import run_local
+
+    run_local(clean, progress=False)
+    assert digest(storage) == digest(Storage.from_uri(clean.output.uri))
+
+
+@pytest.mark.ray
+def test_driver_stopped_then_rerun(cluster: Any, tmp_path: Path) -> None:
+    prompts = write_prompts(tmp_path / "in" / "prompts.parquet", 24)
+    config = make_job([prompts], str(tmp_path / "out"), input={"shard_size": 4},
+                      run={"num_actors": 1, "batch_size": 1})
+    job = save_job(config, tmp_path / "job.yaml")
+    env = {**os.environ, "RAY_ADDRESS": cluster.address}
+    cmd = [sys.executable, "-m", "sjd_batch.cli", "run", str(job), "--no-progress"]
+    driver = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    storage = Storage.from_uri(config.output.uri)
+    deadline = time.monotonic() + 120
+    while not results.committed_shards(storage) and time.monotonic() < deadline and driver.poll() is None:
+        time.sleep(0.05)
+    driver.send_signal(signal.SIGKILL)  # the driver dies without any chance to clean up
+    driver.wait(timeout=30)
+    done = len(results.committed_shards(storage))
+    assert 1 <= done < 6, f"driver should die mid-job, {done} of 6 shards committed"
+    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"{done} already committed" in rerun.stdout
+    clean = make_job([prompts], str(tmp_path / "clean"), input={"shard_size": 4})
+    from sjd_batch.runner import run_local
+
+    run_local(clean, progress=False)
+    check_output(storage, ids(24), shards=6)
+    assert digest(storage) == digest(Storage.from_uri(clean.output.uri))
+
+
+@pytest.mark.ray
+@pytest.mark.s3
+def test_s3_job_through_flaky_proxy(cluster: Any, bucket: str, s3_client: Any, flaky_proxy: Any,
+                                    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    buf = io.BytesIO()
+    pq.write_table(prompt_table(8), buf)
+    s3_client.put_object(Bucket=bucket, Key="prompts/part-0.parquet", Body=buf.getvalue())
+    proxy = flaky_proxy(fail_first=6, methods=("PUT",))
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)  # the runner forwards it to the actors
+    config = make_job([f"s3://{bucket}/prompts/"], f"s3://{bucket}/out", run={"num_actors": 2})
+    summary = run(config)
+    assert summary.ok, summary.text()
+    assert proxy.failed == 6  # six PUTs were answered 503 and retried
+    storage = Storage.from_uri(config.output.uri)
+    check_output(storage, ids(8), shards=2)
+    capsys.readouterr()
+    assert cli.main(["stats", config.output.uri, "--json", "--by", "shard"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["total"]["samples"] == 8 and set(stats["groups"]) == {"0", "1"}
+    assert stats["total"]["step_compression"]["mean"] >= 1 and stats["total"]["images_per_s"] > 0
+    assert cli.main(["status", config.output.uri]) == 0
+    assert "2 committed, 0 failed, 0 pending" in capsys.readouterr().out
+
+
+# --- bad inputs: clear errors naming file, row or field; committed outputs stay valid ---------------
+
+
+def cli_run(capsys: pytest.CaptureFixture, job: Path, *sets: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    args = ["run", str(job), "--local", "--no-progress"] + [a for s in sets for a in ("--set", s)]
+    code = cli.main(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def good_job(tmp_path: Path, capsys: pytest.CaptureFixture) -> tuple[Path, Any]:
+    """A job over a prefix with one good file, already run once (2 shards committed)."""
+    write_prompts(tmp_path / "in" / "a.parquet", 8)
+    config = make_job([str(tmp_path / "in")], str(tmp_path / "out"))
+    job = save_job(config, tmp_path / "job.yaml")
+    assert cli_run(capsys, job)[0] == 0
+    return job, config
+
+
+def test_missing_prompt_column(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    write_prompts(tmp_path / "in" / "a.parquet", 4)
+    bad = tmp_path / "in" / "b.parquet"
+    pq.write_table(prompt_table(4).rename_columns(["id", "caption"]), bad)
+    config = make_job([str(tmp_path / "in")], str(tmp_path / "out"))
+    code, out, _ = cli_run(capsys, save_job(config, tmp_path / "job.yaml"))
+    assert code == 1 and f"{bad} has no `prompt` column" in out
+    assert "0 retries" in out  # an input error is permanent: not retried
+    storage = Storage.from_uri(config.output.uri)
+    check_output(storage, ids(4), shards=1)  # the good file's shard is committed and valid
+    assert cli.main(["status", config.output.uri]) == 0
+    status = capsys.readouterr().out
+    assert "1 committed, 1 failed, 0 pending" in status and "no `prompt` column" in status
+
+
+def test_corrupt_parquet_keeps_committed(good_job: tuple[Path, Any], capsys: pytest.CaptureFixture) -> None:
+    job, config = good_job
+    corrupt = Path(config.input.uris[0]) / "z.parquet"
+    corrupt.write_bytes(b"PAR1 this is not parquet")
+    code, _, err = cli_run(capsys, job)
+    assert code == 2 and f"{corrupt} is not a readable Parquet file" in err
+    check_output(Storage.from_uri(config.output.uri), ids(8), shards=2)
+
+
+def test_changed_input_refused(good_job: tuple[Path, Any], capsys: pytest.CaptureFixture) -> None:
+    job, config = good_job
+    write_prompts(Path(config.input.uris[0]) / "b.parquet", prompt_table(3, start=100))
+    code, _, err = cli_run(capsys, job)
+    assert code == 2 and "changed since" in err and "shard plan differs" in err
+    check_output(Storage.from_uri(config.output.uri), ids(8), shards=2)
+
+
+def test_other_job_refused(good_job: tuple[Path, Any], capsys: pytest.CaptureFixture) -> None:
+    job, config = good_job
+    code, _, err = cli_run(capsys, job, "run.seed=99")
+    assert code == 2 and "jobs never mix in one output" in err and config.job_id in err
+    check_output(Storage.from_uri(config.output.uri), ids(8), shards=2)
+
+
+def test_empty_inputs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "empty").mkdir()
+    config = make_job([str(tmp_path / "empty")], str(tmp_path / "out"))
+    code, _, err = cli_run(capsys, save_job(config, tmp_path / "job.yaml"))
+    assert code == 2 and f"no Parquet files found at {tmp_path / 'empty'}" in err
+    zero = write_prompts(tmp_path / "zero" / "z.parquet", prompt_table(0))
+    config = make_job([zero], str(tmp_path / "out"))
+    code, _, err = cli_run(capsys, save_job(config, tmp_path / "job.yaml"))
+    assert code == 2 and "hold no rows" in err
+
+
+def test_unknown_model_and_invalid_key(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    config = make_job([write_prompts(tmp_path / "in" / "a.parquet", 2)], str(tmp_path / "out"))
+    job = save_job(config, tmp_path / "job.yaml")
+    code, _, err = cli_run(capsys, job, "model.name=tiny-randon")
+    assert code == 2 and "model.name: unknown model 'tiny-randon' (did you mean 'tiny-random'?)" in err
+    code, _, err = cli_run(capsys, job, "run.num_actor=2")
+    assert code == 2 and f"{job}: run.num_actor: unknown key (did you mean 'num_actors'?)" in err
+    raw = yaml.safe_load(job.read_text())
+    raw["method"]["widow"] = 4
+    job.write_text(yaml.safe_dump(raw))
+    code, _, err = cli_run(capsys, job)
+    assert code == 2 and "method.widow: unknown key (did you mean 'window'?)" in err
+    assert not (tmp_path / "out").exists()  # nothing was written
+
+
+@pytest.mark.s3
+def test_missing_bucket_and_wrong_credentials(s3_endpoint: str, bucket: str, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture) -> None:
+    prompts = write_prompts(tmp_path / "in" / "a.parquet", 2)
+    config = make_job([prompts], "s3://no-such-bucket-sjd/out")
+    code, _, err = cli_run(capsys, save_job(config, tmp_path / "job.yaml"))
+    assert code == 2 and "no-such-bucket-sjd" in err
+    config = make_job([prompts], f"s3://{bucket}/out")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret-value")
+    code, out, err = cli_run(capsys, save_job(config, tmp_path / "job.yaml"))
+    assert code == 2 and bucket in err and "credential" in err.lower()
+    assert "wrong-secret-value" not in err + out
