@@ -124,6 +124,29 @@ def plan_shards(files: list[str], shard_size: int) -> list[ShardSpec]:
     return specs
 
 
+def find_duplicate_ids(files: list[str], limit: int = 10) -> list[str]:
+    """Up to `limit` ids that occur more than once across `files` (their `id` columns only).
+
+    `read_shard` already turns a repeat inside one shard into a `BadRow`; this finds repeats across
+    shards and files, which would otherwise give two samples one id. Files without `id` are skipped:
+    their generated ids are unique by construction (see `plan_shards`).
+    """
+    seen: set[str] = set()
+    dupes: list[str] = []
+    for uri in files:
+        pf = _open(uri)
+        if "id" not in pf.schema_arrow.names:
+            continue
+        for value in pf.read(columns=["id"]).column("id").drop_null().to_pylist():
+            sid = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+            if sid in seen and sid not in dupes:
+                dupes.append(sid)
+                if len(dupes) >= limit:
+                    return dupes
+            seen.add(sid)
+    return dupes
+
+
 def _claim_stem(stems: dict[str, str], uri: str) -> None:
     stem = file_stem(uri)
     if stem in stems:

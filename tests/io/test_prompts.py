@@ -12,6 +12,7 @@ from sjd_batch.io.prompts import (
     ShardSpec,
     expand_inputs,
     file_stem,
+    find_duplicate_ids,
     plan_shards,
     read_shard,
 )
@@ -256,3 +257,12 @@ def test_nonexistent_bucket_in_a_shard_source(s3_endpoint: str) -> None:
     uri = "s3://no-such-bucket-sjd/in/p.parquet"
     with pytest.raises(StorageError, match="bucket 'no-such-bucket-sjd' does not exist"):
         read_shard(ShardSpec(0, uri, 0, 1))
+
+
+def test_find_duplicate_ids_across_files(store: Storage) -> None:
+    a = put_parquet(store, "in/a.parquet", pa.table({"id": ["x", "y", None], "prompt": ["p"] * 3}))
+    b = put_parquet(store, "in/b.parquet", pa.table({"id": ["z", "y", "x"], "prompt": ["p"] * 3}))
+    c = put_parquet(store, "in/c.parquet", _prompts(3))  # generated ids: never duplicates
+    assert find_duplicate_ids([a, b, c]) == ["y", "x"]
+    assert find_duplicate_ids([a, b], limit=1) == ["y"]
+    assert find_duplicate_ids([a, c]) == []
