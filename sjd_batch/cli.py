@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "submit": ("sjd_batch.commands.submit", "submit a job YAML to a Ray cluster through the Ray Jobs API"),
     "status": ("sjd_batch.commands.status", "committed, failed and pending shards of a job output"),
     "stats": ("sjd_batch.commands.stats", "summarize a job's stats dataset (step compression, latency, ...)"),
+    "bench-runner": ("sjd_batch.commands.bench_runner", "runner samples/s with 1, 2, 4 CPU actors"),
 }
 
 

@@ -13,11 +13,12 @@ committed shard stays valid. `run_local(config)` runs the same plan in-process, 
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import ray
 from ray.exceptions import RayActorError, RayTaskError
@@ -173,6 +174,16 @@ def _plan(config: JobConfig) -> tuple[JobSummary, list[ShardSpec]]:
     summary = JobSummary(config.job_id, storage.uri, len(shards), shards_skipped=len(shards) - len(todo))
     summary.storage = storage
     return summary, todo
+
+
+@contextlib.contextmanager
+def local_ray(num_cpus: int) -> Iterator[None]:
+    """An embedded Ray of `num_cpus` logical CPUs that stays up across several `run_job` calls."""
+    ray.init(num_cpus=num_cpus, include_dashboard=False, object_store_memory=EMBEDDED_OBJECT_STORE)
+    try:
+        yield
+    finally:
+        ray.shutdown()
 
 
 def _connect(ray_init: dict[str, Any] | None) -> bool:
