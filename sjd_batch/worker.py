@@ -31,7 +31,15 @@ from sjd_batch.api import GenerationResult, generate
 from sjd_batch.config import ConfigError, JobConfig, redact_uri
 from sjd_batch.decoding import sample_seed
 from sjd_batch.io import results
-from sjd_batch.io.prompts import BadRow, PromptRow, ShardSpec, expand_inputs, plan_shards, read_shard
+from sjd_batch.io.prompts import (
+    BadRow,
+    PromptRow,
+    ShardSpec,
+    expand_inputs,
+    find_duplicate_ids,
+    plan_shards,
+    read_shard,
+)
 from sjd_batch.io.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -85,9 +93,15 @@ def prepare_job(config: JobConfig) -> tuple[Storage, list[ShardSpec], dict[int, 
     check_model(config)
     storage = Storage.from_uri(config.output.uri)
     storage.check_bucket()  # a missing bucket or bad credentials fail here, naming the URI
-    shards = plan_shards(expand_inputs(list(config.input.uris)), config.input.shard_size)
+    files = expand_inputs(list(config.input.uris))
+    shards = plan_shards(files, config.input.shard_size)
     if not shards or all(s.num_rows == 0 for s in shards):
         raise JobError(f"input.uris: {list(config.input.uris)} hold no rows: nothing to generate")
+    if not storage.exists(JOB_FILE):  # first run: the plan is fixed from here on, check it once
+        dupes = find_duplicate_ids(files)
+        if dupes:
+            raise JobError(f"input: the `id` column repeats {dupes} across {files}: every sample needs "
+                           "a unique id (it names the image and the stats row)")
     claim_output(storage, config, shards)
     return storage, shards, results.committed_shards(storage)
 

@@ -199,7 +199,7 @@ def good_job(tmp_path: Path, capsys: pytest.CaptureFixture) -> tuple[Path, Any]:
 def test_missing_prompt_column(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     write_prompts(tmp_path / "in" / "a.parquet", 4)
     bad = tmp_path / "in" / "b.parquet"
-    pq.write_table(prompt_table(4).rename_columns(["id", "caption"]), bad)
+    pq.write_table(prompt_table(4, start=4).rename_columns(["id", "caption"]), bad)
     config = make_job([str(tmp_path / "in")], str(tmp_path / "out"))
     code, out, _ = cli_run(capsys, save_job(config, tmp_path / "job.yaml"))
     assert code == 1 and f"{bad} has no `prompt` column" in out
@@ -233,6 +233,15 @@ def test_other_job_refused(good_job: tuple[Path, Any], capsys: pytest.CaptureFix
     code, _, err = cli_run(capsys, job, "run.seed=99")
     assert code == 2 and "jobs never mix in one output" in err and config.job_id in err
     check_output(Storage.from_uri(config.output.uri), ids(8), shards=2)
+
+
+def test_duplicate_ids_across_files(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    a = write_prompts(tmp_path / "in" / "a.parquet", 3)
+    b = write_prompts(tmp_path / "in" / "b.parquet", prompt_table(3, start=2))  # p0002 again
+    config = make_job([a, b], str(tmp_path / "out"))
+    code, _, err = cli_run(capsys, save_job(config, tmp_path / "job.yaml"))
+    assert code == 2 and "repeats ['p0002']" in err and "unique id" in err
+    assert not (tmp_path / "out" / "job.json").exists()
 
 
 def test_empty_inputs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
