@@ -17,6 +17,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("sjd_batch.commands.status", "committed, failed and pending shards of a job output"),
     "stats": ("sjd_batch.commands.stats", "summarize a job's stats dataset (step compression, latency, ...)"),
     "bench-runner": ("sjd_batch.commands.bench_runner", "runner samples/s with 1, 2, 4 CPU actors"),
+    "train-shapes": ("sjd_batch.commands.train_shapes", "train the shipped shapes-t2i model from scratch"),
+    "eval": ("sjd_batch.commands.eval", "per-method adherence, two-sample tests and Fréchet distance vs AR"),
 }
 
 

@@ -18,8 +18,15 @@ def _tiny_random(device: torch.device, dtype: torch.dtype) -> ImageTokenModel:
     return build_tiny(device=device, dtype=dtype)
 
 
+def _shapes_t2i(device: torch.device, dtype: torch.dtype) -> ImageTokenModel:
+    from sjd_batch.models.shapes.model import load_shapes
+
+    return load_shapes(device=device, dtype=dtype)
+
+
 MODELS: dict[str, Factory] = {
     "tiny-random": _tiny_random,
+    "shapes-t2i": _shapes_t2i,
 }
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,

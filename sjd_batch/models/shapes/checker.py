@@ -78,31 +78,35 @@ def parse_caption(caption: str) -> tuple[ShapeObject, ...]:
 
 
 @lru_cache(maxsize=1)
-def _templates() -> tuple[np.ndarray, list[tuple[str, str]]]:
-    """Template bank [9 cells, M, 4096] (float) over every shape, size and jitter offset."""
-    labels, per_cell = [], []
-    for cell in range(GRID * GRID):
-        cx, cy = cell_center(cell)
-        masks = []
-        for shape in SHAPES:
-            for size, r in SIZES.items():
-                j = max(JITTER.values())
-                for dy in range(-j, j + 1):
-                    for dx in range(-j, j + 1):
-                        masks.append(shape_mask(shape, cx + dx, cy + dy, r).reshape(-1))
-                        if cell == 0:
-                            labels.append((shape, size))
-        per_cell.append(np.stack(masks))
-    return np.stack(per_cell).astype(np.float32), labels
-
-
-@lru_cache(maxsize=1)
-def _cell_regions() -> np.ndarray:
+def cell_regions() -> np.ndarray:
     """Boolean [9, 4096]: which pixels belong to which cell."""
     step = IMAGE_SIZE / GRID
     idx = ((np.arange(IMAGE_SIZE) + 0.5) // step).astype(int)
     cell = idx[:, None] * GRID + idx[None, :]
     return np.stack([(cell == c).reshape(-1) for c in range(GRID * GRID)])
+
+
+@lru_cache(maxsize=1)
+def _templates() -> tuple[list[np.ndarray], list[tuple[str, str]]]:
+    """Per cell, a template bank [M, pixels of the cell] over every shape, size and jitter offset.
+
+    Every template lies inside its cell (the generator's jitter keeps it there), so cropping the
+    bank to the cell's pixels loses nothing and makes the IoU a small matrix-vector product.
+    """
+    labels, banks = [], []
+    j = max(JITTER.values())
+    for cell, region in enumerate(cell_regions()):
+        cx, cy = cell_center(cell)
+        masks = []
+        for shape in SHAPES:
+            for size, r in SIZES.items():
+                for dy in range(-j, j + 1):
+                    for dx in range(-j, j + 1):
+                        masks.append(shape_mask(shape, cx + dx, cy + dy, r).reshape(-1)[region])
+                        if cell == 0:
+                            labels.append((shape, size))
+        banks.append(np.stack(masks).astype(np.float32))
+    return banks, labels
 
 
 def object_mask(pixels: np.ndarray) -> np.ndarray:
@@ -123,17 +127,17 @@ def _color_name(rgb: np.ndarray) -> str:
 
 def detect(pixels: np.ndarray) -> tuple[Detection, ...]:
     """Find at most one object per cell in a uint8 [64, 64, 3] image."""
-    templates, labels = _templates()
+    banks, labels = _templates()
     mask = object_mask(pixels).reshape(-1)
     flat = pixels.reshape(-1, 3).astype(np.float32)
     found = []
-    for cell, region in enumerate(_cell_regions()):
+    for cell, region in enumerate(cell_regions()):
         m = mask & region
         count = int(m.sum())
         if count < MIN_PIXELS:
             continue
-        inter = templates[cell] @ m.astype(np.float32)
-        iou = inter / (templates[cell].sum(1) + count - inter)
+        inter = banks[cell] @ m[region].astype(np.float32)
+        iou = inter / (banks[cell].sum(1) + count - inter)
         best = int(iou.argmax())
         shape, size = labels[best] if iou[best] >= MIN_IOU else ("unknown", "unknown")
         bright = flat[m]
@@ -154,3 +158,34 @@ def check(pixels: np.ndarray, caption: str) -> Verdict:
     ok = shape_ok and color_ok and position_ok
     size_ok = ok and all(d.size == o.size for o, d in zip(want, hits, strict=False))
     return Verdict(ok, size_ok, shape_ok, color_ok, position_ok, got)
+
+
+def mismatched_caption(objects: tuple[ShapeObject, ...], rng: np.random.Generator) -> str:
+    """A caption that differs from `objects` in exactly one way the checker must notice.
+
+    One of: another colour, another shape, another (free) cell for one object, an extra object,
+    or (with two or more objects) a missing one.
+    """
+    objs = list(objects)
+    kinds = ["color", "shape", "cell", "extra"] + (["drop"] if len(objs) > 1 else [])
+    kind = kinds[rng.integers(len(kinds))]
+    i = int(rng.integers(len(objs)))
+    free = [c for c in range(GRID * GRID) if c not in {o.cell for o in objs}]
+    o = objs[i]
+    if kind == "color":
+        objs[i] = ShapeObject(o.shape, _other(rng, list(COLORS), o.color), o.size, o.cell)
+    elif kind == "shape":
+        objs[i] = ShapeObject(_other(rng, list(SHAPES), o.shape), o.color, o.size, o.cell)
+    elif kind == "cell":
+        objs[i] = ShapeObject(o.shape, o.color, o.size, int(rng.choice(free)))
+    elif kind == "extra":
+        objs.append(ShapeObject(SHAPES[rng.integers(4)], list(COLORS)[rng.integers(8)], "large",
+                                int(rng.choice(free))))
+    else:
+        objs.pop(i)
+    return " and ".join(x.phrase() for x in objs)
+
+
+def _other(rng: np.random.Generator, choices: list[str], current: str) -> str:
+    rest = [c for c in choices if c != current]
+    return rest[int(rng.integers(len(rest)))]

@@ -1,0 +1,42 @@
+"""`sjd-batch train-shapes`: train the shipped `shapes-t2i` model from scratch, reproducibly.
+
+Every `TrainConfig` field is a flag (`--steps 3200 --hidden 128 ...`); the defaults reproduce the
+shipped weights. Progress goes to stdout as one JSON object per line (and to `--log` if given).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import fields
+from pathlib import Path
+
+from sjd_batch.models.shapes.train import TrainConfig, train
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per `TrainConfig` field, typed from its default."""
+    for f in fields(TrainConfig):
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default,
+                            help=f"default: {f.default}")
+    parser.add_argument("--log", type=Path, default=None, help="also append the JSON log lines to this file")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Train, logging JSON lines; the assets land in `--out`."""
+    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+    sink = args.log.open("a") if args.log else None
+
+    def log(record: dict) -> None:
+        line = json.dumps(record)
+        print(line, flush=True)
+        if sink:
+            sink.write(line + "\n")
+            sink.flush()
+
+    try:
+        train(cfg, log)
+    finally:
+        if sink:
+            sink.close()
+    return 0

@@ -1,0 +1,159 @@
+"""Measure and draw everything the `shapes-t2i` model card shows.
+
+Run `python -m sjd_batch.models.shapes.card --out docs/models` to regenerate the figures and print
+every number as JSON. Uses matplotlib (model-card path only; nothing else in the package imports it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sjd_batch.api import generate
+from sjd_batch.decoding.sampling import cfg_combine
+from sjd_batch.models.llama_t2i import LlamaT2IModel
+from sjd_batch.models.shapes.checker import check, mismatched_caption
+from sjd_batch.models.shapes.data import make_batch, make_sample
+from sjd_batch.models.shapes.model import ASSETS, load_shapes, load_tokenizer
+from sjd_batch.models.shapes.tokenizer import psnr
+from sjd_batch.models.shapes.train import sequences
+
+HELDOUT = 999
+
+
+def loss_curve(log_path: Path, png: Path) -> dict[str, float]:
+    """Plot train loss and held-out NLL from the JSON-lines training log."""
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in log_path.read_text().splitlines()]
+    train = [r for r in rows if r["event"] == "train"]
+    evals = [r for r in rows if r["event"] == "eval"]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    steps = [r["step"] for r in evals]
+    ax.plot([r["step"] for r in train], [r["loss"] for r in train], lw=0.8, label="train loss")
+    ax.plot(steps, [r["heldout_cond_nll"] for r in evals], "o-", label="held-out code NLL, captioned")
+    ax.plot(steps, [r["heldout_uncond_nll"] for r in evals], "s-", label="held-out code NLL, empty caption")
+    ax.set_xlabel("step (batch 16)")
+    ax.set_ylabel("nats / token")
+    ax.set_ylim(bottom=0)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return {"final_" + k: evals[-1][k] for k in ("heldout_cond_nll", "heldout_uncond_nll")} | {
+        "steps": train[-1]["step"] + 1, "train_seconds": train[-1]["seconds"], "tokens": train[-1]["tokens"]}
+
+
+@torch.no_grad()
+def entropies(model: LlamaT2IModel, count: int, cfg_scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """Next-token entropy (nats) at every image-code position of held-out images, teacher-forced.
+
+    Returns (without guidance, with CFG at `cfg_scale`), both over the image-code ids only.
+    """
+    pixels, captions, _ = make_batch(HELDOUT, 0, count)
+    codes = load_tokenizer().encode(torch.from_numpy(pixels))
+    cond, labels = sequences(captions, codes, model.vocab, torch.zeros(count, dtype=torch.bool))
+    uncond, ulabels = sequences(captions, codes, model.vocab, torch.ones(count, dtype=torch.bool))
+    start = model.vocab.code_start
+
+    def code_logits(ids: torch.Tensor, lab: torch.Tensor) -> torch.Tensor:
+        logits = model.lm(input_ids=ids).logits[:, :-1, start:].float()
+        return logits[lab[:, 1:] >= start]  # [positions, K], the same positions in both layouts
+
+    c, u = code_logits(cond, labels), code_logits(uncond, ulabels)
+    out = []
+    for z in (c, cfg_combine(torch.cat([c[None], u[None]]), cfg_scale, "raw")[0]):
+        p = z.softmax(-1)
+        out.append(-(p * p.clamp_min(1e-30).log()).sum(-1).numpy())
+    return out[0], out[1]
+
+
+def entropy_histogram(model: LlamaT2IModel, png: Path, count: int = 64) -> dict[str, float]:
+    import matplotlib.pyplot as plt
+
+    plain, guided = entropies(model, count, model.default_sampling.cfg_scale)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    bins = np.linspace(0, max(plain.max(), guided.max()), 50)
+    ax.hist(plain, bins=bins, alpha=0.6, label=f"cfg 1.0 (mean {plain.mean():.2f})")
+    scale = model.default_sampling.cfg_scale
+    ax.hist(guided, bins=bins, alpha=0.6, label=f"cfg {scale} (mean {guided.mean():.2f})")
+    ax.set_xlabel("next-token entropy over image codes (nats)")
+    ax.set_ylabel(f"positions ({count} held-out images x 256)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return {"entropy_mean": float(plain.mean()), "entropy_median": float(np.median(plain)),
+            "entropy_cfg_mean": float(guided.mean()), "entropy_cfg_median": float(np.median(guided))}
+
+
+def sample_grid(model: LlamaT2IModel, prompts: list[str], method: str, png: Path, seed: int = 0) -> dict:
+    """Generate one image per prompt, draw them with their captions and checker verdicts."""
+    import matplotlib.pyplot as plt
+
+    results = generate(model, prompts, method=method, seed=seed, batch_size=16)
+    cols = 4
+    rows = -(-len(prompts) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.6, rows * 3.1))
+    for ax, r in zip(axes.flat, results, strict=False):
+        ok = check(r.pixels.numpy(), r.prompt).ok
+        ax.imshow(r.pixels.numpy(), interpolation="nearest")
+        ax.set_title(("OK " if ok else "MISS ") + "\n".join(textwrap.wrap(r.prompt, 30)), fontsize=6.5,
+                     color="black" if ok else "red")
+        ax.axis("off")
+    for ax in axes.flat[len(results):]:
+        ax.axis("off")
+    fig.suptitle(f"shapes-t2i, method {method}, seed {seed}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return {"adherence": float(np.mean([check(r.pixels.numpy(), r.prompt).ok for r in results])),
+            "nfe": sum(r.stats.nfe for r in results)}
+
+
+def checker_accuracy(count: int = 2000) -> dict[str, float]:
+    """Checker on ground truth, on tokenised-then-decoded ground truth, and on mismatched captions."""
+    pixels, captions, samples = make_batch(HELDOUT, 0, count)
+    tokenizer = load_tokenizer()
+    decoded = tokenizer.decode(tokenizer.encode(torch.from_numpy(pixels))).numpy()
+    rng = np.random.default_rng(0)
+    wrong = [mismatched_caption(s.objects, rng) for s in samples]
+    gt = [check(p, c) for p, c in zip(pixels, captions, strict=True)]
+    tok = [check(p, c) for p, c in zip(decoded, captions, strict=True)]
+    return {
+        "images": count,
+        "gt_ok": float(np.mean([v.ok for v in gt])), "gt_size_ok": float(np.mean([v.size_ok for v in gt])),
+        "tokenised_ok": float(np.mean([v.ok for v in tok])),
+        "tokenised_size_ok": float(np.mean([v.size_ok for v in tok])),
+        "mismatch_rejected": float(np.mean([not check(p, c).ok for p, c in zip(pixels, wrong, strict=True)])),
+        "tokenizer_psnr_db": psnr(torch.from_numpy(pixels), torch.from_numpy(decoded)),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("docs/models"))
+    parser.add_argument("--grid-prompts", type=int, default=16)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    args.out.mkdir(parents=True, exist_ok=True)
+    model = load_shapes()
+    prompts = [make_sample(HELDOUT + 1, i).caption for i in range(args.grid_prompts)]
+    report = {
+        "loss": loss_curve(ASSETS / "train_log.jsonl", args.out / "shapes-t2i-loss.png"),
+        "entropy": entropy_histogram(model, args.out / "shapes-t2i-entropy.png"),
+        "checker": checker_accuracy(),
+        "grid_ar": sample_grid(model, prompts, "ar", args.out / "shapes-t2i-samples-ar.png"),
+        "grid_sjd_vp": sample_grid(model, prompts, "sjd-vp", args.out / "shapes-t2i-samples-sjd-vp.png"),
+    }
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()

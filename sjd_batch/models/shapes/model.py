@@ -1,0 +1,83 @@
+"""Load the shipped `shapes-t2i` assets as a `LlamaT2IModel`; loading never touches the network.
+
+Assets (in `sjd_batch/assets/shapes-t2i/`): `config.json` + `model.safetensors` (a transformers
+`LlamaForCausalLM`, read with `from_pretrained` on a local folder), `codebook.safetensors` (the
+k-means patch codebook, which is also the pixel decoder) and `vocabulary.json` (caption words, grid
+size and the measured default sampling settings).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from transformers import LlamaForCausalLM
+
+from sjd_batch.decoding.sampling import SamplingConfig
+from sjd_batch.models.llama_t2i import LlamaT2IModel, Vocabulary, row_layout
+from sjd_batch.models.shapes.tokenizer import PatchTokenizer
+
+ASSETS = Path(__file__).resolve().parents[2] / "assets" / "shapes-t2i"
+NAME = "shapes-t2i"
+
+
+@dataclass(frozen=True)
+class ShapesMeta:
+    """The contents of `vocabulary.json`."""
+
+    words: tuple[str, ...]
+    num_codes: int
+    height: int
+    width: int
+    patch: int
+    cfg_scale: float
+    top_k: int
+
+    @classmethod
+    def read(cls, path: Path) -> ShapesMeta:
+        raw = json.loads(path.read_text())
+        return cls(**{**raw, "words": tuple(raw["words"])})
+
+    def write(self, path: Path) -> None:
+        path.write_text(json.dumps({**self.__dict__, "words": list(self.words)}, indent=1) + "\n")
+
+    @property
+    def vocab(self) -> Vocabulary:
+        return Vocabulary(self.words, self.num_codes)
+
+
+def load_tokenizer(assets: Path = ASSETS) -> PatchTokenizer:
+    """The patch tokenizer stored with the model."""
+    meta = ShapesMeta.read(assets / "vocabulary.json")
+    return PatchTokenizer(load_file(str(assets / "codebook.safetensors"))["codebook"], meta.patch)
+
+
+def load_shapes(
+    device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, assets: Path = ASSETS
+) -> LlamaT2IModel:
+    """Build `shapes-t2i` from its asset folder.
+
+    Raises:
+        FileNotFoundError: when the weights were never trained into `assets` (run `sjd-batch train-shapes`).
+    """
+    if not (assets / "model.safetensors").exists():
+        raise FileNotFoundError(
+            f"{assets}/model.safetensors is missing; train it with `sjd-batch train-shapes`"
+        )
+    meta = ShapesMeta.read(assets / "vocabulary.json")
+    lm = LlamaForCausalLM.from_pretrained(str(assets), local_files_only=True, torch_dtype=dtype)
+    lm.config._attn_implementation = "sdpa"
+    lm = lm.to(device)
+    tokenizer = load_tokenizer(assets)
+    codebook = tokenizer.codebook.to(device)
+    return LlamaT2IModel(
+        name=NAME,
+        lm=lm,
+        vocab=meta.vocab,
+        layout=row_layout(meta.height, meta.width, meta.vocab),
+        pixels=lambda codes: PatchTokenizer(codebook, meta.patch).decode(codes),
+        default_sampling=SamplingConfig(top_k=meta.top_k, cfg_scale=meta.cfg_scale),
+    )

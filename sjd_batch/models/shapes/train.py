@@ -1,0 +1,228 @@
+"""Train `shapes-t2i` reproducibly: fit the patch codebook, then a small `LlamaForCausalLM`.
+
+Sequence per image: `[BOS] caption words [BOI]` (exactly `LlamaT2IModel.tokenize`), then 16 rows of
+16 codes each followed by EOL, then EOI. The loss covers everything after BOI (codes, EOL, EOI). A
+fraction of captions is dropped to the empty caption `[BOS] [BOI]`, which is the unconditional
+prompt of classifier-free guidance. Sequences are right-padded, so position ids start at 0 on BOS,
+as the decoder's left-padded windows give them (positions = slot - start). Training data streams
+from the generator: batch `step` holds images `step*B .. step*B+B-1` of `data_seed`, so the run is
+a pure function of the config. Held-out loss uses a different generator seed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors.torch import save_file
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from sjd_batch.models.llama_t2i import BOI, BOS, EOI, EOL, PAD, Vocabulary
+from sjd_batch.models.shapes.data import IMAGE_SIZE, caption_words, make_batch
+from sjd_batch.models.shapes.model import ASSETS, ShapesMeta
+from sjd_batch.models.shapes.tokenizer import (
+    PATCH,
+    KMeansConfig,
+    PatchTokenizer,
+    fit_codebook,
+    psnr,
+    to_patches,
+)
+
+IGNORE = -100  # the label HF's causal-LM loss skips
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run depends on; `train` is a pure function of it (on one device)."""
+
+    seed: int = 0
+    data_seed: int = 1
+    heldout_seed: int = 999
+    num_codes: int = 512
+    kmeans_images: int = 2000
+    kmeans_iterations: int = 25
+    hidden: int = 96
+    layers: int = 4
+    heads: int = 4
+    intermediate: int = 384
+    batch: int = 16
+    steps: int = 4000
+    lr: float = 2e-3
+    warmup: int = 100
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.01
+    caption_dropout: float = 0.1
+    eval_every: int = 250
+    eval_images: int = 128
+    threads: int = 2
+    max_minutes: float = 78.0  # time budget: the schedule ends at whichever budget runs out first
+    cfg_scale: float = 3.0  # default sampling written into vocabulary.json
+    top_k: int = 0
+    out: str = str(ASSETS)
+
+
+def fit_tokenizer(cfg: TrainConfig) -> tuple[PatchTokenizer, float]:
+    """Fit the codebook on generator images; return it with its held-out PSNR (dB)."""
+    pixels = torch.from_numpy(make_batch(cfg.data_seed + 10_000, 0, cfg.kmeans_images)[0])
+    points = to_patches(pixels).reshape(-1, PATCH * PATCH * 3)
+    kmeans = KMeansConfig(cfg.num_codes, cfg.kmeans_iterations, cfg.seed)
+    tokenizer = PatchTokenizer(fit_codebook(points, kmeans))
+    held = torch.from_numpy(make_batch(cfg.heldout_seed, 0, 256)[0])
+    return tokenizer, psnr(held, tokenizer.decode(tokenizer.encode(held)))
+
+
+def build_lm(cfg: TrainConfig, vocab: Vocabulary, max_len: int) -> LlamaForCausalLM:
+    """A seeded, freshly initialised Llama sized by the config."""
+    config = LlamaConfig(
+        vocab_size=vocab.size, hidden_size=cfg.hidden, intermediate_size=cfg.intermediate,
+        num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads, num_key_value_heads=cfg.heads,
+        max_position_embeddings=max_len, tie_word_embeddings=True, bos_token_id=BOS, eos_token_id=EOI,
+        pad_token_id=PAD,
+    )
+    # eager attention: on CPU its backward is ~5x faster than SDPA's here (measured); the weights are
+    # the same, and the loader switches inference back to SDPA.
+    config._attn_implementation = "eager"
+    torch.manual_seed(cfg.seed)
+    return LlamaForCausalLM(config)
+
+
+def image_tokens(codes: torch.Tensor, vocab: Vocabulary) -> torch.Tensor:
+    """codes [B, H, W] -> the generated layout [B, H*(W+1)+1]: rows + EOL, then EOI."""
+    b, h, _ = codes.shape
+    eol = torch.full((b, h, 1), EOL, dtype=torch.long)
+    rows = torch.cat([codes + vocab.code_start, eol], dim=2).reshape(b, -1)
+    return torch.cat([rows, torch.full((b, 1), EOI, dtype=torch.long)], dim=1)
+
+
+def sequences(
+    captions: list[str], codes: torch.Tensor, vocab: Vocabulary, drop: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ids and labels [B, S]; rows with drop[i] get the empty caption."""
+    image = image_tokens(codes, vocab)
+    pairs = zip(captions, drop.tolist(), strict=True)
+    prefixes = [[BOS, BOI] if d else [BOS, *vocab.word_ids(c), BOI] for c, d in pairs]
+    length = max(len(p) for p in prefixes) + image.shape[1]
+    ids = torch.full((len(captions), length), PAD, dtype=torch.long)
+    labels = torch.full_like(ids, IGNORE)
+    for i, p in enumerate(prefixes):
+        n = len(p)
+        ids[i, :n] = torch.tensor(p)
+        ids[i, n : n + image.shape[1]] = image[i]
+        labels[i, n : n + image.shape[1]] = image[i]
+    return ids, labels
+
+
+def progress(step: int, seconds: float, cfg: TrainConfig) -> float:
+    """Fraction of the run done: steps or wall clock, whichever budget is nearer exhaustion.
+
+    The CPU is shared, so throughput varies several-fold; a time-bound schedule still anneals
+    fully instead of being cut off at a high learning rate. On an idle machine (or a GPU) the step
+    budget binds and the run is a pure function of the config.
+    """
+    return max(step / cfg.steps, seconds / (60 * cfg.max_minutes))
+
+
+def lr_at(step: int, done: float, cfg: TrainConfig) -> float:
+    """Linear warm-up over `warmup` steps, then cosine in `done` down to min_lr_ratio * lr."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    t = min(max(done, 0.0), 1.0)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+@torch.no_grad()
+def code_nll(lm: LlamaForCausalLM, ids: torch.Tensor, labels: torch.Tensor, vocab: Vocabulary) -> float:
+    """Mean NLL (nats) over image-code targets only (EOL/EOI are forced at sampling time)."""
+    logits = lm(input_ids=ids).logits[:, :-1].float()
+    target = labels[:, 1:]
+    is_code = target >= vocab.code_start
+    nll = torch.nn.functional.cross_entropy(logits[is_code], target[is_code])
+    return float(nll)
+
+
+class HeldOut:
+    """A fixed held-out set from a different generator seed, scored with and without captions."""
+
+    def __init__(self, cfg: TrainConfig, tokenizer: PatchTokenizer, vocab: Vocabulary) -> None:
+        pixels, captions, _ = make_batch(cfg.heldout_seed, 0, cfg.eval_images)
+        codes = tokenizer.encode(torch.from_numpy(pixels))
+        n = len(captions)
+        self.cond = sequences(captions, codes, vocab, torch.zeros(n, dtype=torch.bool))
+        self.uncond = sequences(captions, codes, vocab, torch.ones(n, dtype=torch.bool))
+        self.vocab = vocab
+
+    def score(self, lm: LlamaForCausalLM) -> dict[str, float]:
+        lm.eval()
+        out = {"heldout_cond_nll": code_nll(lm, *self.cond, self.vocab),
+               "heldout_uncond_nll": code_nll(lm, *self.uncond, self.vocab)}
+        lm.train()
+        return out
+
+
+def training_batch(step: int, cfg: TrainConfig, tokenizer: PatchTokenizer, vocab: Vocabulary):
+    """Batch `step` of the stream: a pure function of (config, step)."""
+    pixels, captions, _ = make_batch(cfg.data_seed, step * cfg.batch, cfg.batch)
+    codes = tokenizer.encode(torch.from_numpy(pixels))
+    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+    drop = torch.rand(cfg.batch, generator=gen) < cfg.caption_dropout
+    return sequences(captions, codes, vocab, drop)
+
+
+def save_assets(lm: LlamaForCausalLM, tokenizer: PatchTokenizer, cfg: TrainConfig, out: Path) -> None:
+    """Write config.json, model.safetensors, codebook.safetensors, vocabulary.json and train_config.json."""
+    out.mkdir(parents=True, exist_ok=True)
+    lm.save_pretrained(str(out), safe_serialization=True)
+    save_file({"codebook": tokenizer.codebook.contiguous()}, str(out / "codebook.safetensors"))
+    grid = IMAGE_SIZE // tokenizer.patch
+    meta = ShapesMeta(
+        caption_words(), tokenizer.num_codes, grid, grid, tokenizer.patch, cfg.cfg_scale, cfg.top_k
+    )
+    meta.write(out / "vocabulary.json")
+    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1) + "\n")
+    for extra in ("generation_config.json",):  # save_pretrained side file the loader does not need
+        (out / extra).unlink(missing_ok=True)
+
+
+def train(cfg: TrainConfig, log: Callable[[dict], None] = print) -> LlamaForCausalLM:
+    """Fit the tokenizer, train the LM, log held-out loss, save the assets into `cfg.out`."""
+    torch.set_num_threads(cfg.threads)
+    t0 = time.time()
+    tokenizer, tok_psnr = fit_tokenizer(cfg)
+    log({"event": "tokenizer", "psnr_db": round(tok_psnr, 3), "num_codes": cfg.num_codes,
+         "seconds": round(time.time() - t0, 1)})
+    vocab = Vocabulary(caption_words(), cfg.num_codes)
+    lm = build_lm(cfg, vocab, max_len=512)
+    log({"event": "model", "params": sum(p.numel() for p in lm.parameters()), "vocab": vocab.size})
+    opt = torch.optim.AdamW(lm.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
+    heldout = HeldOut(cfg, tokenizer, vocab)
+    lm.train()
+    t_start, tokens = time.time(), 0
+    for step in range(cfg.steps):
+        ids, labels = training_batch(step, cfg, tokenizer, vocab)
+        done = progress(step, time.time() - t_start, cfg)
+        lr = lr_at(step, done, cfg)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        loss = lm(input_ids=ids, labels=labels).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(lm.parameters(), 1.0)
+        opt.step()
+        tokens += int((ids != PAD).sum())
+        elapsed = time.time() - t_start
+        last = step == cfg.steps - 1 or progress(step + 1, elapsed, cfg) >= 1.0
+        if step % 25 == 0 or last:
+            log({"event": "train", "step": step, "loss": round(loss.item(), 4), "lr": lr,
+                 "tokens": tokens, "seconds": round(elapsed, 1), "progress": round(done, 4)})
+        if (step + 1) % cfg.eval_every == 0 or last:
+            log({"event": "eval", "step": step, **heldout.score(lm), "seconds": round(elapsed, 1)})
+            save_assets(lm, tokenizer, cfg, Path(cfg.out))
+        if last:
+            break
+    return lm.eval()
