@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from sjd_batch.config import JobConfig
 from sjd_batch.io.prompts import InputError, ShardSpec
-from sjd_batch.worker import JobError, ShardReport, ShardWorker, prepare_job, record_failure
+from sjd_batch.worker import JobError, ShardReport, ShardWorker, prepare_job, record_failure, sweep_partials
 
 EMBEDDED_OBJECT_STORE = 256 * 1024**2  # actors return small reports; images go straight to storage
 # Where the driver's S3 is: forwarded to the actors, which may live on nodes started with another
@@ -116,6 +116,7 @@ class _Tracker:
 
     def close(self, t0: float) -> JobSummary:
         self.bar.close()
+        sweep_partials(self.summary.storage)
         self.summary.seconds = time.perf_counter() - t0
         return self.summary
 
@@ -127,6 +128,9 @@ class _ShardActor:
         ctx = ray.get_runtime_context()
         actor = f"actor-{index}-{ctx.get_actor_id()[:8]}"
         self.worker = ShardWorker(config, actor=actor, node=ctx.get_node_id()[:12])
+
+    def ready(self) -> str:
+        return self.worker.node
 
     def run_shard(self, spec: ShardSpec, attempt: int) -> ShardReport:
         return self.worker.run_shard(spec, attempt)
@@ -198,38 +202,90 @@ def _connect(ray_init: dict[str, Any] | None) -> bool:
     return True
 
 
+class _ActorPool:
+    """Shard actors. An actor takes shards only once it is ready (model loaded): a shard never waits
+    on an actor the cluster has no room for yet, and actors that start late simply join in."""
+
+    def __init__(self, config: JobConfig, size: int) -> None:
+        env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+        self.remote = ray.remote(_ShardActor).options(
+            num_cpus=config.run.cpus_per_actor, num_gpus=config.run.gpus_per_actor,
+            max_restarts=0, max_task_retries=0,  # retries are ours: per shard, counted, reported
+            runtime_env={"env_vars": env} if env else None,
+        )
+        self.config, self.spawned, self.init_error = config, 0, ""
+        self.starting: dict[Any, Any] = {}  # ready() ref -> actor
+        self.idle: list[Any] = []
+        self.inflight: dict[Any, tuple[Any, ShardSpec, int]] = {}  # run_shard ref -> (actor, spec, attempt)
+        for _ in range(size):
+            self.spawn()
+
+    def spawn(self) -> None:
+        actor = self.remote.remote(self.config, self.spawned)
+        self.spawned += 1
+        self.starting[actor.ready.remote()] = actor
+
+    def submit(self, spec: ShardSpec, attempt: int) -> None:
+        actor = self.idle.pop()
+        self.inflight[actor.run_shard.remote(spec, attempt)] = (actor, spec, attempt)
+
+    def next_ready(self, poll_s: float = 60.0) -> Any:
+        while True:
+            ready, _ = ray.wait([*self.starting, *self.inflight], num_returns=1, timeout=poll_s)
+            if ready:
+                return ready[0]
+            if not self.idle and not self.inflight:
+                print(f"waiting for cluster resources: {len(self.starting)} actor(s) not started yet "
+                      f"({self.config.run.cpus_per_actor} CPU, {self.config.run.gpus_per_actor} GPU each)",
+                      file=sys.stderr)
+
+    def on_started(self, ref: Any) -> None:
+        """An actor finished starting; if its constructor failed (e.g. the model cannot load), drop it."""
+        actor = self.starting.pop(ref)
+        try:
+            ray.get(ref)
+            self.idle.append(actor)
+        except RayActorError as e:
+            self.init_error = _describe(e)
+
+    @property
+    def alive(self) -> int:
+        return len(self.starting) + len(self.idle) + len(self.inflight)
+
+    def shutdown(self) -> None:
+        for actor in [*self.starting.values(), *self.idle, *(a for a, _, _ in self.inflight.values())]:
+            ray.kill(actor)
+
+
 def _drive(config: JobConfig, todo: list[ShardSpec], tracker: _Tracker) -> None:
-    """Keep one shard in flight per actor; replace dead actors; retry failed shards."""
-    env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
-    remote = ray.remote(_ShardActor).options(
-        num_cpus=config.run.cpus_per_actor, num_gpus=config.run.gpus_per_actor,
-        max_restarts=0, max_task_retries=0,  # retries are ours: per shard, counted, reported
-        runtime_env={"env_vars": env} if env else None,
-    )
-    spawned = iter(range(sys.maxsize))
-    idle = [remote.remote(config, next(spawned)) for _ in range(_pool_size(config, len(todo)))]
+    """Keep one shard in flight per ready actor; replace dead actors; retry failed shards."""
+    pool = _ActorPool(config, _pool_size(config, len(todo)))
     queue = collections.deque((spec, 0) for spec in todo)
-    inflight: dict[Any, tuple[Any, ShardSpec, int]] = {}
     try:
-        while queue or inflight:
-            while queue and idle:
-                actor, (spec, attempt) = idle.pop(), queue.popleft()
-                inflight[actor.run_shard.remote(spec, attempt)] = (actor, spec, attempt)
-            [ref], _ = ray.wait(list(inflight), num_returns=1)
-            actor, spec, attempt = inflight.pop(ref)
+        while queue or pool.inflight:
+            while queue and pool.idle:
+                pool.submit(*queue.popleft())
+            if not pool.alive:  # every actor failed to start: no shard can run
+                for spec, attempt in queue:
+                    tracker.fail(spec, f"no actor could start: {pool.init_error}", attempt)
+                return
+            ref = pool.next_ready()
+            if ref in pool.starting:
+                pool.on_started(ref)
+                continue
+            actor, spec, attempt = pool.inflight.pop(ref)
             try:
                 tracker.observe(spec, ray.get(ref))
-                idle.append(actor)
+                pool.idle.append(actor)
             except RayActorError as e:  # the process died (killed, OOM, node lost): replace it
                 ray.kill(actor)
-                idle.append(remote.remote(config, next(spawned)))
+                pool.spawn()
                 _retry_or_fail(config, tracker, queue, spec, attempt, _describe(e), permanent=False)
             except RayTaskError as e:  # run_shard raised: the actor itself is fine
-                idle.append(actor)
+                pool.idle.append(actor)
                 _retry_or_fail(config, tracker, queue, spec, attempt, _describe(e), permanent=_permanent(e))
     finally:
-        for actor in idle + [a for a, _, _ in inflight.values()]:
-            ray.kill(actor)
+        pool.shutdown()
 
 
 def _pool_size(config: JobConfig, shards: int) -> int:

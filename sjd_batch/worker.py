@@ -129,6 +129,16 @@ def claim_output(storage: Storage, config: JobConfig, shards: list[ShardSpec]) -
         )
 
 
+def sweep_partials(storage: Storage) -> int:
+    """Delete partial rows of committed shards: a worker killed between its commit and its own
+    clean-up leaves them behind, and a rerun skips that shard. Returns how many were deleted."""
+    committed = results.committed_shards(storage)
+    stale = [k for k in storage.list(f"{PARTIAL_PREFIX}/") if int(k.split("/")[1]) in committed]
+    for key in stale:
+        storage.delete(key)
+    return len(stale)
+
+
 def record_failure(storage: Storage, shard: int, error: str, attempts: int) -> None:
     """Note a shard that failed after all its retries; `status` reports it until it commits."""
     body = {"shard": shard, "error": error, "attempts": attempts,

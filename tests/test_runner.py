@@ -66,17 +66,19 @@ def save_job(config, path: Path) -> Path:  # noqa: ANN001
 
 @pytest.mark.ray
 def test_two_nodes_exactly_once(cluster: Any, tmp_path: Path) -> None:
-    prompts = write_prompts(tmp_path / "in" / "prompts.parquet", 10)
-    config = make_job([prompts], str(tmp_path / "out"), run={"num_actors": 2})
+    prompts = write_prompts(tmp_path / "in" / "prompts.parquet", 24)
+    # AR, one sample at a time: enough work that the second actor is ready before the first is done
+    config = make_job([prompts], str(tmp_path / "out"), method={"name": "ar"}, input={"shard_size": 3},
+                      run={"num_actors": 2, "batch_size": 1})
     summary = run(config)
-    assert summary.ok and summary.shards_committed == 3 and summary.samples == 10, summary.text()
+    assert summary.ok and summary.shards_committed == 8 and summary.samples == 24, summary.text()
     storage = Storage.from_uri(config.output.uri)
-    table = check_output(storage, ids(10), shards=3)
+    table = check_output(storage, ids(24), shards=8)
     assert len(set(table.column("node").to_pylist())) == 2  # one actor per node (1 CPU each)
     assert len(set(table.column("actor").to_pylist())) == 2
     before = digest(storage)
     again = run(config)  # a rerun skips every committed shard and changes nothing
-    assert again.ok and again.shards_skipped == 3 and again.generated == 0
+    assert again.ok and again.shards_skipped == 8 and again.generated == 0
     assert digest(storage) == before
 
 
@@ -283,3 +285,53 @@ def test_missing_bucket_and_wrong_credentials(s3_endpoint: str, bucket: str, tmp
     code, out, err = cli_run(capsys, save_job(config, tmp_path / "job.yaml"))
     assert code == 2 and bucket in err and "credential" in err.lower()
     assert "wrong-secret-value" not in err + out
+
+
+@pytest.fixture
+def ray_head(tmp_path: Path) -> Iterator[str]:
+    """A `ray start --head --block` with the Jobs API, in its own process group, stopped by that group id."""
+    from tests.conftest import free_port
+
+    gcs, dashboard = free_port(), free_port()
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    cmd = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={gcs}",
+           f"--dashboard-port={dashboard}", "--dashboard-host=127.0.0.1", "--node-ip-address=127.0.0.1",
+           "--include-dashboard=true", "--num-cpus=2", "--object-store-memory=150000000",
+           "--disable-usage-stats"]
+    head = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    address = f"http://127.0.0.1:{dashboard}"
+    try:
+        from ray.job_submission import JobSubmissionClient
+
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                JobSubmissionClient(address).list_jobs()
+                break
+            except Exception:  # noqa: BLE001 - the dashboard is still starting
+                if time.monotonic() > deadline or head.poll() is not None:
+                    pytest.fail("ray head did not start")
+                time.sleep(1)
+        yield address
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)  # exactly the processes this fixture started
+        try:
+            head.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait(timeout=10)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_submit_follow(ray_head: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    config = make_job([write_prompts(tmp_path / "in" / "a.parquet", 6)], str(tmp_path / "out"))
+    job = save_job(config, tmp_path / "job.yaml")
+    capsys.readouterr()
+    assert cli.main(["submit", str(job), "--address", ray_head, "--follow"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == f"sjd-{config.job_id}" and "OK" in out
+    check_output(Storage.from_uri(config.output.uri), ids(6), shards=2)
+    assert cli.main(["submit", str(job), "--address", ray_head]) == 2  # never started twice
+    assert "already submitted" in capsys.readouterr().err

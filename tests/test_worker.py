@@ -21,7 +21,7 @@ from sjd_batch.config import JobConfig, absolute_paths, parse_job
 from sjd_batch.io import results
 from sjd_batch.io.prompts import expand_inputs, plan_shards
 from sjd_batch.io.storage import LocalStorage, Storage
-from sjd_batch.worker import PARTIAL_PREFIX, VOLATILE_COLUMNS, ShardWorker, prepare_job
+from sjd_batch.worker import PARTIAL_PREFIX, VOLATILE_COLUMNS, ShardWorker, prepare_job, sweep_partials
 
 
 def prompt_table(n: int, start: int = 0, **extra: list[Any]) -> pa.Table:
@@ -154,6 +154,24 @@ def test_crash_mid_shard_resumes_samples(prompts: str, tmp_path: Path) -> None:
     assert sorted(table.column("attempt").to_pylist()) == [0] * 8 + [1] * 2
     # seeds depend on (job seed, sample id) only: the resumed output equals an uninterrupted run
     assert digest(storage) == digest(Storage.from_uri(clean.output.uri))
+
+
+class NoDelete(LocalStorage):
+    """A real local folder whose deletes fail: a worker killed between its commit and its clean-up."""
+
+    def delete(self, key: str) -> None:
+        raise OSError("simulated kill before clean-up")
+
+
+def test_partials_of_committed_shards_are_swept(prompts: str, tmp_path: Path) -> None:
+    config = make_job([prompts], str(tmp_path / "out"))
+    _, shards, _ = prepare_job(config)
+    worker = ShardWorker(config)
+    worker.storage = NoDelete(config.output.uri)
+    assert worker.run_shard(shards[0]).committed
+    storage = Storage.from_uri(config.output.uri)
+    assert len(storage.list(PARTIAL_PREFIX + "/")) == 4  # committed, but its partial rows remain
+    assert sweep_partials(storage) == 4 and not storage.list(PARTIAL_PREFIX + "/")
 
 
 def test_bad_rows_are_recorded(tmp_path: Path) -> None:

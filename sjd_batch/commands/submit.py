@@ -43,6 +43,12 @@ def main(args: argparse.Namespace) -> int:
 
     client = JobSubmissionClient(args.address)
     submission_id = f"sjd-{config.job_id}" + (f"-{args.suffix}" if args.suffix else "")
+    if submission_id in {j.submission_id for j in client.list_jobs()}:
+        status = client.get_job_status(submission_id).value
+        print(f"sjd-batch submit: error: {submission_id} was already submitted ({status}): the same job is "
+              "never started twice; pass --suffix to submit it again (committed shards are skipped)",
+              file=sys.stderr)
+        return 2
     with tempfile.TemporaryDirectory(prefix="sjd-submit-") as workdir:
         Path(workdir, "job.yaml").write_text(config.to_yaml(), encoding="utf-8")
         env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
