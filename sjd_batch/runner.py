@@ -18,7 +18,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Iterator, TextIO
 
 import ray
 from ray.exceptions import RayActorError, RayTaskError
@@ -286,6 +286,39 @@ def _drive(config: JobConfig, todo: list[ShardSpec], tracker: _Tracker) -> None:
                 _retry_or_fail(config, tracker, queue, spec, attempt, _describe(e), permanent=_permanent(e))
     finally:
         pool.shutdown()
+
+
+class SubmitError(RuntimeError):
+    """A job could not be submitted (e.g. the same submission id exists: never start a job twice)."""
+
+
+def submit_job(address: str, submission_id: str, **kwargs: Any) -> None:
+    """Submit through the Ray Jobs API, refusing a submission id that already exists."""
+    from ray.job_submission import JobSubmissionClient
+
+    client = JobSubmissionClient(address)
+    if submission_id in {j.submission_id for j in client.list_jobs()}:
+        status = client.get_job_status(submission_id).value
+        raise SubmitError(f"{submission_id} was already submitted ({status}): the same job is never started "
+                          "twice; pass --suffix to submit it again (committed shards are skipped)")
+    client.submit_job(submission_id=submission_id, **kwargs)
+
+
+def follow_job(address: str, submission_id: str, out: TextIO, poll_s: float = 2.0) -> int:
+    """Print a submitted job's driver log as it grows; 0 when it SUCCEEDED, else 1."""
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    client, shown = JobSubmissionClient(address), 0
+    while True:
+        status = client.get_job_status(submission_id)
+        logs = client.get_job_logs(submission_id)
+        out.write(logs[shown:])
+        out.flush()
+        shown = len(logs)
+        if status.is_terminal():
+            print(f"{submission_id}: {status.value}", file=sys.stderr)
+            return 0 if status == JobStatus.SUCCEEDED else 1
+        time.sleep(poll_s)
 
 
 def _pool_size(config: JobConfig, shards: int) -> int:

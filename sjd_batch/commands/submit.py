@@ -3,7 +3,7 @@
 Submits `sjd-batch run` to a Ray cluster through the Ray Jobs API. The runtime environment ships the
 *resolved* job (overrides applied, local paths made absolute) as the working directory, so the driver
 runs exactly the job validated here. The submission id is `sjd-<job_id>`: resubmitting the same job
-is refused by Ray instead of starting a second copy (pass `--suffix` to retry after a failure).
+is refused instead of starting a second copy (pass `--suffix` to resubmit, e.g. after a failure).
 Credentials are never shipped: the cluster needs its own (runtime_env is stored in Ray's job table);
 only the non-secret S3 endpoint and region variables are forwarded.
 """
@@ -14,13 +14,11 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from sjd_batch.config import ConfigError, load_job
 
 FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION")
-TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,46 +32,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from sjd_batch.runner import SubmitError, follow_job, submit_job
+
     try:
         config = load_job(args.job, args.overrides)
-    except ConfigError as e:
+        submission_id = f"sjd-{config.job_id}" + (f"-{args.suffix}" if args.suffix else "")
+        with tempfile.TemporaryDirectory(prefix="sjd-submit-") as workdir:
+            Path(workdir, "job.yaml").write_text(config.to_yaml(), encoding="utf-8")
+            env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+            submit_job(
+                args.address, submission_id, entrypoint="sjd-batch run job.yaml --no-progress",
+                runtime_env={"working_dir": workdir, "env_vars": env},
+                entrypoint_num_cpus=args.entrypoint_num_cpus,
+                metadata={"sjd_job_id": config.job_id, "sjd_job_name": config.name},
+            )
+    except (ConfigError, SubmitError) as e:
         print(f"sjd-batch submit: error: {e}", file=sys.stderr)
         return 2
-    from ray.job_submission import JobSubmissionClient
-
-    client = JobSubmissionClient(args.address)
-    submission_id = f"sjd-{config.job_id}" + (f"-{args.suffix}" if args.suffix else "")
-    if submission_id in {j.submission_id for j in client.list_jobs()}:
-        status = client.get_job_status(submission_id).value
-        print(f"sjd-batch submit: error: {submission_id} was already submitted ({status}): the same job is "
-              "never started twice; pass --suffix to submit it again (committed shards are skipped)",
-              file=sys.stderr)
-        return 2
-    with tempfile.TemporaryDirectory(prefix="sjd-submit-") as workdir:
-        Path(workdir, "job.yaml").write_text(config.to_yaml(), encoding="utf-8")
-        env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
-        client.submit_job(
-            entrypoint="sjd-batch run job.yaml --no-progress",
-            submission_id=submission_id,
-            runtime_env={"working_dir": workdir, "env_vars": env},
-            entrypoint_num_cpus=args.entrypoint_num_cpus,
-            metadata={"sjd_job_id": config.job_id, "sjd_job_name": config.name},
-        )
     print(submission_id)
     print(f"job {config.name!r} ({config.job_id}) submitted to {args.address}", file=sys.stderr)
-    return follow(client, submission_id) if args.follow else 0
-
-
-def follow(client, submission_id: str, poll_s: float = 2.0) -> int:  # noqa: ANN001 - ray type, lazily imported
-    """Print the driver's log as it grows; return 0 when the job SUCCEEDED, else 1."""
-    shown = 0
-    while True:
-        status = str(client.get_job_status(submission_id).value)
-        logs = client.get_job_logs(submission_id)
-        sys.stdout.write(logs[shown:])
-        sys.stdout.flush()
-        shown = len(logs)
-        if status in TERMINAL:
-            print(f"{submission_id}: {status}", file=sys.stderr)
-            return 0 if status == "SUCCEEDED" else 1
-        time.sleep(poll_s)
+    return follow_job(args.address, submission_id, sys.stdout) if args.follow else 0
