@@ -12,7 +12,14 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-from sjd_batch.decoding import DecodeConfig, ImageTokenModel, SampleStats, SamplingConfig, decode, resolve_method
+from sjd_batch.decoding import (
+    DecodeConfig,
+    ImageTokenModel,
+    SampleStats,
+    SamplingConfig,
+    decode,
+    resolve_method,
+)
 from sjd_batch.decoding.rng import sample_seed, seed_tensor
 
 SAMPLING_KEYS = frozenset(f.name for f in fields(SamplingConfig))
@@ -36,11 +43,15 @@ class GenerationResult:
         from PIL import Image
 
         if self.pixels is None:
-            raise ValueError(f"sample {self.sample_id}: generated with decode_images=False, so it has no image")
+            raise ValueError(
+                f"sample {self.sample_id}: generated with decode_images=False, so it has no image"
+            )
         return Image.fromarray(self.pixels.numpy())
 
 
-def split_params(model: ImageTokenModel, method: str, params: dict[str, Any]) -> tuple[SamplingConfig, DecodeConfig]:
+def split_params(
+    model: ImageTokenModel, method: str, params: dict[str, Any]
+) -> tuple[SamplingConfig, DecodeConfig]:
     """Split keyword arguments into sampling settings (over the model's defaults) and the method.
 
     Raises:
@@ -50,7 +61,8 @@ def split_params(model: ImageTokenModel, method: str, params: dict[str, Any]) ->
     unknown = sorted(set(params) - SAMPLING_KEYS - DECODING_KEYS)
     if unknown:
         raise TypeError(
-            f"unknown parameter(s) {unknown}; sampling: {sorted(SAMPLING_KEYS)}, decoding: {sorted(DECODING_KEYS)}"
+            f"unknown parameter(s) {unknown}; sampling: {sorted(SAMPLING_KEYS)}, "
+            f"decoding: {sorted(DECODING_KEYS)}"
         )
     base = vars(model.default_sampling).copy()
     base.update({k: v for k, v in params.items() if k in SAMPLING_KEYS})
@@ -105,8 +117,14 @@ def generate(
     for rows in _batches(len(prompts), batch_size):
         negatives = [negative_prompts[i] for i in rows] if negative_prompts is not None else None
         results += _generate_batch(
-            model, [prompts[i] for i in rows], negatives, [ids[i] for i in rows], [all_seeds[i] for i in rows],
-            sampling, config, decode_images,
+            model,
+            [prompts[i] for i in rows],
+            negatives,
+            [ids[i] for i in rows],
+            [all_seeds[i] for i in rows],
+            sampling,
+            config,
+            decode_images,
         )
     return results
 

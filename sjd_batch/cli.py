@@ -10,8 +10,14 @@ import sys
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "generate": ("sjd_batch.commands.generate", "generate a few images in-process and print their statistics"),
-    "bench": ("sjd_batch.commands.bench", "compare decoding methods side by side on the same prompts and seeds"),
+    "generate": (
+        "sjd_batch.commands.generate",
+        "generate a few images in-process and print their statistics",
+    ),
+    "bench": (
+        "sjd_batch.commands.bench",
+        "compare decoding methods side by side on the same prompts and seeds",
+    ),
     "run": ("sjd_batch.commands.run", "run or resume a job YAML on Ray (embedded, or RAY_ADDRESS)"),
     "submit": ("sjd_batch.commands.submit", "submit a job YAML to a Ray cluster through the Ray Jobs API"),
     "status": ("sjd_batch.commands.status", "committed, failed and pending shards of a job output"),

@@ -15,7 +15,9 @@ from sjd_batch.decoding.sampling import Grammar
 from sjd_batch.decoding.verify import residual_law
 
 
-def draft_law(p: torch.Tensor, prev_p: torch.Tensor, prev_valid: torch.Tensor, config: DecodeConfig) -> torch.Tensor:
+def draft_law(
+    p: torch.Tensor, prev_p: torch.Tensor, prev_valid: torch.Tensor, config: DecodeConfig
+) -> torch.Tensor:
     """The law carried drafts are drawn from: P itself, or SJD-VP's q~ favouring rising tokens.
 
     SJD-VP (Shan et al., arXiv 2603.27115) only states the idea: tokens whose probability rises

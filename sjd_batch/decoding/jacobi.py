@@ -65,7 +65,11 @@ class _Run:
 
 
 def decode(
-    model: ImageTokenModel, prefix: Prefix, seeds: torch.Tensor, sampling: SamplingConfig, config: DecodeConfig
+    model: ImageTokenModel,
+    prefix: Prefix,
+    seeds: torch.Tensor,
+    sampling: SamplingConfig,
+    config: DecodeConfig,
 ) -> DecodeOutput:
     """Decode one batch with the method named in `config`."""
     if config.verifier == "exact" and not sampling.greedy:
@@ -81,7 +85,9 @@ def decode(
 def _start(model: ImageTokenModel, prefix: Prefix, seeds: torch.Tensor, sampling: SamplingConfig, room: int):
     """Allocate the cache once and run the prefill; it commits offset 0 (stream AR, like plain AR)."""
     if prefix.rows != seeds.shape[0] * (2 if sampling.uses_cfg else 1):
-        raise ValueError(f"prefix has {prefix.rows} rows for {seeds.shape[0]} seeds (cfg={sampling.uses_cfg})")
+        raise ValueError(
+            f"prefix has {prefix.rows} rows for {seeds.shape[0]} seeds (cfg={sampling.uses_cfg})"
+        )
     grammar = Grammar(model.layout, model.vocab_size, model.device)
     total = prefix.length + model.layout.length + room
     run = _Run(model, model.new_cache(prefix.rows, total), prefix, grammar, sampling, seeds, total)
@@ -123,7 +129,9 @@ def autoregressive_decode(
     return DecodeOutput(tokens=tokens.cpu(), stats=stats)
 
 
-def _ar_stats(length: int, config: DecodeConfig, sampling: SamplingConfig, batch: int, pre: float, dec: float):
+def _ar_stats(
+    length: int, config: DecodeConfig, sampling: SamplingConfig, batch: int, pre: float, dec: float
+):
     return SampleStats(
         tokens=length,
         nfe=length,
@@ -148,7 +156,11 @@ def _params(config: DecodeConfig, sampling: SamplingConfig) -> dict[str, object]
 
 
 def speculative_jacobi_decode(
-    model: ImageTokenModel, prefix: Prefix, seeds: torch.Tensor, sampling: SamplingConfig, config: DecodeConfig
+    model: ImageTokenModel,
+    prefix: Prefix,
+    seeds: torch.Tensor,
+    sampling: SamplingConfig,
+    config: DecodeConfig,
 ) -> DecodeOutput:
     """Jacobi / SJD / SJD-VP / MC-SJD, as configured by `config` (see `methods.py`).
 
@@ -174,7 +186,9 @@ def speculative_jacobi_decode(
             break
         state.observe_iteration(active, _iteration(run, state, config))
     t2 = _sync(model.device)
-    return DecodeOutput(tokens=state.seq[:, :length].cpu(), stats=_stats(state, run, config, t1 - t0, t2 - t1))
+    return DecodeOutput(
+        tokens=state.seq[:, :length].cpu(), stats=_stats(state, run, config, t1 - t0, t2 - t1)
+    )
 
 
 def _initial_state(run: _Run, p0: torch.Tensor, first: torch.Tensor, config: DecodeConfig) -> JacobiState:
@@ -236,7 +250,9 @@ def _iteration(run: _Run, state: JacobiState, config: DecodeConfig) -> Iteration
     )
     seq = seq.scatter(1, offsets, torch.where(carried, x, 0))
     frontier_p = p[torch.arange(run.batch, device=n.device), (limit - 1).clamp_min(0)]
-    x_init, q_init = init_drafts(seq, offsets, n + limit, frontier_p, step, run.seeds, run.grammar, config, p.dtype)
+    x_init, q_init = init_drafts(
+        seq, offsets, n + limit, frontier_p, step, run.seeds, run.grammar, config, p.dtype
+    )
     seq = seq.scatter(1, offsets, torch.where(carried, x, x_init))
     q_carried = p.gather(1, take) if config.vp_lossy else law_next  # LOSSY mode verifies against P_t
     q = torch.where(carried[..., None], q_carried, q_init)

@@ -57,7 +57,9 @@ class DecodeConfig:
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; choose one of {sorted(METHODS)}")
         if self.method != "ar" and self.window < 2:
-            raise ValueError(f"window must be >= 2 (the last token plus at least one draft), got {self.window}")
+            raise ValueError(
+                f"window must be >= 2 (the last token plus at least one draft), got {self.window}"
+            )
         _check_choice("init", self.init, INIT_SCHEMES)
         _check_choice("init_law", self.init_law, INIT_LAWS)
         _check_choice("vp_form", self.vp_form, VP_FORMS)

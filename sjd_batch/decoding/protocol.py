@@ -61,7 +61,9 @@ class Layout:
     def __post_init__(self) -> None:
         codes = sum(1 for f in self.forced if f < 0)
         if codes != self.height * self.width:
-            raise ValueError(f"Layout has {codes} free slots, expected height*width={self.height * self.width}")
+            raise ValueError(
+                f"Layout has {codes} free slots, expected height*width={self.height * self.width}"
+            )
         if not 0 <= self.image_start < self.image_end:
             raise ValueError(f"Layout image range [{self.image_start}, {self.image_end}) is empty")
 

@@ -68,7 +68,7 @@ def _resample_or_bonus(
 
 
 def residual_law(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """norm(max(0, p - q)), unnormalised; falls back to p where p == q (a rejection there has probability 0)."""
+    """norm(max(0, p - q)), unnormalised; p itself where p == q (a rejection there has probability 0)."""
     residual = (p - q).clamp_min(0)
     empty = residual.sum(-1, keepdim=True) <= 0
     return torch.where(empty, p, residual)

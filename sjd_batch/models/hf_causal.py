@@ -18,7 +18,9 @@ from sjd_batch.decoding.protocol import Window
 class SlotCache:
     """Static KV buffers [R, H_kv, S, D] per layer, written by slot. Duck-types HF's `Cache.update`."""
 
-    def __init__(self, layers: int, rows: int, kv_heads: int, slots: int, head_dim: int, dtype, device) -> None:
+    def __init__(
+        self, layers: int, rows: int, kv_heads: int, slots: int, head_dim: int, dtype, device
+    ) -> None:
         shape = (rows, kv_heads, slots, head_dim)
         self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
         self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]

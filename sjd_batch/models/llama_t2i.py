@@ -101,7 +101,8 @@ class LlamaT2IModel:
         ids = self.vocab.word_ids(prompt)
         if len(ids) > self.max_prompt_tokens:
             raise ValueError(
-                f"prompt {index} has {len(ids)} tokens; model {self.name} accepts at most {self.max_prompt_tokens}"
+                f"prompt {index} has {len(ids)} tokens; model {self.name} accepts at most "
+                f"{self.max_prompt_tokens}"
             )
         return [BOS, *ids, BOI]
 

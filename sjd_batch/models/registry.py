@@ -29,11 +29,20 @@ MODELS: dict[str, Factory] = {
     "shapes-t2i": _shapes_t2i,
 }
 
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-          "float16": torch.float16, "fp16": torch.float16, "float64": torch.float64}
+DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "float64": torch.float64,
+}
 
 
-def load_model(name: str, device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32") -> ImageTokenModel:
+def load_model(
+    name: str, device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32"
+) -> ImageTokenModel:
     """Load a registered model by name.
 
     Raises:

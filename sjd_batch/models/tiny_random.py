@@ -33,7 +33,9 @@ class TinySpec:
     seed: int = 0
 
 
-def build_tiny(spec: TinySpec = TinySpec(), device: str | torch.device = "cpu", dtype=torch.float32) -> LlamaT2IModel:
+def build_tiny(
+    spec: TinySpec = TinySpec(), device: str | torch.device = "cpu", dtype=torch.float32
+) -> LlamaT2IModel:
     """Build a seeded random model; the same spec always gives the same weights."""
     vocab = Vocabulary(tuple(f"w{i}" for i in range(spec.num_words)), spec.num_codes, hash_words=True)
     config = LlamaConfig(

@@ -1,0 +1,66 @@
+"""The processed distribution P: CFG variants, grammar, temperature, top-k, top-p."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sjd_batch.decoding.protocol import Layout
+from sjd_batch.decoding.sampling import Grammar, SamplingConfig, cfg_combine, processed_probs, warp
+
+LAYOUT = Layout(height=1, width=2, forced=(-1, -1, 1), image_start=2, image_end=6, row_stride=3)
+
+
+def test_raw_and_log_softmax_cfg_give_the_same_p():
+    logits = torch.randn(4, 3, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    raw = cfg_combine(logits, 3.0, "raw").softmax(-1)
+    lsm = cfg_combine(logits, 3.0, "log-softmax").softmax(-1)
+    torch.testing.assert_close(raw, lsm)
+    assert not torch.allclose(raw, logits[:2].softmax(-1))  # guidance changed something
+
+
+def test_grammar_forces_tokens_and_masks_non_image_ids():
+    g = Grammar(LAYOUT, vocab=6, device=torch.device("cpu"))
+    logits = torch.zeros(1, 3, 6)
+    p = processed_probs(logits, torch.tensor([[0, 1, 2]]), g, SamplingConfig())
+    assert torch.equal(p[0, 2], torch.tensor([0, 1.0, 0, 0, 0, 0]))  # the forced EOL slot
+    assert torch.allclose(p[0, 0], torch.tensor([0, 0, 0.25, 0.25, 0.25, 0.25]))
+    # offsets past the layout end read as free image slots
+    assert (g.forced_at(torch.tensor([5, 2, 99])) == torch.tensor([-1, 1, -1])).all()
+
+
+def test_masking_after_cfg_avoids_nan_on_forced_slots():
+    g = Grammar(LAYOUT, vocab=6, device=torch.device("cpu"))
+    logits = torch.full((2, 1, 6), -1e4)
+    p = processed_probs(logits, torch.tensor([[2]]), g, SamplingConfig(cfg_scale=5.0))
+    assert torch.equal(p[0, 0], torch.tensor([0, 1.0, 0, 0, 0, 0]))
+
+
+def test_top_k_keeps_k_and_ties_and_top_p_keeps_the_nucleus():
+    z = torch.tensor([[3.0, 2.0, 2.0, 1.0, 0.0]])
+    assert torch.isinf(warp(z, SamplingConfig(top_k=2))).tolist() == [[False, False, False, True, True]]
+    p = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log()
+    kept = ~torch.isinf(warp(p, SamplingConfig(top_p=0.8)))
+    assert kept.tolist() == [[True, True, False, False]]
+    kept = ~torch.isinf(warp(p, SamplingConfig(top_p=0.81)))
+    assert kept.tolist() == [[True, True, True, False]]
+
+
+def test_temperature_sharpens_and_zero_is_greedy():
+    g = Grammar(LAYOUT, vocab=6, device=torch.device("cpu"))
+    logits = torch.tensor([[[0, 0, 1.0, 2.0, 0, 0]]])
+    off = torch.tensor([[0]])
+    hot = processed_probs(logits, off, g, SamplingConfig(temperature=2.0))
+    cold = processed_probs(logits, off, g, SamplingConfig(temperature=0.5))
+    greedy = processed_probs(logits, off, g, SamplingConfig(temperature=0.0))
+    assert cold[0, 0, 3] > hot[0, 0, 3]
+    assert greedy[0, 0].tolist() == [0, 0, 0, 1.0, 0, 0]
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [({"temperature": -1}, "temperature"), ({"top_p": 1.5}, "top_p"), ({"cfg_mode": "mean"}, "cfg_mode")],
+)
+def test_bad_sampling_config(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SamplingConfig(**kwargs)
