@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -31,6 +32,7 @@ from tests.test_worker import check_output, digest, make_job, prompt_table, writ
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
+REPO = Path(__file__).resolve().parents[1]
 NODE_ARGS = {"num_cpus": 1, "object_store_memory": 100 * 1024**2}
 
 
@@ -80,6 +82,37 @@ def test_two_nodes_exactly_once(cluster: Any, tmp_path: Path) -> None:
     again = run(config)  # a rerun skips every committed shard and changes nothing
     assert again.ok and again.shards_skipped == 8 and again.generated == 0
     assert digest(storage) == before
+
+
+@pytest.mark.ray
+def test_demo_job_cli(cluster: Any, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The README's main command, on the test cluster: images and stats in a local folder."""
+    out = tmp_path / "demo"
+    capsys.readouterr()
+    job = str(REPO / "jobs" / "demo.yaml")
+    assert cli.main(["run", job, "--set", f"output.uri={out}", "--no-progress"]) == 0
+    assert "3 committed now, 0 failed" in capsys.readouterr().out
+    demo_ids = set(pq.read_table(REPO / "jobs" / "prompts" / "demo.parquet").column("id").to_pylist())
+    check_output(Storage.from_uri(str(out)), demo_ids, shards=3)
+    assert cli.main(["stats", str(out)]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split()[:2] == ["total", str(len(demo_ids))]
+
+
+@pytest.mark.s3
+def test_demo_s3_job(s3_endpoint: str, s3_client: Any, capsys: pytest.CaptureFixture) -> None:
+    """jobs/demo_s3.yaml against the local S3 server, then `sjd-batch stats` reads it back."""
+    if "sjd-demo" not in {b["Name"] for b in s3_client.list_buckets()["Buckets"]}:
+        s3_client.create_bucket(Bucket="sjd-demo")
+    s3_client.upload_file(str(REPO / "jobs" / "prompts" / "demo.parquet"), "sjd-demo", "prompts/demo.parquet")
+    output = f"s3://sjd-demo/outputs/{uuid.uuid4().hex[:8]}"
+    capsys.readouterr()
+    code = cli.main(["run", str(REPO / "jobs" / "demo_s3.yaml"), "--local", "--no-progress",
+                     "--set", f"output.uri={output}"])
+    assert code == 0, capsys.readouterr()
+    assert "3 committed now" in capsys.readouterr().out
+    assert cli.main(["stats", output, "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["total"]["samples"] == 24 and stats["total"]["shards"] == 3
 
 
 def _kill_when_busy(pattern: bytes, stop: threading.Event, killed: list[int]) -> None:
