@@ -117,6 +117,8 @@ class _Tracker:
     def close(self, t0: float) -> JobSummary:
         self.bar.close()
         sweep_partials(self.summary.storage)
+        # Parts of uploads whose actor was killed are invisible to LIST, yet stored and billed.
+        self.summary.storage.abort_multipart_uploads()
         self.summary.seconds = time.perf_counter() - t0
         return self.summary
 
