@@ -5,7 +5,8 @@ output (`job.json`), plans the shards, skips the committed ones and runs the res
 Each actor wraps one `ShardWorker` (model loaded once, `num_gpus` per actor, `num_cpus` always set, so
 GPU actors never hold an implicit CPU, infra.md §2.3). Actors pull shards dynamically: the driver keeps
 one shard in flight per actor and hands the next one to whichever actor finishes first (`ray.wait`), so a
-slow actor never holds the job. A shard whose actor died is retried on another actor, up to
+slow actor never holds the job, and an actor gets shards only once it has started, so a shard never waits
+on an actor the cluster has no room for. A shard whose actor died is retried on another actor, up to
 `run.max_retries` times; a shard that keeps failing is reported, and the job ends non-zero while every
 committed shard stays valid. `run_local(config)` runs the same plan in-process, without Ray.
 """
@@ -26,6 +27,7 @@ from tqdm import tqdm
 
 from sjd_batch.config import JobConfig
 from sjd_batch.io.prompts import InputError, ShardSpec
+from sjd_batch.io.storage import Storage
 from sjd_batch.worker import JobError, ShardReport, ShardWorker, prepare_job, record_failure, sweep_partials
 
 EMBEDDED_OBJECT_STORE = 256 * 1024**2  # actors return small reports; images go straight to storage
@@ -51,7 +53,7 @@ class JobSummary:
     seconds: float = 0.0
     step_compression_sum: float = 0.0
     generated: int = 0
-    storage: Any = field(default=None, repr=False)  # the output, for failure records
+    storage: Storage | None = field(default=None, repr=False)  # the output, for failure records
 
     @property
     def ok(self) -> bool:

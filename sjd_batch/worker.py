@@ -8,6 +8,10 @@ commit marker last, so a reader that trusts committed shards only never sees a p
 Inside an uncommitted shard, a sample is done once its *partial row* (its stats, as JSON, written
 after its image) exists; a retry skips done samples and regenerates the rest. Seeds are a pure
 function of (job seed, sample id), so a retry reproduces the same images bit for bit.
+
+The job-level side of the output lives here too, so the runner (Ray) and `status` share it:
+`prepare_job` checks the model, plans the shards and claims the output with `job.json`;
+`record_failure` notes a shard that failed after its retries; `sweep_partials` tidies up.
 """
 
 from __future__ import annotations
