@@ -17,6 +17,7 @@ reference code, which moves the whole batch at its slowest row's pace (algorithm
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass
 
 import torch
@@ -179,16 +180,46 @@ def speculative_jacobi_decode(
     t1 = _sync(model.device)
     state = _initial_state(run, p0, first, config)
     length = model.layout.length
-    while True:
+    done = DoneCheck(lag=1 if model.device.type == "cuda" else 0)
+    active = state.n < length
+    while not done(active):
+        state.observe_iteration(active, _iteration(run, state, config))  # finished rows stay frozen
         active = state.n < length
-        # The only host read of the loop: are we done? (One sync per iteration, none in the sampler.)
-        if not bool(active.any()):
-            break
-        state.observe_iteration(active, _iteration(run, state, config))
     t2 = _sync(model.device)
     return DecodeOutput(
         tokens=state.seq[:, :length].cpu(), stats=_stats(state, run, config, t1 - t0, t2 - t1)
     )
+
+
+class DoneCheck:
+    """Are all rows finished? The loop's only host read.
+
+    With lag 1 (the CUDA default) the flag is copied to the host asynchronously and read one
+    iteration later, so the host keeps enqueueing work instead of waiting for the device; the price is
+    at most one extra iteration in which every row is frozen (it changes no token and no statistic).
+    """
+
+    def __init__(self, lag: int) -> None:
+        self.lag = lag
+        self.pending: deque[tuple[torch.Tensor, torch.cuda.Event | None]] = deque()
+
+    def __call__(self, active: torch.Tensor) -> bool:
+        flag = active.any()
+        if self.lag == 0:
+            return not bool(flag)
+        on_cuda = flag.device.type == "cuda"
+        host = torch.empty((), dtype=torch.bool, pin_memory=on_cuda)
+        host.copy_(flag, non_blocking=on_cuda)
+        event = torch.cuda.Event() if on_cuda else None
+        if event is not None:
+            event.record()
+        self.pending.append((host, event))
+        if len(self.pending) <= self.lag:
+            return False
+        host, event = self.pending.popleft()
+        if event is not None:
+            event.synchronize()
+        return not bool(host)
 
 
 def _initial_state(run: _Run, p0: torch.Tensor, first: torch.Tensor, config: DecodeConfig) -> JacobiState:
