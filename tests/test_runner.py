@@ -159,6 +159,32 @@ def test_actor_killed_mid_shard(cluster: Any, tmp_path: Path) -> None:
 
 
 @pytest.mark.ray
+def test_retry_limit_reported_then_rerun(cluster: Any, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """With no retries left, a shard whose actor dies is reported; committed shards stay; a rerun heals."""
+    prompts = write_prompts(tmp_path / "in" / "prompts.parquet", 16)
+    config = make_job([prompts], str(tmp_path / "out"), input={"shard_size": 8},
+                      run={"num_actors": 1, "batch_size": 1, "max_retries": 0})
+    stop, killed = threading.Event(), []
+    killer = threading.Thread(target=_kill_when_busy, args=(b"run_shard", stop, killed), daemon=True)
+    killer.start()
+    try:
+        summary = run(config)
+    finally:
+        stop.set()
+        killer.join()
+    assert killed and not summary.ok and len(summary.failed) == 1, summary.text()
+    [(shard, error)] = summary.failed.items()
+    assert "ActorDiedError" in error and f"shard {shard} failed: ActorDiedError" in summary.text()
+    storage = Storage.from_uri(config.output.uri)
+    assert set(results.committed_shards(storage)) == {1 - shard}  # the other shard committed
+    capsys.readouterr()
+    assert cli.main(["status", config.output.uri]) == 0
+    assert "1 committed, 1 failed, 0 pending" in capsys.readouterr().out
+    assert run(config).ok  # the rerun runs only the failed shard
+    check_output(storage, ids(16), shards=2)
+
+
+@pytest.mark.ray
 def test_driver_stopped_then_rerun(cluster: Any, tmp_path: Path) -> None:
     prompts = write_prompts(tmp_path / "in" / "prompts.parquet", 24)
     config = make_job([prompts], str(tmp_path / "out"), input={"shard_size": 4},
