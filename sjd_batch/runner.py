@@ -87,9 +87,22 @@ class _Tracker:
 
     def __init__(self, summary: JobSummary, todo: list[ShardSpec], progress: bool) -> None:
         self.summary, self.done = summary, 0
+        self.rows = {s.index: s.num_rows for s in todo}  # shards not finished yet
+        self.counted: dict[int, int] = {}  # shard -> samples shown on the bar
         self.bar = tqdm(total=sum(s.num_rows for s in todo), unit="img", disable=not progress,
                         desc=f"job {summary.job_id}", dynamic_ncols=True, file=sys.stderr)
         self._postfix()
+
+    def progress(self, done: dict[int, int]) -> None:
+        """Live samples: `done` maps running shards to their samples so far (monotone, capped)."""
+        for shard, n in done.items():
+            self._advance(shard, min(n, self.rows.get(shard, 0)))
+
+    def _advance(self, shard: int, n: int) -> None:
+        delta = n - self.counted.get(shard, 0)
+        if delta > 0:
+            self.counted[shard] = n
+            self.bar.update(delta)
 
     def observe(self, spec: ShardSpec, report: ShardReport) -> None:
         s = self.summary
@@ -99,13 +112,15 @@ class _Tracker:
         s.bad_rows += report.bad_rows
         s.step_compression_sum += report.step_compression_sum
         self.done += 1
-        self.bar.update(spec.num_rows)
+        self._advance(spec.index, spec.num_rows)
+        self.rows.pop(spec.index, None)
         self._postfix()
 
     def fail(self, spec: ShardSpec, error: str, attempts: int) -> None:
         self.summary.failed[spec.index] = error
         record_failure(self.summary.storage, spec.index, error, attempts)
-        self.bar.update(spec.num_rows)
+        self._advance(spec.index, spec.num_rows)
+        self.rows.pop(spec.index, None)
         self._postfix()
 
     def _postfix(self) -> None:
@@ -136,8 +151,21 @@ class _ShardActor:
     def ready(self) -> str:
         return self.worker.node
 
-    def run_shard(self, spec: ShardSpec, attempt: int) -> ShardReport:
-        return self.worker.run_shard(spec, attempt)
+    def run_shard(self, spec: ShardSpec, attempt: int, progress: Any) -> ShardReport:
+        return self.worker.run_shard(spec, attempt, lambda shard, n: progress.report.remote(shard, n))
+
+
+class _ProgressBoard:
+    """A zero-CPU actor the shard actors report per-batch progress to; the driver polls it."""
+
+    def __init__(self) -> None:
+        self.done: dict[int, int] = {}
+
+    def report(self, shard: int, n: int) -> None:
+        self.done[shard] = max(n, self.done.get(shard, 0))
+
+    def snapshot(self) -> dict[int, int]:
+        return dict(self.done)
 
 
 def run_job(config: JobConfig, progress: bool = True, ray_init: dict[str, Any] | None = None) -> JobSummary:
@@ -170,7 +198,7 @@ def run_local(config: JobConfig, progress: bool = True) -> JobSummary:
     while queue and worker is not None:
         spec, attempt = queue.popleft()
         try:
-            tracker.observe(spec, worker.run_shard(spec, attempt))
+            tracker.observe(spec, worker.run_shard(spec, attempt, lambda s, n: tracker.progress({s: n})))
         except Exception as e:  # noqa: BLE001 - any shard failure is retried, then reported
             _retry_or_fail(config, tracker, queue, spec, attempt, _describe(e), permanent=_permanent(e))
     return tracker.close(t0)
@@ -218,6 +246,7 @@ class _ActorPool:
             runtime_env={"env_vars": env} if env else None,
         )
         self.config, self.spawned, self.init_error = config, 0, ""
+        self.board = ray.remote(_ProgressBoard).options(num_cpus=0).remote()
         self.starting: dict[Any, Any] = {}  # ready() ref -> actor
         self.idle: list[Any] = []
         self.inflight: dict[Any, tuple[Any, ShardSpec, int]] = {}  # run_shard ref -> (actor, spec, attempt)
@@ -231,14 +260,18 @@ class _ActorPool:
 
     def submit(self, spec: ShardSpec, attempt: int) -> None:
         actor = self.idle.pop()
-        self.inflight[actor.run_shard.remote(spec, attempt)] = (actor, spec, attempt)
+        self.inflight[actor.run_shard.remote(spec, attempt, self.board)] = (actor, spec, attempt)
 
-    def next_ready(self, poll_s: float = 60.0) -> Any:
+    def next_ready(self, tracker: _Tracker, poll_s: float = 1.0, warn_s: float = 60.0) -> Any:
+        waited = 0.0
         while True:
             ready, _ = ray.wait([*self.starting, *self.inflight], num_returns=1, timeout=poll_s)
             if ready:
                 return ready[0]
-            if not self.idle and not self.inflight:
+            tracker.progress(ray.get(self.board.snapshot.remote()))
+            waited += poll_s
+            if waited >= warn_s and not self.idle and not self.inflight:
+                waited = 0.0
                 print(f"waiting for cluster resources: {len(self.starting)} actor(s) not started yet "
                       f"({self.config.run.cpus_per_actor} CPU, {self.config.run.gpus_per_actor} GPU each)",
                       file=sys.stderr)
@@ -259,6 +292,7 @@ class _ActorPool:
     def shutdown(self) -> None:
         for actor in [*self.starting.values(), *self.idle, *(a for a, _, _ in self.inflight.values())]:
             ray.kill(actor)
+        ray.kill(self.board)
 
 
 def _drive(config: JobConfig, todo: list[ShardSpec], tracker: _Tracker) -> None:
@@ -273,7 +307,7 @@ def _drive(config: JobConfig, todo: list[ShardSpec], tracker: _Tracker) -> None:
                 for spec, attempt in queue:
                     tracker.fail(spec, f"no actor could start: {pool.init_error}", attempt)
                 return
-            ref = pool.next_ready()
+            ref = pool.next_ready(tracker)
             if ref in pool.starting:
                 pool.on_started(ref)
                 continue

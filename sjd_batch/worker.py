@@ -27,7 +27,7 @@ import subprocess
 import time
 import urllib.parse
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -83,6 +83,9 @@ def check_model(config: JobConfig) -> None:
         close = difflib.get_close_matches(name, list(MODELS), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ConfigError(f"model.name: unknown model {name!r}{hint}; registered models: {sorted(MODELS)}")
+
+
+Progress = Callable[[int, int], None]  # (shard, samples done so far in it)
 
 
 class JobError(RuntimeError):
@@ -191,8 +194,11 @@ class ShardWorker:
     def __call__(self, spec: ShardSpec, attempt: int = 0) -> ShardReport:
         return self.run_shard(spec, attempt)
 
-    def run_shard(self, spec: ShardSpec, attempt: int = 0) -> ShardReport:
-        """Generate, upload, write stats (+errors), then commit. Idempotent across attempts."""
+    def run_shard(self, spec: ShardSpec, attempt: int = 0, progress: Progress | None = None) -> ShardReport:
+        """Generate, upload, write stats (+errors), then commit. Idempotent across attempts.
+
+        `progress(shard, samples_done)` is called after each batch (for live progress bars).
+        """
         t0, started_at = time.perf_counter(), time.time()
         if spec.index in results.committed_shards(self.storage):
             return self._report(spec, attempt, [], 0, 0, False, t0)
@@ -200,7 +206,9 @@ class ShardWorker:
         good = [r for r in rows if isinstance(r, PromptRow)]
         bad = [r for r in rows if isinstance(r, BadRow)]
         done = self._done_samples(spec.index)
-        fresh, failed = self._generate_all(spec, [r for r in good if r.sample_id not in done], attempt)
+        report = (lambda n: progress(spec.index, len(done) + n)) if progress else (lambda n: None)
+        todo = [r for r in good if r.sample_id not in done]
+        fresh, failed = self._generate_all(spec, todo, attempt, report)
         order = {r.sample_id: i for i, r in enumerate(good)}
         stats_rows = sorted((r for r in [*done.values(), *fresh] if r["sample_id"] in order),
                             key=lambda r: order[r["sample_id"]])
@@ -212,7 +220,8 @@ class ShardWorker:
         return self._report(spec, attempt, fresh, len(stats_rows) - len(fresh), len(bad) + len(failed),
                             committed, t0, total=len(stats_rows))
 
-    def _generate_all(self, spec: ShardSpec, todo: list[PromptRow], attempt: int) -> tuple[list, list]:
+    def _generate_all(self, spec: ShardSpec, todo: list[PromptRow], attempt: int,
+                      report: Callable[[int], None]) -> tuple[list, list]:
         """Decode in batches while a thread pool encodes and uploads the previous batches' images."""
         cfg, failed = self.config, []
         futures: list[cf.Future] = []
@@ -223,6 +232,7 @@ class ShardWorker:
                 failed += [BadRow(r.sample_id, r.source, r.row, why) for r, why in errors]
                 futures += [pool.submit(self._save_sample, spec, row, out, attempt, t_batch)
                             for row, out in outputs]
+                report(start + len(chunk))
                 # Bound the images held in memory: at most ~two batches wait for upload.
                 while sum(not f.done() for f in futures) > 2 * cfg.run.batch_size:
                     cf.wait(futures, return_when=cf.FIRST_COMPLETED)

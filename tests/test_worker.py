@@ -119,6 +119,14 @@ def test_rerun_is_exactly_once(prompts: str, tmp_path: Path) -> None:
     check_output(storage, set(before), shards=3)
 
 
+def test_progress_callback(prompts: str, tmp_path: Path) -> None:
+    config = make_job([prompts], str(tmp_path / "out"))
+    _, shards, _ = prepare_job(config)
+    calls: list[tuple[int, int]] = []
+    ShardWorker(config).run_shard(shards[0], progress=lambda shard, n: calls.append((shard, n)))
+    assert calls == [(0, 2), (0, 4)]  # after each batch of 2: samples done so far in shard 0
+
+
 class CrashAfter(LocalStorage):
     """A real local folder that raises after `limit` image writes: an actor dying mid-shard."""
 
