@@ -90,7 +90,8 @@ def test_demo_job_cli(cluster: Any, tmp_path: Path, capsys: pytest.CaptureFixtur
     out = tmp_path / "demo"
     capsys.readouterr()
     job = str(REPO / "jobs" / "demo.yaml")
-    assert cli.main(["run", job, "--set", f"output.uri={out}", "--no-progress"]) == 0
+    sets = ["--set", f"output.uri={out}", "--set", "model.name=tiny-random"]  # tests stay fast
+    assert cli.main(["run", job, *sets, "--no-progress"]) == 0
     assert "3 committed now, 0 failed" in capsys.readouterr().out
     demo_ids = set(pq.read_table(REPO / "jobs" / "prompts" / "demo.parquet").column("id").to_pylist())
     check_output(Storage.from_uri(str(out)), demo_ids, shards=3)
@@ -103,11 +104,10 @@ def test_demo_s3_job(s3_endpoint: str, s3_client: Any, capsys: pytest.CaptureFix
     """jobs/demo_s3.yaml against the local S3 server, then `sjd-batch stats` reads it back."""
     if "sjd-demo" not in {b["Name"] for b in s3_client.list_buckets()["Buckets"]}:
         s3_client.create_bucket(Bucket="sjd-demo")
-    s3_client.upload_file(str(REPO / "jobs" / "prompts" / "demo.parquet"), "sjd-demo", "prompts/demo.parquet")
-    output = f"s3://sjd-demo/outputs/{uuid.uuid4().hex[:8]}"
+    output = f"s3://sjd-demo/{uuid.uuid4().hex[:8]}"
     capsys.readouterr()
     code = cli.main(["run", str(REPO / "jobs" / "demo_s3.yaml"), "--local", "--no-progress",
-                     "--set", f"output.uri={output}"])
+                     "--set", f"output.uri={output}", "--set", "model.name=tiny-random"])
     assert code == 0, capsys.readouterr()
     assert "3 committed now" in capsys.readouterr().out
     assert cli.main(["stats", output, "--json"]) == 0
