@@ -105,12 +105,20 @@ def prepare_job(config: JobConfig) -> tuple[Storage, list[ShardSpec], dict[int, 
     if not shards or all(s.num_rows == 0 for s in shards):
         raise JobError(f"input.uris: {list(config.input.uris)} hold no rows: nothing to generate")
     if not storage.exists(JOB_FILE):  # first run: the plan is fixed from here on, check it once
-        dupes = find_duplicate_ids(files)
-        if dupes:
-            raise JobError(f"input: the `id` column repeats {dupes} across {files}: every sample needs "
-                           "a unique id (it names the image and the stats row)")
+        check_inputs(files)
     claim_output(storage, config, shards)
     return storage, shards, results.committed_shards(storage)
+
+
+def check_inputs(files: list[str]) -> None:
+    """Refuse, before any work, inputs whose schema is wrong (an empty shard of each file reads only
+    its footer) or whose ids repeat across files."""
+    with cf.ThreadPoolExecutor(min(16, len(files))) as pool:
+        list(pool.map(lambda f: read_shard(ShardSpec(index=-1, source=f, row_start=0, row_end=0)), files))
+    dupes = find_duplicate_ids(files)
+    if dupes:
+        raise JobError(f"input: the `id` column repeats {dupes} across {files}: every sample needs "
+                       "a unique id (it names the image and the stats row)")
 
 
 def claim_output(storage: Storage, config: JobConfig, shards: list[ShardSpec]) -> None:

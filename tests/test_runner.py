@@ -262,6 +262,20 @@ def test_missing_prompt_column(tmp_path: Path, capsys: pytest.CaptureFixture) ->
     bad = tmp_path / "in" / "b.parquet"
     pq.write_table(prompt_table(4, start=4).rename_columns(["id", "caption"]), bad)
     config = make_job([str(tmp_path / "in")], str(tmp_path / "out"))
+    code, _, err = cli_run(capsys, save_job(config, tmp_path / "job.yaml"))
+    assert code == 2 and f"{bad} has no `prompt` column" in err  # refused before any work
+    assert not (tmp_path / "out" / "job.json").exists()
+
+
+def test_input_error_mid_job_fails_only_its_shard(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A file that breaks after planning fails its shard (not retried); the rest commits."""
+    write_prompts(tmp_path / "in" / "a.parquet", 4)
+    bad = Path(write_prompts(tmp_path / "in" / "b.parquet", prompt_table(4, start=4)))
+    config = make_job([str(tmp_path / "in")], str(tmp_path / "out"))
+    from sjd_batch.worker import prepare_job
+
+    prepare_job(config)  # the plan is fixed (job.json written); now the file loses its prompts
+    pq.write_table(prompt_table(4, start=4).rename_columns(["id", "caption"]), bad)
     code, out, _ = cli_run(capsys, save_job(config, tmp_path / "job.yaml"))
     assert code == 1 and f"{bad} has no `prompt` column" in out
     assert "0 retries" in out  # an input error is permanent: not retried
