@@ -5,8 +5,9 @@ shard. The worker never sees Ray: the runner passes in the actor and node names 
 
 Exactly once, per shard (infra.md §4): every image and the stats file are written first and the
 commit marker last, so a reader that trusts committed shards only never sees a partial shard.
-Inside an uncommitted shard, a sample is done once its *partial row* (its stats, as JSON, written
-after its image) exists; a retry skips done samples and regenerates the rest. Seeds are a pure
+Inside an uncommitted shard, a batch of samples is done once its *partial file* (the batch's stats
+rows as JSON, written after all its images) exists; a retry skips done samples and regenerates the
+rest. One partial file per batch, not per sample, keeps the writes per sample close to one. Seeds are a pure
 function of (job seed, sample id), so a retry reproduces the same images bit for bit.
 
 The job-level side of the output lives here too, so the runner (Ray) and `status` share it:
@@ -145,7 +146,7 @@ def claim_output(storage: Storage, config: JobConfig, shards: list[ShardSpec]) -
 
 
 def sweep_partials(storage: Storage) -> int:
-    """Delete partial rows of committed shards: a worker killed between its commit and its own
+    """Delete partial files of committed shards: a worker killed between its commit and its own
     clean-up leaves them behind, and a rerun skips that shard. Returns how many were deleted."""
     committed = results.committed_shards(storage)
     stale = [k for k in storage.list(f"{PARTIAL_PREFIX}/") if int(k.split("/")[1]) in committed]
@@ -208,7 +209,7 @@ class ShardWorker:
         `progress(shard, samples_done)` is called after each batch (for live progress bars).
         """
         t0, started_at = time.perf_counter(), time.time()
-        if spec.index in results.committed_shards(self.storage):
+        if self.storage.exists(results.commit_key(spec.index)):  # one HEAD, not a read of every marker
             return self._report(spec, attempt, [], 0, 0, False, t0)
         rows = read_shard(spec)  # InputError (corrupt file, no `prompt`) is permanent: not retried
         good = [r for r in rows if isinstance(r, PromptRow)]
@@ -230,21 +231,23 @@ class ShardWorker:
 
     def _generate_all(self, spec: ShardSpec, todo: list[PromptRow], attempt: int,
                       report: Callable[[int], None]) -> tuple[list, list]:
-        """Decode in batches while a thread pool encodes and uploads the previous batches' images."""
+        """Decode in batches while thread pools encode and upload the previous batches' images."""
         cfg, failed = self.config, []
         futures: list[cf.Future] = []
-        with cf.ThreadPoolExecutor(cfg.run.upload_threads, thread_name_prefix="upload") as pool:
+        with cf.ThreadPoolExecutor(cfg.run.upload_threads, thread_name_prefix="upload") as images, \
+                cf.ThreadPoolExecutor(2, thread_name_prefix="batch") as batches:
             for start in range(0, len(todo), cfg.run.batch_size):
                 chunk, t_batch = todo[start : start + cfg.run.batch_size], time.perf_counter()
                 outputs, errors = self._generate_batch(chunk)
                 failed += [BadRow(r.sample_id, r.source, r.row, why) for r, why in errors]
-                futures += [pool.submit(self._save_sample, spec, row, out, attempt, t_batch)
-                            for row, out in outputs]
+                uploads = [images.submit(self._save_image, spec, row, out, attempt, t_batch)
+                           for row, out in outputs]
+                futures.append(batches.submit(self._finish_batch, spec.index, uploads))
                 report(start + len(chunk))
-                # Bound the images held in memory: at most ~two batches wait for upload.
-                while sum(not f.done() for f in futures) > 2 * cfg.run.batch_size:
+                # Bound the images held in memory: at most two batches wait for upload.
+                while sum(not f.done() for f in futures) > 2:
                     cf.wait(futures, return_when=cf.FIRST_COMPLETED)
-            rows = [f.result() for f in futures]  # re-raises an upload failure (after the IO retries)
+            rows = [r for f in futures for r in f.result()]  # re-raises an upload failure (after IO retries)
         return rows, failed
 
     def _generate_batch(self, chunk: list[PromptRow]) -> tuple[list, list]:
@@ -276,23 +279,29 @@ class ShardWorker:
             **cfg.generate_params,
         )
 
-    def _save_sample(self, spec: ShardSpec, row: PromptRow, out: GenerationResult, attempt: int,
-                     t_batch: float) -> dict:
-        """Encode and upload one image, then its partial row (which marks the sample done)."""
+    def _save_image(self, spec: ShardSpec, row: PromptRow, out: GenerationResult, attempt: int,
+                    t_batch: float) -> dict:
+        """Encode and upload one image; returns its stats row."""
         t0 = time.perf_counter()
         png = results.encode_png(out.pixels)
         t1 = time.perf_counter()
         self.storage.write_bytes(self._image_dest(spec.index, row.sample_id), png)
         t2 = time.perf_counter()
-        record = {
+        return {
             "job_id": self.job_id, "shard": spec.index, "sample_id": row.sample_id, "prompt": row.prompt,
             "negative_prompt": row.negative_prompt, "seed": int64_seed(out.seed), "source": row.source,
             "row": row.row, "image_key": self._image_ref(spec.index, row.sample_id),
             "model": self.config.model.name, **out.stats.to_row(), "encode_s": t1 - t0, "upload_s": t2 - t1,
             "latency_s": t2 - t_batch, "actor": self.actor, "node": self.node, "attempt": attempt,
         }
-        self.storage.write_bytes(_partial_key(spec.index, row.sample_id, "json"), json.dumps(record).encode())
-        return record
+
+    def _finish_batch(self, shard: int, uploads: list[cf.Future]) -> list[dict]:
+        """Once every image of a batch is stored, one partial file marks the whole batch done."""
+        records = [u.result() for u in uploads]
+        if records:
+            key = f"{PARTIAL_PREFIX}/{shard:06d}/rows-{records[0]['row']:012d}.json"
+            self.storage.write_bytes(key, json.dumps(records).encode())
+        return records
 
     def _image_ref(self, shard: int, sample_id: str) -> str:
         return results.tar_image_ref(shard, sample_id) if self.tar else results.image_key(shard, sample_id)
@@ -314,8 +323,7 @@ class ShardWorker:
         done = {}
         for key in self.storage.list(f"{PARTIAL_PREFIX}/{shard:06d}/"):
             if key.endswith(".json"):
-                record = json.loads(self.storage.read_bytes(key))
-                done[record["sample_id"]] = record
+                done.update((r["sample_id"], r) for r in json.loads(self.storage.read_bytes(key)))
         return done
 
     def _commit(self, spec: ShardSpec, attempt: int, rows: list[dict], bad: list[BadRow],
@@ -333,7 +341,7 @@ class ShardWorker:
         return results.write_commit(self.storage, spec.index, info)  # last: the shard becomes visible
 
     def _cleanup_partials(self, shard: int) -> None:
-        """Best effort: partial rows are useless once the shard is committed."""
+        """Best effort: partial files are useless once the shard is committed."""
         for key in self.storage.list(f"{PARTIAL_PREFIX}/{shard:06d}/"):
             try:
                 self.storage.delete(key)

@@ -68,7 +68,7 @@ def check_output(storage: Storage, expected_ids: set[str], shards: int, fmt: str
     if fmt == "png":
         images = {k for k in keys if k.startswith("images/")}
         assert images == set(table.column("image_key").to_pylist())
-    assert not [k for k in keys if k.startswith(PARTIAL_PREFIX)], "partial rows left behind"
+    assert not [k for k in keys if k.startswith(PARTIAL_PREFIX)], "partial files left behind"
     assert "job.json" in keys
     return table
 
@@ -178,8 +178,8 @@ def test_partials_of_committed_shards_are_swept(prompts: str, tmp_path: Path) ->
     worker.storage = NoDelete(config.output.uri)
     assert worker.run_shard(shards[0]).committed
     storage = Storage.from_uri(config.output.uri)
-    assert len(storage.list(PARTIAL_PREFIX + "/")) == 4  # committed, but its partial rows remain
-    assert sweep_partials(storage) == 4 and not storage.list(PARTIAL_PREFIX + "/")
+    assert len(storage.list(PARTIAL_PREFIX + "/")) == 2  # committed, but its partial files remain (1/batch)
+    assert sweep_partials(storage) == 2 and not storage.list(PARTIAL_PREFIX + "/")
 
 
 def test_bad_rows_are_recorded(tmp_path: Path) -> None:
