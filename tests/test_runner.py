@@ -408,3 +408,16 @@ def test_submit_follow(ray_head: str, tmp_path: Path, capsys: pytest.CaptureFixt
     check_output(Storage.from_uri(config.output.uri), ids(6), shards=2)
     assert cli.main(["submit", str(job), "--address", ray_head]) == 2  # never started twice
     assert "already submitted" in capsys.readouterr().err
+
+
+def test_status_and_stats_errors(good_job: tuple[Path, Any], tmp_path: Path,
+                                 capsys: pytest.CaptureFixture) -> None:
+    _, config = good_job
+    capsys.readouterr()
+    assert cli.main(["status", str(tmp_path / "nowhere")]) == 2
+    assert "job.json does not exist" in capsys.readouterr().err
+    assert cli.main(["stats", config.output.uri, "--by", "methd"]) == 2
+    assert "--by methd: no such stats column" in capsys.readouterr().err
+    assert cli.main(["stats", config.output.uri, "--by", "method"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split()[:2] == ["total", "8"] and lines[2].split()[:2] == ["method=sjd", "8"]
