@@ -101,11 +101,14 @@ def prepare_job(config: JobConfig) -> tuple[Storage, list[ShardSpec], dict[int, 
     check_model(config)
     storage = Storage.from_uri(config.output.uri)
     storage.check_bucket()  # a missing bucket or bad credentials fail here, naming the URI
+    existing = _read_manifest(storage)
+    if existing is not None:
+        _check_owner(storage, config, existing)  # cheap, so before reading any input
     files = expand_inputs(list(config.input.uris))
     shards = plan_shards(files, config.input.shard_size)
     if not shards or all(s.num_rows == 0 for s in shards):
         raise JobError(f"input.uris: {list(config.input.uris)} hold no rows: nothing to generate")
-    if not storage.exists(JOB_FILE):  # first run: the plan is fixed from here on, check it once
+    if existing is None:  # first run: the plan is fixed from here on, check the inputs once
         check_inputs(files)
     claim_output(storage, config, shards)
     return storage, shards, results.committed_shards(storage)
@@ -131,13 +134,8 @@ def claim_output(storage: Storage, config: JobConfig, shards: list[ShardSpec]) -
                     "versions": package_versions(), "git_revision": git_revision(), "shards": plan}
         if storage.write_bytes(JOB_FILE, json.dumps(manifest, indent=2).encode(), if_absent=True):
             return  # else another driver claimed it first: check its claim below
-    existing = json.loads(storage.read_bytes(JOB_FILE))
-    if existing.get("job_id") != config.job_id:
-        other = existing.get("config", {}).get("name", "?")
-        raise JobError(
-            f"{storage.join(JOB_FILE)} belongs to job {existing.get('job_id')} ({other!r}), not to this job "
-            f"{config.job_id} ({config.name!r}): jobs never mix in one output; choose another output.uri"
-        )
+    existing = _read_manifest(storage) or {}
+    _check_owner(storage, config, existing)
     if existing.get("shards") != plan:
         raise JobError(
             f"the input of job {config.job_id} changed since {storage.join(JOB_FILE)} was written (the shard "
@@ -160,6 +158,19 @@ def record_failure(storage: Storage, shard: int, error: str, attempts: int) -> N
     body = {"shard": shard, "error": error, "attempts": attempts,
             "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     storage.write_bytes(f"{FAILURES_PREFIX}/shard={shard:05d}.json", json.dumps(body).encode())
+
+
+def _read_manifest(storage: Storage) -> dict | None:
+    return json.loads(storage.read_bytes(JOB_FILE)) if storage.exists(JOB_FILE) else None
+
+
+def _check_owner(storage: Storage, config: JobConfig, existing: dict) -> None:
+    if existing.get("job_id") != config.job_id:
+        other = existing.get("config", {}).get("name", "?")
+        raise JobError(
+            f"{storage.join(JOB_FILE)} belongs to job {existing.get('job_id')} ({other!r}), not to this job "
+            f"{config.job_id} ({config.name!r}): jobs never mix in one output; choose another output.uri"
+        )
 
 
 def package_versions() -> dict[str, str]:
