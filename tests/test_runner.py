@@ -115,8 +115,21 @@ def test_demo_s3_job(s3_endpoint: str, s3_client: Any, capsys: pytest.CaptureFix
     assert stats["total"]["samples"] == 24 and stats["total"]["shards"] == 3
 
 
+def _descends_from_us(pid: int) -> bool:
+    """Whether `pid` is a descendant of this test process (the cluster's nodes are our children)."""
+    while pid > 1:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                pid = int(f.read().rsplit(")", 1)[1].split()[1])  # field 4: the parent pid
+        except (OSError, ValueError, IndexError):
+            return False
+        if pid == os.getpid():
+            return True
+    return False
+
+
 def _kill_when_busy(pattern: bytes, stop: threading.Event, killed: list[int]) -> None:
-    """SIGKILL the first process whose title shows it running `pattern` (Ray: `ray::Class.method`)."""
+    """SIGKILL the first of our processes whose title shows it running `pattern` (`ray::Class.method`)."""
     while not stop.is_set() and not killed:
         for pid in os.listdir("/proc"):
             if not pid.isdigit():
@@ -126,7 +139,7 @@ def _kill_when_busy(pattern: bytes, stop: threading.Event, killed: list[int]) ->
                     title = f.read()
             except OSError:
                 continue
-            if title.startswith(b"ray::") and pattern in title:
+            if title.startswith(b"ray::") and pattern in title and _descends_from_us(int(pid)):
                 os.kill(int(pid), signal.SIGKILL)
                 killed.append(int(pid))
                 return
