@@ -76,8 +76,12 @@ class ShardReport:
 
 
 def check_model(config: JobConfig) -> None:
-    """Fail fast, before any actor starts, on a model name the registry does not know."""
-    from sjd_batch.models.registry import MODELS
+    """Fail fast, before any actor starts, on a model name or dtype the registry does not know."""
+    from sjd_batch.models.registry import DTYPES, MODELS
+
+    if config.model.dtype not in DTYPES:
+        raise ConfigError(f"model.dtype: unknown dtype {config.model.dtype!r}; choose one of "
+                          f"{sorted(DTYPES)}")
 
     name = config.model.name
     if name not in MODELS:

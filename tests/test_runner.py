@@ -198,6 +198,17 @@ def test_retry_limit_reported_then_rerun(cluster: Any, tmp_path: Path, capsys: p
 
 
 @pytest.mark.ray
+def test_actors_that_cannot_start(cluster: Any, tmp_path: Path) -> None:
+    """A model that cannot load in the actors fails every shard with the reason, instead of hanging."""
+    prompts = write_prompts(tmp_path / "in" / "prompts.parquet", 8)
+    config = make_job([prompts], str(tmp_path / "out"), model={"device": "cuda:7"}, run={"num_actors": 2})
+    summary = run(config)
+    assert not summary.ok and sorted(summary.failed) == [0, 1], summary.text()
+    assert all(e.startswith("no actor could start: ") for e in summary.failed.values())
+    assert not results.committed_shards(Storage.from_uri(config.output.uri))
+
+
+@pytest.mark.ray
 def test_driver_stopped_then_rerun(cluster: Any, tmp_path: Path) -> None:
     prompts = write_prompts(tmp_path / "in" / "prompts.parquet", 24)
     config = make_job([prompts], str(tmp_path / "out"), input={"shard_size": 4},
@@ -348,6 +359,8 @@ def test_unknown_model_and_invalid_key(tmp_path: Path, capsys: pytest.CaptureFix
     job = save_job(config, tmp_path / "job.yaml")
     code, _, err = cli_run(capsys, job, "model.name=tiny-randon")
     assert code == 2 and "model.name: unknown model 'tiny-randon' (did you mean 'tiny-random'?)" in err
+    code, _, err = cli_run(capsys, job, "model.dtype=float8")
+    assert code == 2 and "model.dtype: unknown dtype 'float8'" in err
     code, _, err = cli_run(capsys, job, "run.num_actor=2")
     assert code == 2 and f"{job}: run.num_actor: unknown key (did you mean 'num_actors'?)" in err
     raw = yaml.safe_load(job.read_text())
