@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from sjd_batch.io.prompts import InputError, ShardSpec
 from sjd_batch.io.storage import Storage
 from sjd_batch.worker import JobError, ShardReport, ShardWorker, prepare_job, record_failure, sweep_partials
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # Ray colours its error texts
 EMBEDDED_OBJECT_STORE = 256 * 1024**2  # actors return small reports; images go straight to storage
 # Where the driver's S3 is: forwarded to the actors, which may live on nodes started with another
 # environment. Never credentials: a runtime_env is stored in Ray's job table.
@@ -394,5 +396,5 @@ def _describe(e: BaseException, limit: int = 600) -> str:
     """One readable line: the original exception for task errors, the death reason for actors."""
     cause = getattr(e, "cause", None) if isinstance(e, RayTaskError) else None
     text = f"{type(cause).__name__}: {cause}" if cause is not None else f"{type(e).__name__}: {e}"
-    text = " ".join(text.split())
+    text = " ".join(_ANSI.sub("", text).split())
     return text if len(text) <= limit else text[: limit // 2] + " ... " + text[-limit // 2 :]
