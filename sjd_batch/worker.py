@@ -76,18 +76,22 @@ class ShardReport:
 
 
 def check_model(config: JobConfig) -> None:
-    """Fail fast, before any actor starts, on a model name or dtype the registry does not know."""
-    from sjd_batch.models.registry import DTYPES, MODELS
+    """Fail fast, before any actor starts, on a model or dtype that cannot load.
+
+    A model is a registered name, a local model folder or an `s3://` model prefix.
+    """
+    from sjd_batch.models.registry import DTYPES, MODELS, check_source
 
     if config.model.dtype not in DTYPES:
         raise ConfigError(f"model.dtype: unknown dtype {config.model.dtype!r}; choose one of "
                           f"{sorted(DTYPES)}")
-
     name = config.model.name
-    if name not in MODELS:
+    try:
+        check_source(name)
+    except ValueError as e:
         close = difflib.get_close_matches(name, list(MODELS), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigError(f"model.name: unknown model {name!r}{hint}; registered models: {sorted(MODELS)}")
+        raise ConfigError(f"model.name: {e}{hint}") from None
 
 
 Progress = Callable[[int, int], None]  # (shard, samples done so far in it)

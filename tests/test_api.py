@@ -84,7 +84,7 @@ def test_too_long_prompt_names_the_prompt(model):
 
 
 def test_unknown_model_lists_registered_ones():
-    with pytest.raises(ValueError, match="registered models: .*tiny-random"):
+    with pytest.raises(ValueError, match="registered models .*tiny-random"):
         sjd_batch.load_model("no-such-model")
 
 
