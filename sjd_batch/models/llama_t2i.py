@@ -81,6 +81,7 @@ class LlamaT2IModel:
         pixels: Callable[[torch.Tensor], torch.Tensor],
         default_sampling: SamplingConfig,
         max_prompt_tokens: int = 64,
+        prompt_sampler: Callable[[int, int], list[str]] | None = None,
     ) -> None:
         if lm.config.vocab_size != vocab.size:
             raise ValueError(f"{name}: LM vocab {lm.config.vocab_size} != tokenizer vocab {vocab.size}")
@@ -93,8 +94,16 @@ class LlamaT2IModel:
         self.max_prompt_tokens = max_prompt_tokens
         self.has_uncond = True
         self._pixels = pixels
+        self._prompt_sampler = prompt_sampler
         param = next(lm.parameters())
         self.device, self.dtype = param.device, param.dtype
+
+    def example_prompts(self, count: int, seed: int = 0) -> list[str]:
+        """`count` captions in the model's own language (benchmarks use them); deterministic in `seed`."""
+        if self._prompt_sampler is not None:
+            return self._prompt_sampler(count, seed)
+        words = self.vocab.words or ("image",)
+        return [" ".join(words[(seed + i + j) % len(words)] for j in range(4)) for i in range(count)]
 
     def tokenize(self, prompt: str, index: int = 0) -> list[int]:
         """[BOS] words [BOI]; raises ValueError naming the prompt when it is too long."""
