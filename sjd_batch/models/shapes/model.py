@@ -18,6 +18,7 @@ from transformers import LlamaForCausalLM
 
 from sjd_batch.decoding.sampling import SamplingConfig
 from sjd_batch.models.llama_t2i import LlamaT2IModel, Vocabulary, row_layout
+from sjd_batch.models.shapes.data import make_sample
 from sjd_batch.models.shapes.tokenizer import PatchTokenizer
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "shapes-t2i"
@@ -80,4 +81,10 @@ def load_shapes(
         layout=row_layout(meta.height, meta.width, meta.vocab),
         pixels=lambda codes: PatchTokenizer(codebook, meta.patch).decode(codes),
         default_sampling=SamplingConfig(top_k=meta.top_k, cfg_scale=meta.cfg_scale),
+        prompt_sampler=generator_captions,
     )
+
+
+def generator_captions(count: int, seed: int) -> list[str]:
+    """Captions of the generator stream `seed` (bench and eval prompts): sample i is (seed, i)."""
+    return [make_sample(seed, i).caption for i in range(count)]
