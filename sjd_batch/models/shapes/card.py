@@ -100,7 +100,7 @@ def sample_grid(model: LlamaT2IModel, prompts: list[str], method: str, png: Path
     results = generate(model, prompts, method=method, seed=seed, batch_size=16)
     cols = 4
     rows = -(-len(prompts) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.6, rows * 3.1))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.6, rows * 3.5))
     for ax, r in zip(axes.flat, results, strict=False):
         ok = check(r.pixels.numpy(), r.prompt).ok
         ax.imshow(r.pixels.numpy(), interpolation="nearest")
