@@ -26,11 +26,24 @@ from sjd_batch.models.shapes.train import sequences
 HELDOUT = 999
 
 
-def loss_curve(log_path: Path, png: Path) -> dict[str, float]:
-    """Plot train loss and held-out NLL from the JSON-lines training log."""
+def read_logs(paths: list[Path]) -> list[dict]:
+    """Training logs of consecutive stages (a resumed run restarts at step 0), steps made cumulative."""
+    rows: list[dict] = []
+    for path in paths:
+        offset = rows[-1]["step"] + 1 if rows else 0
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            if "step" in row:
+                row["step"] += offset
+            rows.append(row)
+    return rows
+
+
+def loss_curve(log_paths: list[Path], png: Path) -> dict[str, float]:
+    """Plot train loss and held-out NLL from the JSON-lines training logs."""
     import matplotlib.pyplot as plt
 
-    rows = [json.loads(line) for line in log_path.read_text().splitlines()]
+    rows = read_logs(log_paths)
     train = [r for r in rows if r["event"] == "train"]
     evals = [r for r in rows if r["event"] == "eval"]
     fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -47,7 +60,7 @@ def loss_curve(log_path: Path, png: Path) -> dict[str, float]:
     fig.savefig(png, dpi=110)
     plt.close(fig)
     return {"final_" + k: evals[-1][k] for k in ("heldout_cond_nll", "heldout_uncond_nll")} | {
-        "steps": train[-1]["step"] + 1, "train_seconds": train[-1]["seconds"], "tokens": train[-1]["tokens"]}
+        "steps": train[-1]["step"] + 1}
 
 
 @torch.no_grad()
@@ -146,7 +159,7 @@ def main() -> None:
     model = load_shapes()
     prompts = [make_sample(HELDOUT + 1, i).caption for i in range(args.grid_prompts)]
     report = {
-        "loss": loss_curve(ASSETS / "train_log.jsonl", args.out / "shapes-t2i-loss.png"),
+        "loss": loss_curve(sorted(ASSETS.glob("train_log*.jsonl")), args.out / "shapes-t2i-loss.png"),
         "entropy": entropy_histogram(model, args.out / "shapes-t2i-entropy.png"),
         "checker": checker_accuracy(),
         "grid_ar": sample_grid(model, prompts, "ar", args.out / "shapes-t2i-samples-ar.png"),

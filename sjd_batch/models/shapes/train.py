@@ -65,6 +65,8 @@ class TrainConfig:
     cfg_scale: float = 3.0  # default sampling written into vocabulary.json
     top_k: int = 0
     out: str = str(ASSETS)
+    resume_from: str = ""  # a saved asset folder: continue its weights and codebook instead of starting fresh
+    data_offset: int = 0  # skip this many batches of the stream (a resumed run sees fresh images)
 
 
 def fit_tokenizer(cfg: TrainConfig) -> tuple[PatchTokenizer, float]:
@@ -167,7 +169,7 @@ class HeldOut:
 
 def training_batch(step: int, cfg: TrainConfig, tokenizer: PatchTokenizer, vocab: Vocabulary):
     """Batch `step` of the stream: a pure function of (config, step)."""
-    pixels, captions, _ = make_batch(cfg.data_seed, step * cfg.batch, cfg.batch)
+    pixels, captions, _ = make_batch(cfg.data_seed, (cfg.data_offset + step) * cfg.batch, cfg.batch)
     codes = tokenizer.encode(torch.from_numpy(pixels))
     gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
     drop = torch.rand(cfg.batch, generator=gen) < cfg.caption_dropout
@@ -189,15 +191,28 @@ def save_assets(lm: LlamaForCausalLM, tokenizer: PatchTokenizer, cfg: TrainConfi
         (out / extra).unlink(missing_ok=True)
 
 
-def train(cfg: TrainConfig, log: Callable[[dict], None] = print) -> LlamaForCausalLM:
-    """Fit the tokenizer, train the LM, log held-out loss, save the assets into `cfg.out`."""
-    torch.set_num_threads(cfg.threads)
-    t0 = time.time()
+def _start(cfg: TrainConfig, log: Callable[[dict], None], t0: float):
+    """Fresh codebook and LM, or (with `resume_from`) the saved ones, trained further."""
+    if cfg.resume_from:
+        from sjd_batch.models.shapes.model import load_tokenizer
+
+        tokenizer = load_tokenizer(Path(cfg.resume_from))
+        lm = LlamaForCausalLM.from_pretrained(cfg.resume_from, local_files_only=True)
+        lm.config._attn_implementation = "eager"  # see build_lm
+        log({"event": "resume", "from": cfg.resume_from, "data_offset": cfg.data_offset})
+        return tokenizer, lm, Vocabulary(caption_words(), tokenizer.num_codes)
     tokenizer, tok_psnr = fit_tokenizer(cfg)
     log({"event": "tokenizer", "psnr_db": round(tok_psnr, 3), "num_codes": cfg.num_codes,
          "seconds": round(time.time() - t0, 1)})
     vocab = Vocabulary(caption_words(), cfg.num_codes)
-    lm = build_lm(cfg, vocab, max_len=512)
+    return tokenizer, build_lm(cfg, vocab, max_len=512), vocab
+
+
+def train(cfg: TrainConfig, log: Callable[[dict], None] = print) -> LlamaForCausalLM:
+    """Fit the tokenizer, train the LM, log held-out loss, save the assets into `cfg.out`."""
+    torch.set_num_threads(cfg.threads)
+    t0 = time.time()
+    tokenizer, lm, vocab = _start(cfg, log, t0)
     log({"event": "model", "params": sum(p.numel() for p in lm.parameters()), "vocab": vocab.size})
     opt = torch.optim.AdamW(lm.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
     heldout = HeldOut(cfg, tokenizer, vocab)
