@@ -145,12 +145,10 @@ class Storage(ABC):
     @abstractmethod
     def child(self, key: str) -> Storage:
         """A `Storage` rooted at `key` under this root (sharing this one's client)."""
-        raise NotImplementedError
 
     @abstractmethod
     def read_bytes(self, key: str) -> bytes:
         """The object's bytes; `ObjectNotFound` if it does not exist."""
-        raise NotImplementedError
 
     @abstractmethod
     def write_bytes(self, key: str, data: bytes, if_absent: bool = False) -> bool:
@@ -160,32 +158,26 @@ class Storage(ABC):
         if it does. On S3 a 412 can also answer our own retried PUT whose first reply was lost, so False
         means "an object is there", which is what exactly-once commit markers need.
         """
-        raise NotImplementedError
 
     @abstractmethod
     def exists(self, key: str) -> bool:
         """Whether an object (not a folder or prefix) exists at `key`."""
-        raise NotImplementedError
 
     @abstractmethod
     def list(self, prefix: str = "") -> list[str]:
         """Every key under the root that starts with `prefix` (recursive), relative to the root, sorted."""
-        raise NotImplementedError
 
     @abstractmethod
     def delete(self, key: str) -> None:
         """Delete an object; deleting a missing key is not an error (S3 semantics)."""
-        raise NotImplementedError
 
     @abstractmethod
     def arrow_filesystem(self) -> tuple[pyarrow.fs.FileSystem, str]:
         """(pyarrow filesystem, root path on it) for `pyarrow.dataset` and `pyarrow.parquet`."""
-        raise NotImplementedError
 
     @abstractmethod
     def check_bucket(self) -> None:
         """Raise `StorageError` if the root cannot be used (missing bucket, wrong credentials, a file)."""
-        raise NotImplementedError
 
     def abort_multipart_uploads(self) -> int:
         """Abort unfinished multipart uploads under the root (S3); returns how many were aborted."""
