@@ -146,19 +146,24 @@ def _kill_when_busy(pattern: bytes, stop: threading.Event, killed: list[int]) ->
         time.sleep(0.02)
 
 
+def _run_killing_an_actor(config: Any) -> tuple[Any, list[int]]:
+    """Run the job while a thread SIGKILLs the first actor seen running a shard."""
+    stop, killed = threading.Event(), []
+    killer = threading.Thread(target=_kill_when_busy, args=(b"run_shard", stop, killed), daemon=True)
+    killer.start()
+    try:
+        return run(config), killed
+    finally:
+        stop.set()
+        killer.join()
+
+
 @pytest.mark.ray
 def test_actor_killed_mid_shard(cluster: Any, tmp_path: Path) -> None:
     prompts = write_prompts(tmp_path / "in" / "prompts.parquet", 24)
     config = make_job([prompts], str(tmp_path / "out"), input={"shard_size": 8},
                       run={"num_actors": 2, "batch_size": 1, "max_retries": 2})
-    stop, killed = threading.Event(), []
-    killer = threading.Thread(target=_kill_when_busy, args=(b"run_shard", stop, killed), daemon=True)
-    killer.start()
-    try:
-        summary = run(config)
-    finally:
-        stop.set()
-        killer.join()
+    summary, killed = _run_killing_an_actor(config)
     assert killed, "no actor was seen running a shard"
     assert summary.ok and summary.retries >= 1, summary.text()
     storage = Storage.from_uri(config.output.uri)
@@ -177,14 +182,7 @@ def test_retry_limit_reported_then_rerun(cluster: Any, tmp_path: Path, capsys: p
     prompts = write_prompts(tmp_path / "in" / "prompts.parquet", 16)
     config = make_job([prompts], str(tmp_path / "out"), input={"shard_size": 8},
                       run={"num_actors": 1, "batch_size": 1, "max_retries": 0})
-    stop, killed = threading.Event(), []
-    killer = threading.Thread(target=_kill_when_busy, args=(b"run_shard", stop, killed), daemon=True)
-    killer.start()
-    try:
-        summary = run(config)
-    finally:
-        stop.set()
-        killer.join()
+    summary, killed = _run_killing_an_actor(config)
     assert killed and not summary.ok and len(summary.failed) == 1, summary.text()
     [(shard, error)] = summary.failed.items()
     assert "ActorDiedError" in error and f"shard {shard} failed: ActorDiedError" in summary.text()
