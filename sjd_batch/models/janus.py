@@ -1,0 +1,409 @@
+"""Janus / Janus-Pro text-to-image through transformers' `JanusForConditionalGeneration`.
+
+Janus does not generate images with its text head. A separate `generation_head` scores the VQ codes
+(16,384 for the released checkpoints), and a sampled code re-enters the language model as a
+*generation embedding* (`generation_embeddings` + `generation_aligner`), never as a text id
+(models.md §1.4). So for this family the decoding core's token ids are plain code indices: the
+layout is H x W free slots over the id range [0, codes), with no forced tokens and no end-of-line
+column. `forward` embeds a prefill through the text table and every generated window through the
+generation embeddings, then runs the Llama backbone on a `SlotCache`.
+
+Prompts use the checkpoint's own processor: its chat template, then `<begin_of_image>` (the
+processor's image generation mode). CFG follows the authors: the unconditional context is the same
+prompt with every token but BOS and `<begin_of_image>` replaced by pad, and those pads are attended
+(the deepseek-ai/Janus `generation_inference.py` idea, also what HF `generate` does).
+
+`build_tiny_janus` writes a random Janus folder for the CPU tests; `hf_generate` runs transformers'
+own `generate(generation_mode="image")`, the baseline the bench puts next to our `ar`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from sjd_batch.decoding.protocol import Layout, Prefix, Window
+from sjd_batch.decoding.sampling import SamplingConfig
+from sjd_batch.models.hf_causal import SlotCache, new_slot_cache
+from sjd_batch.models.llama_t2i import left_pad
+
+# The authors' sampling (deepseek-ai/Janus generation_inference.py): CFG 5 on raw logits, T 1, no top-k.
+JANUS_SAMPLING = SamplingConfig(temperature=1.0, top_k=0, top_p=1.0, cfg_scale=5.0, cfg_mode="raw")
+MANIFEST = "sjd_batch.json"
+LOAD_OPTIONS = ("attn_implementation",)
+
+_EXAMPLE_PROMPTS = (
+    "a red apple on a wooden table",
+    "a lighthouse on a cliff at sunset",
+    "a small blue bird on a branch",
+    "a bowl of ramen, studio photo",
+    "a snowy mountain village at night",
+    "a cat wearing a tiny hat",
+    "an astronaut riding a horse on the moon",
+    "a watercolor painting of a fox in a forest",
+)
+
+
+class JanusT2I:
+    """`ImageTokenModel` over a transformers `JanusForConditionalGeneration` and its `JanusProcessor`."""
+
+    def __init__(
+        self,
+        name: str,
+        hf: torch.nn.Module,
+        processor: Any,
+        default_sampling: SamplingConfig = JANUS_SAMPLING,
+    ) -> None:
+        self.name = name
+        self.hf = hf.eval()
+        self.processor = processor
+        self.lm = hf.model.language_model  # the Llama backbone, without the text head
+        self.default_sampling = default_sampling
+        self.has_uncond = True
+        vq = hf.config.vq_config
+        side = vq.num_patches  # JanusConfig sets it to vision image_size // patch_size
+        tokens = hf.config.vision_config.num_image_tokens
+        if tokens != side * side:
+            raise ValueError(
+                f"{name}: vision_config.num_image_tokens={tokens} but the VQ grid is {side}x{side}; "
+                "HF generate and our layout would disagree"
+            )
+        self.vocab_size = vq.num_embeddings
+        self.layout = Layout(side, side, (-1,) * tokens, 0, vq.num_embeddings, row_stride=side)
+        # Each up block but the last doubles the VQ decoder's resolution.
+        self.image_size = side * 2 ** (len(vq.channel_multiplier) - 1)
+        tok = processor.tokenizer
+        self.bos_id = _token_id(tok, tok.bos_token, "bos_token")
+        self.pad_id = _token_id(tok, tok.pad_token, "pad_token")
+        self.boi_id = _token_id(tok, processor.image_start_token, "boi_token (<begin_of_image>)")
+        param = next(hf.parameters())
+        self.device, self.dtype = param.device, param.dtype
+
+    def example_prompts(self, count: int, seed: int = 0) -> list[str]:
+        """`count` captions for benchmarks; deterministic in `seed`."""
+        return [_EXAMPLE_PROMPTS[(seed + i) % len(_EXAMPLE_PROMPTS)] for i in range(count)]
+
+    def prompt_ids(self, prompt: str) -> list[int]:
+        """BOS, the chat-templated prompt, then `<begin_of_image>`: the processor's image mode."""
+        messages = [{"role": "user", "content": [{"type": "text", "text": prompt}]}]
+        text = self.processor.apply_chat_template(messages, add_generation_prompt=True)
+        ids = self.processor(text=text, generation_mode="image", return_tensors="pt")["input_ids"][0]
+        return ids.tolist()
+
+    def uncond_ids(self, cond: list[int]) -> list[int]:
+        """The authors' unconditional context: the same length, every token but BOS and BOI set to pad."""
+        return [t if t in (self.bos_id, self.boi_id) else self.pad_id for t in cond]
+
+    def encode(
+        self, prompts: Sequence[str], negative_prompts: Sequence[str | None] | None, with_uncond: bool
+    ) -> Prefix:
+        """B cond rows, then (with CFG) B uncond rows; a given negative prompt replaces the pad-masked row."""
+        rows = [self.prompt_ids(p) for p in prompts]
+        if with_uncond:
+            negatives = negative_prompts or [None] * len(prompts)
+            rows += [
+                self.prompt_ids(n) if n else self.uncond_ids(c)
+                for c, n in zip(rows[: len(prompts)], negatives, strict=True)
+            ]
+        prefix = left_pad(rows, self.device)
+        # left_pad fills with the Llama family's pad 0; give the slots this tokenizer's pad instead.
+        # They are never visible, so this only keeps the tensor honest.
+        padding = torch.arange(prefix.length, device=self.device) < prefix.start[:, None]
+        prefix.ids.masked_fill_(padding, self.pad_id)
+        return prefix
+
+    def new_cache(self, rows: int, slots: int) -> SlotCache:
+        return new_slot_cache(self.lm, rows, slots)
+
+    @torch.inference_mode()
+    def forward(self, cache: SlotCache, ids: torch.Tensor, window: Window) -> torch.Tensor:
+        """Prefill ids are text ids; generated ids are codes and enter as generation embeddings."""
+        if window.generated:
+            embeds = self.hf.prepare_embeddings_for_image_generation(ids)
+        else:
+            embeds = self.hf.get_input_embeddings()(ids)
+        cache.begin(window.slots)
+        hidden = self.lm(
+            inputs_embeds=embeds,
+            position_ids=window.positions,
+            attention_mask=window.visible,
+            past_key_values=cache,
+            use_cache=True,
+        ).last_hidden_state
+        if not window.generated:
+            hidden = hidden[:, -1:]  # only the law of offset 0 is read after a prefill
+        return self.hf.model.generation_head(hidden)
+
+    def decode_pixels(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Codes [B, H*W] -> uint8 [B, S, S, 3] through the VQ decoder (channels-last, in [-1, 1])."""
+        tokens = tokens.to(self.device)
+        if tokens.ndim != 2 or tokens.shape[1] != self.layout.length:
+            raise ValueError(
+                f"{self.name}: expected codes [B, {self.layout.length}], got {tuple(tokens.shape)}"
+            )
+        if tokens.min() < 0 or tokens.max() >= self.vocab_size:
+            raise ValueError(
+                f"{self.name}: codes must lie in [0, {self.vocab_size}), got "
+                f"[{int(tokens.min())}, {int(tokens.max())}]"
+            )
+        with torch.inference_mode():
+            x = self.hf.decode_image_tokens(tokens).float()
+        # The authors' mapping (truncating cast after clipping), as in deepseek-ai/Janus.
+        return ((x + 1) / 2 * 255).clamp(0, 255).to(torch.uint8)
+
+    def hf_generate(self, prompts: Sequence[str], seed: int, sampling: SamplingConfig) -> torch.Tensor:
+        """Codes [B, H*W] from transformers' own `generate(generation_mode="image")`, the bench baseline.
+
+        HF batches cond and uncond rows (pad-masked the same way) and mixes raw logits; it knows no
+        top-p-after-CFG order of its own beyond its logits processors, and no log-softmax mix.
+        """
+        from transformers import GenerationConfig
+
+        if sampling.cfg_scale <= 1:
+            # HF doubles the batch for CFG but only merges the halves when guidance_scale > 1.
+            raise ValueError(
+                f"hf_generate: transformers' Janus generate needs cfg_scale > 1, got {sampling.cfg_scale}"
+            )
+        if sampling.cfg_mode != "raw":
+            raise ValueError(
+                f"hf_generate: Janus mixes raw logits; cfg_mode={sampling.cfg_mode!r} is not supported"
+            )
+        texts = [
+            self.processor.apply_chat_template(
+                [{"role": "user", "content": [{"type": "text", "text": p}]}], add_generation_prompt=True
+            )
+            for p in prompts
+        ]
+        inputs = self.processor(text=texts, generation_mode="image", return_tensors="pt", padding=True)
+        config = GenerationConfig(
+            do_sample=not sampling.greedy,
+            temperature=sampling.temperature if not sampling.greedy else None,
+            top_k=sampling.top_k or None,
+            top_p=sampling.top_p,
+            guidance_scale=sampling.cfg_scale,
+            bos_token_id=self.bos_id,
+            pad_token_id=self.pad_id,
+            generation_kwargs={"boi_token_id": self.boi_id},
+        )
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            return self.hf.generate(
+                inputs["input_ids"].to(self.device),
+                attention_mask=inputs["attention_mask"].to(self.device),
+                generation_mode="image",
+                generation_config=config,
+            )
+
+
+def _token_id(tokenizer: Any, token: str | None, what: str) -> int:
+    ids = tokenizer.convert_tokens_to_ids(token) if token is not None else None
+    if ids is None or (ids == tokenizer.unk_token_id and token != tokenizer.unk_token):
+        raise ValueError(
+            f"Janus tokenizer has no {what} (got {token!r}); the checkpoint's processor is incomplete"
+        )
+    return int(ids)
+
+
+def load(
+    source: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, **options: Any
+) -> JanusT2I:
+    """Load a Janus checkpoint: a local folder (from `save_pretrained`) or a hub id like
+    `deepseek-community/Janus-Pro-7B` (which needs network access or a warm HF cache).
+
+    Options: `attn_implementation` (default "sdpa"; the 4-D boolean window mask needs sdpa or eager).
+
+    Raises:
+        ValueError: for an unknown option, a missing folder, a folder without a checkpoint, or a hub
+            id that cannot be loaded, naming the source.
+    """
+    from transformers import AutoProcessor, JanusForConditionalGeneration
+
+    unknown = sorted(set(options) - set(LOAD_OPTIONS))
+    if unknown:
+        raise ValueError(f"Janus model {source}: unknown option(s) {unknown}; allowed: {list(LOAD_OPTIONS)}")
+    where = _checkpoint_location(str(source))
+    try:
+        processor = AutoProcessor.from_pretrained(where)
+        hf = JanusForConditionalGeneration.from_pretrained(
+            where, dtype=dtype, attn_implementation=options.get("attn_implementation", "sdpa")
+        )
+    except (OSError, ValueError) as e:
+        raise ValueError(f"Janus model {source}: could not load the checkpoint and processor: {e}") from e
+    name = Path(where).name if Path(where).is_dir() else where
+    return JanusT2I(name, hf.to(torch.device(device)), processor)
+
+
+def _checkpoint_location(source: str) -> str:
+    """A local folder that holds a checkpoint, or a hub id; anything that looks like a path must exist."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise ValueError(
+                f"Janus model folder {path} has no config.json; expected a save_pretrained checkpoint"
+            )
+        return str(path)
+    looks_like_path = source.startswith(("/", ".", "~")) or source.count("/") != 1 or path.exists()
+    if looks_like_path:
+        raise ValueError(
+            f"Janus model {source}: no such folder; give a local checkpoint folder or a hub id "
+            "such as deepseek-community/Janus-Pro-7B"
+        )
+    return source
+
+
+def build_tiny_janus(folder: str | Path, seed: int = 0, logit_scale: float = 1.0) -> Path:
+    """Write a seeded random Janus folder (models.md §3 config) that `load` reads like a real checkpoint.
+
+    The processor is real: a `JanusProcessor` around a word-level `tokenizers` tokenizer built here
+    (Janus's special tokens, the `<|User|>`/`<|Assistant|>` chat markers as added tokens, a few dozen
+    words, `<unk>` for the rest, BOS prepended by its post-processor) and the PIL `JanusImageProcessor`.
+    The VQ grid is 4x4 codes over a 64-code head, decoded to 16x16 px. `logit_scale` multiplies the
+    generation head's output layer: random heads give near-uniform laws, and a peakier law keeps greedy
+    ties (where float noise could pick either code) out of the equivalence tests.
+    """
+    from transformers import (
+        JanusConfig,
+        JanusForConditionalGeneration,
+        JanusProcessor,
+        JanusVisionConfig,
+        JanusVQVAEConfig,
+        LlamaConfig,
+    )
+    from transformers.models.janus.image_processing_pil_janus import JanusImageProcessorPil
+
+    folder = Path(folder)
+    tokenizer = _tiny_tokenizer()
+    processor = JanusProcessor(
+        image_processor=JanusImageProcessorPil(size={"height": 32, "width": 32}),
+        tokenizer=tokenizer,
+        chat_template=_CHAT_TEMPLATE,
+        num_image_tokens=16,
+    )
+    text = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=256,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    vision = JanusVisionConfig(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=32,
+        patch_size=8,
+        projection_dim=64,
+        num_image_tokens=16,
+        depth=1,
+    )
+    vq = JanusVQVAEConfig(
+        embed_dim=8,
+        num_embeddings=64,
+        latent_channels=8,
+        base_channels=32,
+        channel_multiplier=[1, 1, 2],
+        num_res_blocks=1,
+        projection_dim=64,
+        image_token_embed_dim=64,
+        num_hidden_layers=2,
+    )
+    config = JanusConfig(
+        text_config=text,
+        vision_config=vision,
+        vq_config=vq,
+        image_token_id=tokenizer.convert_tokens_to_ids("<image_placeholder>"),
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # the weights are a pure function of the seed
+        model = JanusForConditionalGeneration(config)
+    with torch.no_grad():
+        model.model.generation_head.vision_head.weight.mul_(logit_scale)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    (folder / MANIFEST).write_text(json.dumps({"family": "janus"}) + "\n")
+    return folder
+
+
+# A Janus-Pro style conversation: "<|User|>: {text}\n\n<|Assistant|>:" (no system prompt in image mode).
+_CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if message['role'] == 'user' %}<|User|>: "
+    "{% for part in message['content'] %}{% if part['type'] == 'text' %}{{ part['text'] | trim }}{% endif %}"
+    "{% endfor %}\n\n{% endif %}{% endfor %}{% if add_generation_prompt %}<|Assistant|>:{% endif %}"
+)
+_TINY_SPECIAL = ("<pad>", "<s>", "</s>", "<unk>", "<image_placeholder>", "<begin_of_image>", "<end_of_image>")
+_TINY_WORDS = (
+    ":",
+    "a",
+    "an",
+    "the",
+    "of",
+    "on",
+    "in",
+    "at",
+    "with",
+    "red",
+    "green",
+    "blue",
+    "yellow",
+    "black",
+    "white",
+    "small",
+    "large",
+    "cat",
+    "dog",
+    "bird",
+    "fox",
+    "apple",
+    "tree",
+    "house",
+    "car",
+    "boat",
+    "mountain",
+    "sky",
+    "sunset",
+    "night",
+    "photo",
+    "painting",
+    "forest",
+    "table",
+    "moon",
+)
+
+
+def _tiny_tokenizer() -> Any:
+    from tokenizers import AddedToken, Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {t: i for i, t in enumerate(_TINY_SPECIAL + ("<|User|>", "<|Assistant|>") + _TINY_WORDS)}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.normalizer = normalizers.Lowercase()
+    core.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation("isolated")]
+    )
+    core.add_special_tokens(list(_TINY_SPECIAL))
+    # The chat markers are matched whole, before lower-casing and pre-tokenization.
+    core.add_tokens([AddedToken(t, normalized=False) for t in ("<|User|>", "<|Assistant|>")])
+    core.post_processor = processors.TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", vocab["<s>"])]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        extra_special_tokens={
+            "image_token": "<image_placeholder>",
+            "boi_token": "<begin_of_image>",
+            "eoi_token": "<end_of_image>",
+        },
+    )
