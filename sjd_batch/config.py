@@ -11,6 +11,7 @@ can be resumed on a different cluster, but never with different settings into th
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import difflib
 import hashlib
@@ -36,11 +37,13 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Which model to load: a registered name (see `sjd_batch.models.registry`)."""
+    """Which model to load: a registered name, `family:source`, a local folder, an s3:// prefix or a hub
+    id (see `sjd_batch.models.registry`), plus the family's loader options (e.g. Emu3's `image_area`)."""
 
     name: str
     dtype: str = "float32"
     device: str = "auto"  # "auto": cuda when the actor has a GPU, else cpu
+    options: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,9 @@ class JobConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain data; URIs lose any user:password@ part, so no credential is ever stored."""
         data = dataclasses.asdict(self)
+        data["model"]["options"] = dict(self.model.options)
+        if not data["model"]["options"]:
+            del data["model"]["options"]  # jobs without options keep the job_id they had before the key
         data["method"]["params"] = dict(self.method.params)
         data["sampling"] = dict(self.sampling)
         data["input"]["uris"] = [redact_uri(u) for u in self.input.uris]
@@ -271,6 +277,10 @@ def _build(cls: type, raw: Any, source: str, path: str, skip: set[str] = frozens
 def _coerce(value: Any, hint: Any, source: str, key: str) -> Any:
     """Check a YAML scalar against a type hint; ints widen to float, lists become tuples."""
     origin = typing.get_origin(hint)
+    if origin is collections.abc.Mapping:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(f"{source}: {key}: expected a mapping of names to values, got {value!r}")
+        return dict(value)
     if origin is tuple:
         items = [value] if isinstance(value, str) else value
         if not isinstance(items, list) or not items:

@@ -87,7 +87,7 @@ def check_model(config: JobConfig) -> None:
                           f"{sorted(DTYPES)}")
     name = config.model.name
     try:
-        check_source(name)
+        check_source(name, dict(config.model.options))
     except ValueError as e:
         close = difflib.get_close_matches(name, list(MODELS), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -216,7 +216,8 @@ class ShardWorker:
         self.tar = config.output.image_format == "webdataset"
         self.device = _pick_device(config.model.device)
         _set_precision_flags(self.device, config.run.cpus_per_actor)
-        self.model = load_model(config.model.name, self.device, config.model.dtype)
+        model = config.model
+        self.model = load_model(model.name, self.device, model.dtype, dict(model.options))
         self.storage = Storage.from_uri(config.output.uri)
 
     def __call__(self, spec: ShardSpec, attempt: int = 0) -> ShardReport:

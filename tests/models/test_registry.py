@@ -1,11 +1,15 @@
-"""Loading models by name, from a local folder, and from an s3:// prefix cached once per node."""
+"""Loading models by name, `family:source`, a local folder, a hub id (cache or hub) and an s3:// prefix cached
+once per node; the family contract (tests/models/contract.py) on tiny-random and a shapes folder."""
 
 from __future__ import annotations
 
+import dataclasses
+import http.server
 import json
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import boto3
@@ -14,7 +18,15 @@ import torch
 
 import sjd_batch
 from sjd_batch.io.model_cache import fetch_model
-from sjd_batch.models.registry import ASSETS_SHAPES, MANIFEST, check_source
+from sjd_batch.models.registry import ASSETS_SHAPES, MANIFEST, check_source, resolve_source
+from tests.models.contract import (
+    assert_greedy_methods_match_ar,
+    assert_layout,
+    assert_runner_writes_png,
+    assert_window_matches_stepwise,
+)
+
+PROMPTS = ["w1 w2", "a red circle at the top left of the picture", "w3"]
 
 
 def _copy_shapes(dest: Path) -> Path:
@@ -80,3 +92,117 @@ def test_empty_s3_prefix_is_refused(s3_endpoint, bucket, monkeypatch, tmp_path):
     monkeypatch.setenv("SJD_BATCH_CACHE", str(tmp_path))
     with pytest.raises(ValueError, match="no sjd_batch.json under this prefix"):
         check_source(f"s3://{bucket}/nothing")
+
+
+def test_family_prefix_and_folder_options(tmp_path):
+    folder = _copy_shapes(tmp_path / "m")
+    model = sjd_batch.load_model(f"shapes:{folder}")
+    assert model.name == "shapes-t2i" and model.layout.length == 273
+    (folder / MANIFEST).write_text(json.dumps({"family": "shapes", "resolution": 128}))
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['resolution'\] for family 'shapes'"):
+        check_source(str(folder))
+    with pytest.raises(ValueError, match="asked for family 'emu3', but its sjd_batch.json says 'shapes'"):
+        check_source(f"emu3:{folder}")
+    with pytest.raises(ValueError, match="unknown family 'dalle'"):
+        check_source(f"dalle:{folder}")
+    with pytest.raises(ValueError, match="takes no options"):
+        sjd_batch.load_model("tiny-random", options={"x": 1})
+
+
+def test_folder_without_manifest_is_recognised_by_model_type(tmp_path):
+    folder = _copy_shapes(tmp_path / "m")
+    (folder / MANIFEST).unlink()
+    with pytest.raises(ValueError, match="config.json has model_type 'llama', which names no family"):
+        check_source(str(folder))
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "model_type": "emu3"}))
+    assert resolve_source(str(folder)).family.name == "emu3"  # resolved, not loaded: these are llama weights
+
+
+def _hub_cache_with(root: Path, repo: str, files: Path) -> None:
+    """A Hugging Face cache entry as `hf download` leaves it: refs/main -> snapshots/<commit>/."""
+    entry = root / f"models--{repo.replace('/', '--')}"
+    shutil.copytree(files, entry / "snapshots" / ("0" * 40))
+    (entry / "refs").mkdir()
+    (entry / "refs" / "main").write_text("0" * 40)
+
+
+def test_hub_id_offline_loads_from_the_cache_or_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    _hub_cache_with(tmp_path / "hub", "acme/shapes", ASSETS_SHAPES)
+    model = sjd_batch.load_model("acme/shapes")
+    assert model.name == "shapes-t2i" and model.layout.length == 273
+    with pytest.raises(ValueError, match=r"'acme/missing': not a local folder, and not in the Hugging Face "
+                                         r"cache .* HF_HUB_OFFLINE=1 .*`hf download acme/missing`"):
+        sjd_batch.load_model("acme/missing")
+    with pytest.raises(ValueError, match="'BAAI/Emu3-Gen-hf': not a local folder"):
+        check_source("emu3-gen")  # the registered alias resolves to the hub id
+
+
+class _NoSuchRepo(http.server.BaseHTTPRequestHandler):
+    """A hub endpoint that knows no repository (404 at once: huggingface_hub retries only 5xx and
+    connection errors, with back-off, which would make this test take 25 s)."""
+
+    def do_HEAD(self) -> None:  # noqa: N802 - the http.server hook name
+        self.send_response(404)
+        self.send_header("X-Error-Code", "RepoNotFound")
+        self.end_headers()
+
+    do_GET = do_HEAD
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_hub_that_cannot_resolve_the_id_is_a_clear_error(tmp_path, monkeypatch):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NoSuchRepo)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
+    try:
+        with pytest.raises(ValueError, match="'acme/shapes': not a local folder, and the Hugging Face hub "
+                                             "could not resolve it .*RepositoryNotFoundError"):
+            check_source("acme/shapes")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_contract_on_tiny_random():
+    model = sjd_batch.load_model("tiny-random")
+    assert_window_matches_stepwise(model, PROMPTS)
+    tokens = assert_greedy_methods_match_ar(model, PROMPTS, window=8)
+    assert_layout(model, tokens, height_px=32, width_px=32)
+
+
+@pytest.mark.ray
+def test_contract_runner_on_a_shapes_folder(tmp_path, ray_session):
+    folder = _copy_shapes(tmp_path / "model")
+    assert_runner_writes_png(str(folder), tmp_path, height_px=64, width_px=64, window=16)
+
+
+class _OffByOnePositions:
+    """tiny-random with a bug the harness must catch: single-token decode windows get position + 1."""
+
+    def __init__(self, model) -> None:
+        self.__dict__.update(vars(model))
+        self._model = model
+
+    def new_cache(self, rows, slots):
+        return self._model.new_cache(rows, slots)
+
+    def encode(self, *args, **kwargs):
+        return self._model.encode(*args, **kwargs)
+
+    def forward(self, cache, ids, window):
+        if window.generated and ids.shape[1] == 1:
+            window = dataclasses.replace(window, positions=window.positions + 1)
+        return self._model.forward(cache, ids, window)
+
+
+def test_contract_catches_wrong_positions():
+    broken = _OffByOnePositions(sjd_batch.load_model("tiny-random"))
+    with pytest.raises(AssertionError, match="stepwise vs window"):
+        assert_window_matches_stepwise(broken, PROMPTS)
