@@ -263,7 +263,8 @@ def build_tiny_janus(folder: str | Path, seed: int = 0, logit_scale: float = 1.0
     words, `<unk>` for the rest, BOS prepended by its post-processor) and the PIL `JanusImageProcessor`.
     The VQ grid is 4x4 codes over a 64-code head, decoded to 16x16 px. `logit_scale` multiplies the
     generation head's output layer: random heads give near-uniform laws, and a peakier law keeps greedy
-    ties (where float noise could pick either code) out of the equivalence tests.
+    ties (where float noise could pick either code) out of the equivalence tests. The generation
+    embeddings are rescaled to the text embeddings' size (see `_tune_random_weights`).
     """
     from transformers import (
         JanusConfig,
@@ -325,12 +326,22 @@ def build_tiny_janus(folder: str | Path, seed: int = 0, logit_scale: float = 1.0
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # the weights are a pure function of the seed
         model = JanusForConditionalGeneration(config)
-    with torch.no_grad():
-        model.model.generation_head.vision_head.weight.mul_(logit_scale)
+        _tune_random_weights(model, logit_scale)
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     (folder / MANIFEST).write_text(json.dumps({"family": "janus"}) + "\n")
     return folder
+
+
+@torch.no_grad()
+def _tune_random_weights(model: torch.nn.Module, logit_scale: float) -> None:
+    """Random init leaves generation embeddings ~250x smaller than text embeddings (two 0.02-std layers
+    in a row), so codes fed back would barely move the model and a test could not tell them from
+    zeros. Scale them to the text embeddings' size, as training would; then sharpen the head."""
+    codes = model.prepare_embeddings_for_image_generation(torch.arange(model.config.vq_config.num_embeddings))
+    text = model.get_input_embeddings().weight
+    model.model.generation_embeddings.weight.mul_(text.std() / codes.std())
+    model.model.generation_head.vision_head.weight.mul_(logit_scale)
 
 
 # A Janus-Pro style conversation: "<|User|>: {text}\n\n<|Assistant|>:" (no system prompt in image mode).
