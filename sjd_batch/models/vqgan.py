@@ -1,0 +1,403 @@
+"""The Chameleon VQGAN (a taming-transformers `VQModel`), loaded from Meta's `vqgan.ckpt` + `vqgan.yaml`.
+
+transformers' `ChameleonVQVAE` only encodes; Lumina-mGPT and Anole decode their image tokens with
+Meta's taming-style VQGAN. This module rebuilds that network so that the parameter names are
+exactly the keys of the official checkpoint (a torch file whose `"state_dict"` holds `encoder.*`,
+`decoder.*`, `quantize.embedding.weight`, `quant_conv.*`, `post_quant_conv.*`), and reads the
+architecture from the `ddconfig` of Meta's `vqgan.yaml` (`model.params`).
+
+Structure learned from CompVis/taming-transformers `taming/modules/diffusionmodules/model.py`
+(Encoder, Decoder, ResnetBlock, AttnBlock, Up/Downsample), `taming/models/vqgan.py` (VQModel) and
+facebookresearch/chameleon `chameleon/inference/vqgan.py`, `image_tokenizer.py` (the inference-only
+copy and its pixel mapping); the code here is our own. The decoder is required, the encoder is
+optional (built only when asked for: generation never needs it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+
+CKPT = "vqgan.ckpt"
+YAML = "vqgan.yaml"
+# Keys a training checkpoint may carry that inference never reads (taming's VQLPIPSWithDiscriminator).
+TRAINING_ONLY_PREFIXES = ("loss.",)
+
+
+@dataclass(frozen=True)
+class VQGANConfig:
+    """The `ddconfig` plus codebook shape of a taming VQModel (names as in `vqgan.yaml`)."""
+
+    embed_dim: int = 256
+    n_embed: int = 8192
+    z_channels: int = 256
+    resolution: int = 512
+    in_channels: int = 3
+    out_ch: int = 3
+    ch: int = 128
+    ch_mult: tuple[int, ...] = (1, 1, 2, 2, 4)
+    num_res_blocks: int = 2
+    attn_resolutions: tuple[int, ...] = ()
+    double_z: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("ch", "embed_dim", "n_embed", "z_channels", "num_res_blocks", "resolution"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"VQGAN config: {name} must be >= 1, got {getattr(self, name)}")
+        if not self.ch_mult:
+            raise ValueError("VQGAN config: ch_mult is empty")
+        widths = [self.ch * m for m in self.ch_mult]
+        if any(w % 32 for w in widths):  # GroupNorm(32) everywhere, as in taming
+            raise ValueError(f"VQGAN config: ch * ch_mult = {widths} must all be multiples of 32")
+
+    @property
+    def downsample(self) -> int:
+        """Pixels per latent cell along each axis (16 for Chameleon's five levels)."""
+        return 2 ** (len(self.ch_mult) - 1)
+
+    @classmethod
+    def from_yaml(cls, path: Path) -> VQGANConfig:
+        """Read Meta's `vqgan.yaml` (`model.params.{embed_dim, n_embed, ddconfig}`)."""
+        raw = yaml.safe_load(Path(path).read_text())
+        try:
+            params = raw["model"]["params"]
+            dd = params["ddconfig"]
+            fields_ = {"embed_dim": params["embed_dim"], "n_embed": params["n_embed"]}
+            for key in ("z_channels", "resolution", "in_channels", "out_ch", "ch", "num_res_blocks"):
+                fields_[key] = int(dd[key])
+        except (KeyError, TypeError) as err:
+            raise ValueError(
+                f"{path}: expected Meta's vqgan.yaml layout with model.params.embed_dim, n_embed and "
+                f"ddconfig.(z_channels, resolution, in_channels, out_ch, ch, ch_mult, num_res_blocks); "
+                f"missing {err}"
+            ) from None
+        if not dd.get("resamp_with_conv", True):
+            raise ValueError(f"{path}: ddconfig.resamp_with_conv=false is not supported")
+        return cls(
+            **fields_,
+            ch_mult=tuple(int(m) for m in dd.get("ch_mult", ())),
+            attn_resolutions=tuple(int(r) for r in dd.get("attn_resolutions") or ()),
+            double_z=bool(dd.get("double_z", False)),
+        )
+
+    def to_yaml(self) -> dict[str, Any]:
+        """The `vqgan.yaml` document for this config, in Meta's layout."""
+        dd = {
+            "double_z": self.double_z,
+            "z_channels": self.z_channels,
+            "resolution": self.resolution,
+            "in_channels": self.in_channels,
+            "out_ch": self.out_ch,
+            "ch": self.ch,
+            "ch_mult": list(self.ch_mult),
+            "num_res_blocks": self.num_res_blocks,
+            "attn_resolutions": list(self.attn_resolutions),
+            "dropout": 0.0,
+        }
+        params = {"embed_dim": self.embed_dim, "n_embed": self.n_embed, "ddconfig": dd}
+        return {"model": {"target": "taming.models.vqgan.VQModel", "params": params}}
+
+
+def _norm(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(num_groups=32, num_channels=channels, eps=1e-6, affine=True)
+
+
+def _conv3(cin: int, cout: int) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, kernel_size=3, stride=1, padding=1)
+
+
+class ResnetBlock(nn.Module):
+    """norm-swish-conv twice plus a skip; `nin_shortcut` (1x1) when the width changes."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.norm1, self.conv1 = _norm(cin), _conv3(cin, cout)
+        self.norm2, self.conv2 = _norm(cout), _conv3(cout, cout)
+        if cin != cout:
+            self.nin_shortcut = nn.Conv2d(cin, cout, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv2(F.silu(self.norm2(h)))
+        skip = self.nin_shortcut(x) if hasattr(self, "nin_shortcut") else x
+        return skip + h
+
+
+class AttnBlock(nn.Module):
+    """Single-head self-attention over all spatial positions, with 1x1 convs as projections."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.norm = _norm(channels)
+        self.q, self.k, self.v, self.proj_out = (nn.Conv2d(channels, channels, 1) for _ in range(4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        y = self.norm(x)
+        q, k, v = (m(y).reshape(b, 1, c, h * w).transpose(2, 3) for m in (self.q, self.k, self.v))
+        out = F.scaled_dot_product_attention(q, k, v)  # scale c^-0.5, as taming's bmm + softmax
+        return x + self.proj_out(out.transpose(2, 3).reshape(b, c, h, w))
+
+
+class Downsample(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, kernel_size=3, stride=2, padding=0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.pad(x, (0, 1, 0, 1)))  # taming pads right/bottom only
+
+
+class Upsample(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = _conv3(channels, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class _Level(nn.Module):
+    """One resolution of the encoder (`down.N`) or decoder (`up.N`): `block.M`, `attn.M`, resampler."""
+
+    def __init__(self, widths: list[tuple[int, int]], attn: bool) -> None:
+        super().__init__()
+        self.block = nn.ModuleList(ResnetBlock(cin, cout) for cin, cout in widths)
+        self.attn = nn.ModuleList(AttnBlock(cout) for _, cout in widths) if attn else nn.ModuleList()
+
+    def run(self, h: torch.Tensor) -> torch.Tensor:
+        for i, block in enumerate(self.block):
+            h = block(h)
+            if len(self.attn):
+                h = self.attn[i](h)
+        return h
+
+
+class _Middle(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.block_1 = ResnetBlock(channels, channels)
+        self.attn_1 = AttnBlock(channels)
+        self.block_2 = ResnetBlock(channels, channels)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.block_2(self.attn_1(self.block_1(h)))
+
+
+class Encoder(nn.Module):
+    """Pixels [B, in_ch, H, W] -> latents [B, z, H/f, W/f] (f = 2^(levels-1))."""
+
+    def __init__(self, cfg: VQGANConfig) -> None:
+        super().__init__()
+        self.conv_in = _conv3(cfg.in_channels, cfg.ch)
+        self.down = nn.ModuleList()
+        cin, res = cfg.ch, cfg.resolution
+        for i, mult in enumerate(cfg.ch_mult):
+            cout = cfg.ch * mult
+            widths = [(cin if j == 0 else cout, cout) for j in range(cfg.num_res_blocks)]
+            level = _Level(widths, attn=res in cfg.attn_resolutions)
+            if i < len(cfg.ch_mult) - 1:
+                level.downsample = Downsample(cout)
+                res //= 2
+            self.down.append(level)
+            cin = cout
+        self.mid = _Middle(cin)
+        self.norm_out = _norm(cin)
+        self.conv_out = _conv3(cin, 2 * cfg.z_channels if cfg.double_z else cfg.z_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv_in(x)
+        for level in self.down:
+            h = level.run(h)
+            if hasattr(level, "downsample"):
+                h = level.downsample(h)
+        return self.conv_out(F.silu(self.norm_out(self.mid(h))))
+
+
+class Decoder(nn.Module):
+    """Latents [B, z, h, w] -> pixels [B, out_ch, h*f, w*f], roughly in [-1, 1]."""
+
+    def __init__(self, cfg: VQGANConfig) -> None:
+        super().__init__()
+        cin = cfg.ch * cfg.ch_mult[-1]
+        res = cfg.resolution // cfg.downsample
+        self.conv_in = _conv3(cfg.z_channels, cin)
+        self.mid = _Middle(cin)
+        levels: list[_Level] = []
+        for i in reversed(range(len(cfg.ch_mult))):  # built coarse to fine, stored fine to coarse
+            cout = cfg.ch * cfg.ch_mult[i]
+            widths = [(cin if j == 0 else cout, cout) for j in range(cfg.num_res_blocks + 1)]
+            level = _Level(widths, attn=res in cfg.attn_resolutions)
+            if i > 0:
+                level.upsample = Upsample(cout)
+                res *= 2
+            levels.insert(0, level)
+            cin = cout
+        self.up = nn.ModuleList(levels)  # up.0 is the finest level, as in taming's checkpoints
+        self.norm_out = _norm(cin)
+        self.conv_out = _conv3(cin, cfg.out_ch)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.mid(self.conv_in(z))
+        for level in reversed(self.up):
+            h = level.run(h)
+            if hasattr(level, "upsample"):
+                h = level.upsample(h)
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+class Quantizer(nn.Module):
+    """The codebook (`quantize.embedding.weight`, [n_embed, embed_dim]): nearest-code lookup both ways."""
+
+    def __init__(self, n_embed: int, embed_dim: int) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(n_embed, embed_dim)
+
+    def lookup(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes [B, h, w] long -> z_q [B, embed_dim, h, w]."""
+        return self.embedding(codes).permute(0, 3, 1, 2)
+
+    def nearest(self, z: torch.Tensor) -> torch.Tensor:
+        """z [B, embed_dim, h, w] -> codes [B, h, w] of the nearest codebook entries (L2)."""
+        b, d, h, w = z.shape
+        flat = z.permute(0, 2, 3, 1).reshape(-1, d)
+        dist = torch.cdist(flat.float(), self.embedding.weight.float())
+        return dist.argmin(-1).view(b, h, w)
+
+
+class VQGAN(nn.Module):
+    """Taming VQModel for inference: `decode_codes` always, `encode_codes` when built with the encoder."""
+
+    def __init__(self, cfg: VQGANConfig, with_encoder: bool = False) -> None:
+        super().__init__()
+        self.config = cfg
+        if with_encoder:
+            self.encoder = Encoder(cfg)
+            self.quant_conv = nn.Conv2d(cfg.z_channels, cfg.embed_dim, 1)
+        self.decoder = Decoder(cfg)
+        self.quantize = Quantizer(cfg.n_embed, cfg.embed_dim)
+        self.post_quant_conv = nn.Conv2d(cfg.embed_dim, cfg.z_channels, 1)
+
+    @property
+    def has_encoder(self) -> bool:
+        return hasattr(self, "encoder")
+
+    @torch.inference_mode()
+    def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes [B, h, w] long in [0, n_embed) -> pixels [B, out_ch, h*f, w*f] (float, ~[-1, 1])."""
+        if codes.ndim != 3:
+            raise ValueError(f"decode_codes expects codes [B, h, w], got shape {tuple(codes.shape)}")
+        if codes.numel() and not 0 <= int(codes.min()) <= int(codes.max()) < self.config.n_embed:
+            low, high = int(codes.min()), int(codes.max())
+            raise ValueError(f"codes must lie in [0, {self.config.n_embed}), got [{low}, {high}]")
+        return self.decoder(self.post_quant_conv(self.quantize.lookup(codes)))
+
+    @torch.inference_mode()
+    def encode_codes(self, pixels: torch.Tensor) -> torch.Tensor:
+        """pixels [B, in_ch, H, W] in [-1, 1] -> codes [B, H/f, W/f]."""
+        if not self.has_encoder:
+            raise ValueError("this VQGAN was loaded without its encoder; load it with with_encoder=True")
+        return self.quantize.nearest(self.quant_conv(self.encoder(pixels)))
+
+
+def to_uint8(pixels: torch.Tensor) -> torch.Tensor:
+    """Decoder output [B, 3, H, W] in ~[-1, 1] -> uint8 [B, H, W, 3].
+
+    Clamps, maps [-1, 1] to [0, 255] and truncates, as chameleon `_pil_from_chw_tensor` does.
+    """
+    unit = (pixels.float().clamp(-1.0, 1.0) + 1.0) / 2.0
+    return (unit * 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
+def load_vqgan(
+    folder: Path,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    with_encoder: bool = False,
+) -> VQGAN:
+    """Build the VQGAN from `folder/vqgan.yaml` and load `folder/vqgan.ckpt` strictly.
+
+    Every checkpoint key must be used (training-only `loss.*` keys, and `encoder.*`/`quant_conv.*`
+    when the encoder is not built, are dropped) and every parameter must be present with its shape.
+
+    Raises:
+        FileNotFoundError: naming the missing file.
+        ValueError: naming a missing, unexpected or mis-shaped key, or a bad yaml.
+    """
+    folder = Path(folder)
+    for name in (YAML, CKPT):
+        if not (folder / name).is_file():
+            raise FileNotFoundError(
+                f"{folder / name} is missing; the model folder needs Meta's Chameleon tokenizer files "
+                f"{YAML} and {CKPT}"
+            )
+    model = VQGAN(VQGANConfig.from_yaml(folder / YAML), with_encoder=with_encoder)
+    state = read_state_dict(folder / CKPT)
+    model.load_state_dict(_checked(state, model, folder / CKPT))
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """The `"state_dict"` of a taming/Lightning checkpoint (tensors only; no pickled code runs)."""
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for corrupt or unsafe files
+        raise ValueError(f"{path}: not a loadable torch checkpoint ({type(err).__name__}: {err})") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("state_dict"), dict):
+        raise ValueError(f"{path}: expected a dict with a 'state_dict' entry (taming VQModel checkpoint)")
+    return raw["state_dict"]
+
+
+def _checked(state: dict[str, torch.Tensor], model: VQGAN, path: Path) -> dict[str, torch.Tensor]:
+    dropped = TRAINING_ONLY_PREFIXES + (() if model.has_encoder else ("encoder.", "quant_conv."))
+    used = {k: v for k, v in state.items() if not k.startswith(dropped)}
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(used))
+    unexpected = sorted(set(used) - set(expected))
+    if missing:
+        raise ValueError(f"{path}: missing key(s) {_few(missing)} for the config in {YAML}")
+    if unexpected:
+        raise ValueError(
+            f"{path}: unexpected key(s) {_few(unexpected)} (not in a taming VQModel of this config)"
+        )
+    for key, tensor in used.items():
+        if tuple(tensor.shape) != tuple(expected[key].shape):
+            raise ValueError(
+                f"{path}: key {key} has shape {tuple(tensor.shape)}, the config in {YAML} expects "
+                f"{tuple(expected[key].shape)}"
+            )
+    return used
+
+
+def _few(keys: list[str], limit: int = 5) -> str:
+    more = f" and {len(keys) - limit} more" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
+def save_vqgan(model: VQGAN, folder: Path, extra: dict[str, torch.Tensor] | None = None) -> None:
+    """Write `vqgan.yaml` and `vqgan.ckpt` in Meta's layout (`{"state_dict": ...}` of taming keys).
+
+    `extra` adds raw entries to the state dict (tests use it to plant unexpected keys).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / YAML).write_text(yaml.safe_dump(model.config.to_yaml(), sort_keys=False))
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    torch.save({"state_dict": {**state, **(extra or {})}}, folder / CKPT)
+
+
+def random_vqgan(cfg: VQGANConfig, seed: int = 0) -> VQGAN:
+    """A seeded random VQGAN with its encoder (fixtures); the same seed gives the same weights."""
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    model = VQGAN(cfg, with_encoder=True)
+    with torch.no_grad():  # spread the codebook so that nearest-code lookups are well separated
+        model.quantize.embedding.weight.normal_()
+    torch.random.set_rng_state(generator_state)
+    return model.eval()
