@@ -29,11 +29,11 @@ from sjd_batch.decoding.protocol import Layout, Prefix, Window
 from sjd_batch.decoding.sampling import SamplingConfig
 from sjd_batch.models.hf_causal import SlotCache, new_slot_cache
 from sjd_batch.models.llama_t2i import left_pad
+from sjd_batch.models.registry import FAMILIES, MANIFEST
 
-# The authors' sampling (deepseek-ai/Janus generation_inference.py): CFG 5 on raw logits, T 1, no top-k.
-JANUS_SAMPLING = SamplingConfig(temperature=1.0, top_k=0, top_p=1.0, cfg_scale=5.0, cfg_mode="raw")
-MANIFEST = "sjd_batch.json"
-LOAD_OPTIONS = ("attn_implementation",)
+# The authors' sampling (deepseek-ai/Janus generation_inference.py: CFG 5 on raw logits, T 1, no top-k)
+# and the loader options live in the registry's "janus" entry, the one place a job's defaults come from.
+FAMILY = FAMILIES["janus"]
 
 _EXAMPLE_PROMPTS = (
     "a red apple on a wooden table",
@@ -55,13 +55,13 @@ class JanusT2I:
         name: str,
         hf: torch.nn.Module,
         processor: Any,
-        default_sampling: SamplingConfig = JANUS_SAMPLING,
+        default_sampling: SamplingConfig | None = None,
     ) -> None:
         self.name = name
         self.hf = hf.eval()
         self.processor = processor
         self.lm = hf.model.language_model  # the Llama backbone, without the text head
-        self.default_sampling = default_sampling
+        self.default_sampling = default_sampling or FAMILY.defaults.sampling()
         self.has_uncond = True
         vq = hf.config.vq_config
         side = vq.num_patches  # JanusConfig sets it to vision image_size // patch_size
@@ -222,9 +222,11 @@ def load(
     """
     from transformers import AutoProcessor, JanusForConditionalGeneration
 
-    unknown = sorted(set(options) - set(LOAD_OPTIONS))
+    unknown = sorted(set(options) - set(FAMILY.options))
     if unknown:
-        raise ValueError(f"Janus model {source}: unknown option(s) {unknown}; allowed: {list(LOAD_OPTIONS)}")
+        raise ValueError(
+            f"Janus model {source}: unknown option(s) {unknown}; allowed: {list(FAMILY.options)}"
+        )
     where = _checkpoint_location(str(source))
     try:
         processor = AutoProcessor.from_pretrained(where)

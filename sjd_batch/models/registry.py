@@ -141,6 +141,15 @@ FAMILIES: dict[str, Family] = {
         hf_model_types=("emu3",),
         options=("image_area", "negative_prompt", "positive_suffix"),
     ),
+    "janus": Family(
+        name="janus",
+        loader="sjd_batch.models.janus:load",
+        summary="DeepSeek Janus / Janus-Pro: Llama LM, separate generation head over 16,384 VQ codes, CFG 5",
+        loads_from="transformers JanusForConditionalGeneration + JanusProcessor: hub id or local folder",
+        defaults=Defaults(tokens_per_image="24·24 = 576", resolution="384x384", top_k=0, cfg_scale=5.0),
+        hf_model_types=("janus",),
+        options=("attn_implementation",),
+    ),
     # Other helpers each add ONE entry here: "janus" (loader "sjd_batch.models.janus:load"),
     # "lumina-mgpt" ("sjd_batch.models.lumina:load") and "llamagen" ("sjd_batch.models.llamagen:load").
 }

@@ -16,6 +16,12 @@ import sjd_batch
 from sjd_batch.decoding.protocol import decode_window, prefill_window
 from sjd_batch.decoding.sampling import SamplingConfig
 from sjd_batch.models.janus import JanusT2I, build_tiny_janus, load
+from tests.models.contract import (
+    assert_greedy_methods_match_ar,
+    assert_layout,
+    assert_runner_writes_png,
+    assert_window_matches_stepwise,
+)
 
 PROMPTS = ["a red cat", "a small blue bird on the tree at sunset", "night sky"]
 
@@ -29,6 +35,24 @@ def janus_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def janus(janus_dir) -> JanusT2I:
     return load(janus_dir)
+
+
+def test_contract(janus):
+    assert_window_matches_stepwise(janus, PROMPTS)
+    tokens = assert_greedy_methods_match_ar(janus, PROMPTS, window=8)
+    assert_layout(janus, tokens, height_px=16, width_px=16)
+
+
+def test_runner_writes_png(janus_dir, tmp_path, ray_session):
+    assert_runner_writes_png(str(janus_dir), tmp_path, height_px=16, width_px=16, method="sjd-vp", window=8)
+
+
+def test_registry_loads_the_folder_as_janus(janus_dir):
+    model = sjd_batch.load_model(str(janus_dir))
+    assert isinstance(model, JanusT2I) and model.name == "tiny-janus"
+    assert model.default_sampling == SamplingConfig(temperature=1.0, top_k=0, cfg_scale=5.0, cfg_mode="raw")
+    with pytest.raises(ValueError, match="unknown option"):
+        sjd_batch.load_model(f"janus:{janus_dir}", options={"image_area": 1})
 
 
 def test_folder_is_a_janus_checkpoint(janus_dir, janus):
