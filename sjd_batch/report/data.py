@@ -1,0 +1,320 @@
+"""What a report reads: one or more job outputs, through the storage layer, and the numbers shown.
+
+`load_job(uri)` reads a job output exactly as `sjd-batch status` and `sjd-batch stats` see it: `job.json`
+(the plan and config), the stats rows of committed shards, the commit markers (each shard's wall-clock
+start and finish), the failure records of shards that never committed, and the skipped input rows.
+`summarize` turns the combined stats into one `GroupSummary` per method (or model, or job);
+`load_thumbs` picks and loads the contact sheet's images, downscaled for embedding.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from sjd_batch.io import results
+from sjd_batch.io.storage import Storage, StorageError
+
+LATENCY_QUANTILES = (0.5, 0.9, 0.99)
+
+
+class ReportError(Exception):
+    """A report cannot be built: no job at the URI, or a missing optional dependency."""
+
+
+@dataclass
+class JobOutput:
+    """One job's output, as the report sees it. Only committed shards count, as for `stats`."""
+
+    uri: str
+    storage: Storage = field(repr=False)
+    manifest: dict[str, Any]  # job.json
+    stats: pa.Table  # STATS_SCHEMA + job_id, shard; committed shards only
+    commits: dict[int, dict[str, Any]]  # shard -> commit marker (started_at, finished_at, actor, rows, ...)
+    failed: dict[int, str]  # shard -> last error, for shards that failed after their retries
+    pending: list[int]  # planned shards neither committed nor failed
+    skipped: pa.Table  # ERRORS_SCHEMA: input rows skipped, with their reason
+    label: str = ""  # unique among the jobs of one report; set by `label_jobs`
+
+    @property
+    def job_id(self) -> str:
+        return str(self.manifest.get("job_id", "?"))
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest.get("config", {}).get("name", "?"))
+
+    @property
+    def model(self) -> str:
+        return str(self.manifest.get("config", {}).get("model", {}).get("name", "?"))
+
+    @property
+    def method(self) -> str:
+        return str(self.manifest.get("config", {}).get("method", {}).get("name", "?"))
+
+    @property
+    def planned(self) -> int:
+        return len(self.manifest.get("shards", []))
+
+
+def load_job(uri: str) -> JobOutput:
+    """Read a job output (local folder or s3:// prefix); `ReportError` if `uri` holds no job."""
+    from sjd_batch.commands.status import job_status
+    from sjd_batch.worker import JOB_FILE
+
+    storage = Storage.from_uri(uri)
+    if not storage.exists(JOB_FILE):
+        raise ReportError(
+            f"{uri} is not an sjd-batch job output: expected {storage.join(JOB_FILE)} (written when a job "
+            "starts, next to images/, stats/ and _commits/); pass the job's output.uri"
+        )
+    try:
+        manifest = json.loads(storage.read_bytes(JOB_FILE))
+    except json.JSONDecodeError as e:
+        raise ReportError(f"{storage.join(JOB_FILE)} is not valid JSON: {e}") from e
+    status = job_status(storage)  # failed and pending shards, exactly as `sjd-batch status` reports them
+    return JobOutput(
+        uri=uri,
+        storage=storage,
+        manifest=manifest,
+        stats=results.read_stats(storage),
+        commits=results.committed_shards(storage),
+        failed={int(k): v for k, v in status["failed"].items()},
+        pending=list(status["pending"]),
+        skipped=results.read_errors(storage),
+    )
+
+
+def label_jobs(jobs: list[JobOutput]) -> None:
+    """Give every job a short, unique label: `method · model`, plus the name or id if needed."""
+    for attempt in (lambda j: f"{j.method} · {j.model}", lambda j: f"{j.method} · {j.model} · {j.name}",
+                    lambda j: f"{j.method} · {j.model} · {j.job_id}"):
+        labels = [attempt(j) for j in jobs]
+        if len(set(labels)) == len(labels):
+            break
+    for job, label in zip(jobs, labels, strict=True):
+        job.label = label
+
+
+def combined_stats(jobs: list[JobOutput]) -> pa.Table:
+    """Every job's stats rows in one table (same schema), with a `job` column holding the job's label."""
+    tables = [j.stats.append_column("job", pa.array([j.label] * j.stats.num_rows, pa.string())) for j in jobs]
+    return pa.concat_tables(tables)
+
+
+@dataclass(frozen=True)
+class GroupSummary:
+    """The numbers of one table row. `None` where the group has no value (e.g. no committed sample)."""
+
+    key: str
+    samples: int
+    step_compression_mean: float | None
+    step_compression_median: float | None
+    accept_len_mean: float | None  # mean over samples of the per-sample mean accepted length
+    acceptance: float | None  # pooled: drafts accepted / drafts tested, over every sample
+    latency: dict[float, float | None]  # quantile -> latency_s
+    wall_s: float | None  # summed over jobs: last commit minus first shard start of the group's shards
+    images_per_s: float | None  # samples / wall_s
+
+
+def summarize(jobs: list[JobOutput], by: str) -> list[GroupSummary]:
+    """One summary per distinct value of stats column `by` (`method`, `model` or `job`), sorted by it."""
+    import pyarrow.compute as pc
+
+    table = combined_stats(jobs)
+    spans = {(j.job_id, shard): (c.get("started_at"), c.get("finished_at"))
+             for j in jobs for shard, c in j.commits.items()}
+    keys = sorted({str(v) for v in table.column(by).to_pylist()})
+    return [_summary(key, table.filter(pc.equal(table.column(by), key)), spans) for key in keys]
+
+
+def _summary(key: str, table: pa.Table, spans: dict[tuple[str, int], tuple]) -> GroupSummary:
+    import pyarrow.compute as pc
+
+    def column(name: str) -> pa.Array:
+        return pc.drop_null(table.column(name))
+
+    sc, lat = column("step_compression"), column("latency_s")
+    tested, accepted = pc.sum(column("drafts_tested")).as_py(), pc.sum(column("drafts_accepted")).as_py()
+    qs = pc.quantile(lat, q=list(LATENCY_QUANTILES)).to_pylist() if len(lat) else [None] * 3
+    wall = _wall_s(table, spans)
+    return GroupSummary(
+        key=key,
+        samples=table.num_rows,
+        step_compression_mean=pc.mean(sc).as_py() if len(sc) else None,
+        step_compression_median=pc.quantile(sc, q=0.5).to_pylist()[0] if len(sc) else None,
+        accept_len_mean=pc.mean(column("accept_len_mean")).as_py() if table.num_rows else None,
+        acceptance=accepted / tested if tested else None,
+        latency=dict(zip(LATENCY_QUANTILES, qs, strict=True)),
+        wall_s=wall,
+        images_per_s=table.num_rows / wall if wall else None,
+    )
+
+
+def _wall_s(table: pa.Table, spans: dict[tuple[str, int], tuple]) -> float | None:
+    """Per job, the span from the first start to the last finish of the group's shards; summed over jobs.
+
+    Spans come from the commit markers, so they cover every actor of the job at once (the pool's
+    throughput, as `sjd-batch stats` reports it), and jobs run one after another do not count the gap.
+    """
+    by_job: dict[str, list[tuple[float, float]]] = {}
+    for job_id, shard in set(zip(table.column("job_id").to_pylist(), table.column("shard").to_pylist(),
+                                 strict=True)):
+        start, end = spans.get((job_id, shard), (None, None))
+        if start is not None and end is not None:
+            by_job.setdefault(job_id, []).append((start, end))
+    total = sum(max(e for _, e in s) - min(b for b, _ in s) for s in by_job.values())
+    return total if total > 0 else None
+
+
+# --- contact sheet -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Thumb:
+    """One contact-sheet image, ready to embed."""
+
+    job: str  # the job's label
+    sample_id: str
+    prompt: str
+    method: str
+    step_compression: float | None
+    data: bytes  # PNG or JPEG; empty when the image could not be read
+    mime: str  # image/png or image/jpeg
+    width: int
+    height: int
+    problem: str = ""  # why `data` is empty
+
+
+def pick_samples(jobs: list[JobOutput], max_images: int) -> list[tuple[JobOutput, dict[str, Any]]]:
+    """Up to `max_images` samples, taken from the jobs in turn, each job in (shard, row) order.
+
+    Taking turns gives every job (method) its share of the sheet, and jobs over the same prompts show
+    the same sample ids side by side.
+    """
+    columns = ["sample_id", "prompt", "method", "step_compression", "image_key", "shard", "row"]
+    queues = [sorted(j.stats.select(columns).to_pylist(), key=lambda r: (r["shard"], r["row"] or 0))
+              for j in jobs]
+    picked: list[tuple[JobOutput, dict[str, Any]]] = []
+    for i in range(max(map(len, queues), default=0)):
+        for job, rows in zip(jobs, queues, strict=True):
+            if i < len(rows) and len(picked) < max_images:
+                picked.append((job, rows[i]))
+    return picked
+
+
+def load_thumbs(picked: list[tuple[JobOutput, dict[str, Any]]], max_px: int, progress: bool = False,
+                threads: int = 8) -> list[Thumb]:
+    """Read the picked images through storage (PNG objects or WebDataset tars), in parallel, as thumbnails."""
+    from tqdm import tqdm
+
+    reader = _ImageReader()
+
+    def load(item: tuple[JobOutput, dict[str, Any]]) -> Thumb:
+        job, row = item
+        meta = {"job": job.label, "sample_id": row["sample_id"], "prompt": row["prompt"] or "",
+                "method": row["method"] or job.method, "step_compression": row["step_compression"]}
+        try:
+            data, mime, w, h = make_thumb(reader.read(job.storage, row["image_key"]), max_px)
+        except (StorageError, OSError, ValueError) as e:  # a missing or corrupt image: say so on the sheet
+            return Thumb(**meta, data=b"", mime="", width=0, height=0, problem=f"{row['image_key']}: {e}")
+        return Thumb(**meta, data=data, mime=mime, width=w, height=h)
+
+    with ThreadPoolExecutor(max(1, min(threads, len(picked)))) as pool:
+        # disable=None: tqdm shows the bar only on a terminal
+        bar = tqdm(pool.map(load, picked), total=len(picked), desc="loading images", unit="img",
+                   disable=True if not progress or not picked else None, leave=False)
+        return list(bar)
+
+
+class _ImageReader:
+    """Reads one image by its stats `image_key`; a tar (`images/shard-00003.tar#id.png`) is read once."""
+
+    def __init__(self) -> None:
+        self._tars: dict[tuple[str, str], dict[str, dict[str, bytes]]] = {}
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def read(self, storage: Storage, image_key: str | None) -> bytes:
+        if not image_key:
+            raise ValueError("the stats row has no image_key")
+        tar, _, member = image_key.partition("#")
+        if not member:
+            return storage.read_bytes(image_key)
+        key = (storage.uri, tar)
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:  # threads asking for the same tar wait for one read of it
+            if key not in self._tars:
+                self._tars[key] = results.read_tar_shard(storage.read_bytes(tar))
+        sample_id, _, ext = member.partition(".")
+        try:
+            return self._tars[key][sample_id][ext]
+        except KeyError:
+            raise ValueError(f"{storage.join(tar)} has no member {member!r}") from None
+
+
+def make_thumb(data: bytes, max_px: int) -> tuple[bytes, str, int, int]:
+    """Image bytes -> (bytes, mime, width, height) at most `max_px` a side.
+
+    An image that already fits is embedded as it is (no loss). A larger one is downscaled and stored as
+    PNG or JPEG (quality 85), whichever is smaller: photos compress far better as JPEG, flat shapes as PNG.
+    """
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as img:
+        fmt = img.format
+        img.load()
+        if max(img.size) <= max_px and fmt in ("PNG", "JPEG"):
+            return data, f"image/{fmt.lower()}", img.width, img.height
+        rgb = img.convert("RGB")
+    rgb.thumbnail((max_px, max_px), Image.Resampling.LANCZOS)
+    encoded = {}
+    for name, kwargs in (("png", {"optimize": True}), ("jpeg", {"quality": 85})):
+        buf = io.BytesIO()
+        rgb.save(buf, format=name.upper(), **kwargs)
+        encoded[name] = buf.getvalue()
+    name = min(encoded, key=lambda n: len(encoded[n]))
+    return encoded[name], f"image/{name}", rgb.width, rgb.height
+
+
+# --- timeline ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShardSpan:
+    """One committed shard on the job's timeline, in seconds since the job's first shard started."""
+
+    shard: int
+    actor: str
+    start_s: float
+    end_s: float
+    rows: int
+
+
+def shard_spans(job: JobOutput) -> list[ShardSpan]:
+    """The job's committed shards with their wall-clock spans (from the commit markers), by start time.
+
+    The stats rows carry no per-sample finish time, only durations; a shard's samples become visible
+    together when its commit marker is written, so the timeline counts them at the shard's finish.
+    """
+    timed = [(i, c) for i, c in job.commits.items()
+             if all(isinstance(c.get(k), (int, float)) for k in ("started_at", "finished_at"))]
+    if not timed:
+        return []
+    t0 = min(c["started_at"] for _, c in timed)
+    spans = [ShardSpan(i, str(c.get("actor", "?")), c["started_at"] - t0, c["finished_at"] - t0,
+                       int(c.get("rows", 0))) for i, c in timed]
+    return sorted(spans, key=lambda s: (s.start_s, s.shard))
+
+
+def finite(values: list[Any]) -> list[float]:
+    """The finite floats of a column (nulls and NaNs dropped), for plotting."""
+    return [float(v) for v in values if v is not None and math.isfinite(v)]

@@ -1,0 +1,277 @@
+"""`sjd-batch report` on real job outputs (see conftest.py): the page parses, is self-contained, shows
+every prompt escaped, embeds decodable thumbnails equal to the stored images, its tables match numbers
+computed here straight from the stats Parquet with pyarrow and numpy, and failures are shown escaped.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pytest
+from PIL import Image
+
+from sjd_batch import cli
+from sjd_batch.runner import run_local
+from tests.report.conftest import CAPTIONS, Outputs
+from tests.test_worker import make_job, write_prompts
+
+VOID = {"img", "meta", "br", "hr", "link", "input", "source", "wbr"}
+
+
+class ParsedPage(HTMLParser):
+    """Images, tables (by id: rows of cell texts), text per section, and a check that tags nest."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.imgs: list[dict[str, str]] = []
+        self.attrs: list[tuple[str, dict[str, str]]] = []
+        self.tables: dict[str, list[list[str]]] = {}
+        self.sections: dict[str, list[str]] = {}
+        self.stack: list[str] = []
+        self._table: str | None = None
+        self._row: list[str] | None = None
+        self._cell: list[str] | None = None
+        self._section = ""
+        self.feed(text)
+        self.close()
+        assert not self.stack, f"unclosed tags: {self.stack}"
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        self.attrs.append((tag, a))
+        if tag not in VOID:
+            self.stack.append(tag)
+        if tag == "img":
+            self.imgs.append(a)
+        elif tag == "section":
+            self._section = a["id"]
+        elif tag == "table":
+            self._table = a["id"]
+            self.tables[self._table] = []
+        elif tag == "tr" and self._table:
+            self._row = []
+            self.tables[self._table].append(self._row)
+        elif tag in ("td", "th") and self._row is not None:
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in VOID:
+            return
+        assert self.stack and self.stack[-1] == tag, f"</{tag}> closes {self.stack[-1:]}"
+        self.stack.pop()
+        if tag in ("td", "th") and self._cell is not None and self._row is not None:
+            self._row.append(" ".join("".join(self._cell).split()))
+            self._cell = None
+        elif tag == "table":
+            self._table, self._row = None, None
+        elif tag == "section":
+            self._section = ""
+
+    def handle_data(self, data: str) -> None:
+        self.sections.setdefault(self._section, []).append(data)
+        if self._cell is not None:
+            self._cell.append(data)
+
+    def text(self, section: str) -> str:
+        return " ".join(" ".join(self.sections.get(section, [])).split())
+
+    def table(self, table_id: str) -> list[dict[str, str]]:
+        head, *rows = self.tables[table_id]
+        return [dict(zip(head, row, strict=True)) for row in rows]
+
+
+def decode_data_uri(uri: str) -> tuple[str, Image.Image]:
+    match = re.fullmatch(r"data:(image/(?:png|jpeg));base64,([A-Za-z0-9+/=]+)", uri)
+    assert match, uri[:80]
+    img = Image.open(io.BytesIO(base64.b64decode(match.group(2), validate=True)))
+    img.load()
+    assert img.format == {"image/png": "PNG", "image/jpeg": "JPEG"}[match.group(1)]
+    return match.group(1), img
+
+
+def stats_of(uri: str) -> pa.Table:
+    """Committed stats rows, read here with plain pyarrow (commit markers read as JSON files)."""
+    root = Path(uri)
+    committed = {json.loads(p.read_text())["shard"] for p in (root / "_commits").glob("*.json")}
+    part = ds.partitioning(pa.schema([("job_id", pa.string()), ("shard", pa.int32())]), flavor="hive")
+    table = ds.dataset(root / "stats", format="parquet", partitioning=part).to_table()
+    return table.filter(pc.is_in(table.column("shard"), pa.array(sorted(committed), pa.int32())))
+
+
+def commits_of(uri: str) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in (Path(uri) / "_commits").glob("*.json")]
+
+
+def expected_row(uris: list[str]) -> dict[str, str]:
+    """A group's table row, computed independently with numpy; each uri is one job of the group."""
+    table = pa.concat_tables([stats_of(u) for u in uris])
+    sc = np.asarray(table.column("step_compression").to_pylist())
+    lat = np.asarray(table.column("latency_s").to_pylist())
+    tested = sum(table.column("drafts_tested").to_pylist())
+    accepted = sum(table.column("drafts_accepted").to_pylist())
+    wall = 0.0
+    for uri in uris:
+        commits = commits_of(uri)
+        wall += max(c["finished_at"] for c in commits) - min(c["started_at"] for c in commits)
+    p50, p90, p99 = np.percentile(lat, [50, 90, 99])  # linear interpolation, as pyarrow's quantile
+    return {
+        "samples": str(table.num_rows),
+        "step compression mean (×)": f"{sc.mean():.2f}",
+        "step compression median (×)": f"{np.median(sc):.2f}",
+        "accepted length mean (tokens)": f"{np.mean(table.column('accept_len_mean').to_pylist()):.2f}",
+        "acceptance (%)": f"{100 * accepted / tested:.1f}" if tested else "-",
+        "latency p50 (s/sample)": f"{p50:.3f}",
+        "latency p90 (s/sample)": f"{p90:.3f}",
+        "latency p99 (s/sample)": f"{p99:.3f}",
+        "throughput (img/s)": f"{table.num_rows / wall:.2f}",
+    }
+
+
+@pytest.fixture(scope="module")
+def page(report_file: Path) -> tuple[str, ParsedPage]:
+    text = report_file.read_text(encoding="utf-8")
+    return text, ParsedPage(text)
+
+
+def test_page_is_self_contained(page: tuple[str, ParsedPage], report_file: Path) -> None:
+    raw, parsed = page
+    assert raw.startswith("<!doctype html>") and '<meta charset="utf-8">' in raw
+    for tag, attrs in parsed.attrs:
+        for name in ("src", "href", "srcset", "action", "poster", "data"):
+            value = attrs.get(name, "")
+            assert not re.match(r"\s*(https?:)?//", value), f"<{tag} {name}={value[:60]}> uses the network"
+        assert tag not in ("script", "link", "iframe", "object", "embed"), f"<{tag}> in a self-contained page"
+        assert not any(k.startswith("on") for k in attrs), f"<{tag}> has an event handler"
+    assert all(img["src"].startswith("data:image/") for img in parsed.imgs)
+    assert "@import" not in raw and "url(" not in raw.lower()
+    assert "<script" not in raw.lower()  # the caption's <script> is escaped, never a tag
+    assert report_file.stat().st_size < 1_000_000  # size budget: 12 thumbnails + 5 plots ≈ 250 KB
+
+
+def test_contact_sheet(page: tuple[str, ParsedPage], outputs: Outputs) -> None:
+    raw, parsed = page
+    thumbs = [img for img in parsed.imgs if img.get("class") == "thumb"]
+    stored: dict[str, list[np.ndarray]] = {}  # sample id -> its images in both jobs
+    for uri in (outputs.ok, outputs.failing):
+        for row in stats_of(uri).to_pylist():
+            png = (Path(uri) / row["image_key"]).read_bytes()
+            pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+            stored.setdefault(row["sample_id"], []).append(pixels)
+    assert len(thumbs) == 12 == sum(map(len, stored.values()))  # every sample: fewer than --max-images 48
+    for thumb in thumbs:
+        mime, img = decode_data_uri(thumb["src"])
+        # 64 px images fit the 128 px budget: embedded as stored, pixel for pixel
+        assert mime == "image/png" and img.size == (64, 64)
+        pixels = np.asarray(img.convert("RGB"))
+        assert any(np.array_equal(pixels, s) for s in stored[thumb["alt"]]), thumb["alt"]
+    sheet = parsed.text("samples")
+    for caption in CAPTIONS:
+        assert caption in sheet  # the parsed text shows the prompt as written
+        assert html.escape(caption, quote=True) in raw
+    assert "<b>" not in raw and "alert(1)</script>" not in raw  # only the escaped form is in the source
+    assert sheet.count("· sjd ·") == 6 and sheet.count("· mc-sjd ·") == 6
+
+
+def test_tables_match_the_stats(page: tuple[str, ParsedPage], outputs: Outputs) -> None:
+    _, parsed = page
+    by_method = {row.pop("method"): row for row in parsed.table("table-by-method")}
+    assert by_method == {"sjd": expected_row([outputs.ok]), "mc-sjd": expected_row([outputs.failing])}
+    by_model = {row.pop("model"): row for row in parsed.table("table-by-model")}
+    assert by_model == {"shapes-t2i": expected_row([outputs.ok, outputs.failing])}
+    jobs = {row["method"]: row for row in parsed.table("table-jobs")}
+    assert jobs["mc-sjd"]["shards"] == "2 committed, 1 failed, 0 pending of 3"
+    assert jobs["mc-sjd"]["skipped rows"] == "1" and jobs["sjd"]["samples"] == "6"
+    assert float(by_method["mc-sjd"]["step compression mean (×)"]) > 1  # a real speed-up was measured
+
+
+def test_failures_are_shown_escaped(page: tuple[str, ParsedPage], outputs: Outputs) -> None:
+    raw, parsed = page
+    [record] = [json.loads(p.read_text()) for p in (Path(outputs.failing) / "_failures").glob("*.json")]
+    error = record["error"]
+    assert outputs.bad_file in error and "no `prompt` column" in error
+    [row] = parsed.table("table-failures")
+    assert row == {"job": "mc-sjd · shapes-t2i", "shard": "2", "error": " ".join(error.split())}
+    assert html.escape(error) in raw and error not in raw  # the file name's <i> & are escaped
+    [skipped] = parsed.table("table-skipped")
+    assert skipped["sample id"] == "empty" and skipped["reason"] == "prompt is null"
+
+
+def test_single_job_without_failures(outputs: Outputs, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "sub" / "one.html"  # the folder is created
+    capsys.readouterr()
+    code = cli.main(["report", outputs.ok, "--out", str(out), "--max-images", "4", "--thumb-size", "32",
+                     "--no-progress"])
+    assert code == 0 and f"wrote {out}" in capsys.readouterr().out
+    parsed = ParsedPage(out.read_text(encoding="utf-8"))
+    assert parsed.text("failures") == "Failed shards none Skipped input rows none"
+    thumbs = [img for img in parsed.imgs if img.get("class") == "thumb"]
+    assert len(thumbs) == 4 and "4 of 6 committed samples" in parsed.text("samples")
+    for thumb in thumbs:
+        _, img = decode_data_uri(thumb["src"])
+        assert img.size == (32, 32)  # downscaled from 64 px to the --thumb-size budget
+    assert len([img for img in parsed.imgs if img.get("class") == "plot"]) == 5
+
+
+def test_webdataset_and_ar_job(outputs: Outputs, tmp_path: Path) -> None:
+    """Images read from WebDataset tars; a second model and an AR job (no drafts: acceptance '-')."""
+    prompts = write_prompts(tmp_path / "in" / "p.parquet", 4)
+    config = make_job([prompts], str(tmp_path / "wds"), method={"name": "ar"},
+                      output={"image_format": "webdataset"})
+    assert run_local(config, progress=False).ok
+    out = tmp_path / "report.html"
+    assert cli.main(["report", outputs.ok, config.output.uri, "--out", str(out), "--no-progress"]) == 0
+    parsed = ParsedPage(out.read_text(encoding="utf-8"))
+    by_model = {row.pop("model"): row for row in parsed.table("table-by-model")}
+    assert by_model == {"shapes-t2i": expected_row([outputs.ok]),
+                        "tiny-random": expected_row([config.output.uri])}
+    assert by_model["tiny-random"]["acceptance (%)"] == "-"
+    thumbs = [img for img in parsed.imgs if img.get("class") == "thumb"]
+    tars = [img for img in thumbs if img["alt"].startswith("p")]  # the tiny-random job's samples
+    assert len(thumbs) == 10 and len(tars) == 4
+    from sjd_batch.io import results
+
+    members = results.read_tar_shard((tmp_path / "wds" / results.tar_key(0)).read_bytes())
+    for thumb in tars:
+        _, img = decode_data_uri(thumb["src"])
+        assert img.tobytes() == Image.open(io.BytesIO(members[thumb["alt"]]["png"])).convert("RGB").tobytes()
+
+
+def test_not_a_job_output(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "empty").mkdir()
+    for uri in (str(tmp_path / "empty"), str(tmp_path / "nowhere")):
+        capsys.readouterr()
+        assert cli.main(["report", uri, "--out", str(tmp_path / "r.html")]) == 2
+        err = capsys.readouterr().err
+        assert f"{uri} is not an sjd-batch job output: expected {uri}/job.json" in err
+    assert not (tmp_path / "r.html").exists()
+
+
+@pytest.mark.s3
+def test_report_from_and_to_s3(outputs: Outputs, bucket: str, s3_client: Any,
+                               capsys: pytest.CaptureFixture) -> None:
+    root = Path(outputs.ok)
+    for path in root.rglob("*"):
+        if path.is_file():
+            s3_client.put_object(Bucket=bucket, Key=f"ok/{path.relative_to(root).as_posix()}",
+                                 Body=path.read_bytes())
+    capsys.readouterr()
+    code = cli.main(["report", f"s3://{bucket}/ok", "--out", f"s3://{bucket}/reports/r.html",
+                     "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    raw = s3_client.get_object(Bucket=bucket, Key="reports/r.html")["Body"].read().decode("utf-8")
+    parsed = ParsedPage(raw)
+    thumbs = [img for img in parsed.imgs if img.get("class") == "thumb"]
+    assert len(thumbs) == 6 and all(decode_data_uri(t["src"])[1].size == (64, 64) for t in thumbs)
+    assert {row["method"]: row for row in parsed.table("table-by-method")}["sjd"]["samples"] == "6"
+    assert CAPTIONS[0] in parsed.text("samples")
