@@ -150,6 +150,18 @@ FAMILIES: dict[str, Family] = {
         hf_model_types=("janus",),
         options=("attn_implementation",),
     ),
+    "lumina-mgpt": Family(
+        name="lumina-mgpt",
+        loader="sjd_batch.models.lumina:load",
+        summary="Alpha-VLLM Lumina-mGPT: 7B Chameleon LM over Meta's VQGAN codes (8192), size header, EOL "
+        "per row, raw CFG on the image-only context, image top-k 2000",
+        loads_from="local folder: HF Chameleon checkpoint (config.json with vocabulary_map, tokenizer) + "
+        "Meta's vqgan.ckpt and vqgan.yaml, sjd_batch.json with the resolution",
+        defaults=Defaults(tokens_per_image="3 + 48·49 + 2 = 2357", resolution="768x768", top_k=2000,
+                          cfg_scale=3.0),
+        hf_model_types=("chameleon",),
+        options=("resolution", "vqgan"),
+    ),
     # Other helpers each add ONE entry here: "janus" (loader "sjd_batch.models.janus:load"),
     # "lumina-mgpt" ("sjd_batch.models.lumina:load") and "llamagen" ("sjd_batch.models.llamagen:load").
 }

@@ -103,6 +103,35 @@ class VQGANConfig:
         params = {"embed_dim": self.embed_dim, "n_embed": self.n_embed, "ddconfig": dd}
         return {"model": {"target": "taming.models.vqgan.VQModel", "params": params}}
 
+    def transformers_config(self) -> dict[str, Any]:
+        """The same VQGAN as `ChameleonVQVAEConfig` kwargs (the renames of transformers'
+        convert_chameleon_weights_to_hf.py), for a Chameleon checkpoint's `vq_config`."""
+        return {
+            "embed_dim": self.embed_dim,
+            "num_embeddings": self.n_embed,
+            "latent_channels": self.z_channels,
+            "resolution": self.resolution,
+            "in_channels": self.in_channels,
+            "base_channels": self.ch,
+            "channel_multiplier": list(self.ch_mult),
+            "num_res_blocks": self.num_res_blocks,
+            "attn_resolutions": list(self.attn_resolutions),
+            "double_latent": self.double_z,
+        }
+
+
+# The test fixture's VQGAN (models.md §3 sizes; attention at 16 px so that attn blocks are exercised).
+TINY_CONFIG = VQGANConfig(
+    embed_dim=8,
+    n_embed=64,
+    z_channels=8,
+    resolution=32,
+    ch=32,
+    ch_mult=(1, 2),
+    num_res_blocks=1,
+    attn_resolutions=(16,),
+)
+
 
 def _norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(num_groups=32, num_channels=channels, eps=1e-6, affine=True)

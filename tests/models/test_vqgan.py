@@ -11,8 +11,16 @@ import yaml
 from transformers import ChameleonVQVAEConfig
 from transformers.models.chameleon.modeling_chameleon import ChameleonVQVAE
 
-from sjd_batch.models.lumina import TINY_VQGAN, _hf_vq_config
-from sjd_batch.models.vqgan import CKPT, YAML, VQGANConfig, load_vqgan, random_vqgan, save_vqgan, to_uint8
+from sjd_batch.models.vqgan import (
+    CKPT,
+    TINY_CONFIG,
+    YAML,
+    VQGANConfig,
+    load_vqgan,
+    random_vqgan,
+    save_vqgan,
+    to_uint8,
+)
 
 # Parameter names of a taming VQModel (CompVis/taming-transformers taming/models/vqgan.py) for the tiny
 # config: two levels, one res block per encoder level (two per decoder level), attention at 16 px.
@@ -44,12 +52,12 @@ TAMING_KEYS = (
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("vqgan")
-    save_vqgan(random_vqgan(TINY_VQGAN, seed=3), folder)
+    save_vqgan(random_vqgan(TINY_CONFIG, seed=3), folder)
     return folder
 
 
 def _codes(batch: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
-    return torch.randint(0, TINY_VQGAN.n_embed, (batch, h, w), generator=torch.Generator().manual_seed(seed))
+    return torch.randint(0, TINY_CONFIG.n_embed, (batch, h, w), generator=torch.Generator().manual_seed(seed))
 
 
 def _rewrite(src: Path, dest: Path, edit) -> Path:
@@ -69,8 +77,8 @@ def test_checkpoint_has_metas_layout_and_loads_back(saved):
     assert "decoder.up.0.upsample.conv.weight" not in raw["state_dict"]  # the finest level never upsamples
     params = yaml.safe_load((saved / YAML).read_text())["model"]["params"]
     assert params["n_embed"] == 64 and params["ddconfig"]["ch_mult"] == [1, 2]
-    assert VQGANConfig.from_yaml(saved / YAML) == TINY_VQGAN
-    reference, loaded = random_vqgan(TINY_VQGAN, seed=3), load_vqgan(saved)
+    assert VQGANConfig.from_yaml(saved / YAML) == TINY_CONFIG
+    reference, loaded = random_vqgan(TINY_CONFIG, seed=3), load_vqgan(saved)
     assert not loaded.has_encoder  # generation loads the decoder side only
     codes = _codes(2, 4, 6)
     assert torch.equal(loaded.decode_codes(codes), reference.decode_codes(codes))
@@ -136,7 +144,7 @@ def test_encoder_matches_transformers_chameleon_vqvae(saved):
     """transformers converts the non-decoder keys of vqgan.ckpt into its ChameleonVQVAE; on the same
     weights our encoder must give the same codes."""
     ours = load_vqgan(saved, with_encoder=True)
-    hf = ChameleonVQVAE(ChameleonVQVAEConfig(**_hf_vq_config(TINY_VQGAN))).eval()
+    hf = ChameleonVQVAE(ChameleonVQVAEConfig(**TINY_CONFIG.transformers_config())).eval()
     state = torch.load(saved / CKPT, weights_only=True)["state_dict"]
     hf.load_state_dict({k: v for k, v in state.items() if not k.startswith("decoder.")}, strict=True)
     images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(5)) * 2 - 1
@@ -153,6 +161,6 @@ def test_round_trip(saved):
     assert torch.equal(model.quantize.nearest(model.quantize.lookup(codes)), codes)  # codebook round trip
     pixels = model.decode_codes(codes)
     again = model.encode_codes(pixels.clamp(-1, 1))
-    assert again.shape == codes.shape and int(again.min()) >= 0 and int(again.max()) < TINY_VQGAN.n_embed
+    assert again.shape == codes.shape and int(again.min()) >= 0 and int(again.max()) < TINY_CONFIG.n_embed
     with pytest.raises(ValueError, match="without its encoder"):
         load_vqgan(saved).encode_codes(pixels)
