@@ -86,10 +86,14 @@ class JanusT2I:
         """`count` captions for benchmarks; deterministic in `seed`."""
         return [_EXAMPLE_PROMPTS[(seed + i) % len(_EXAMPLE_PROMPTS)] for i in range(count)]
 
+    def chat_text(self, prompt: str) -> str:
+        """The prompt as one user turn of the checkpoint's chat template, ready for the assistant."""
+        messages = [{"role": "user", "content": [{"type": "text", "text": prompt}]}]
+        return self.processor.apply_chat_template(messages, add_generation_prompt=True)
+
     def prompt_ids(self, prompt: str) -> list[int]:
         """BOS, the chat-templated prompt, then `<begin_of_image>`: the processor's image mode."""
-        messages = [{"role": "user", "content": [{"type": "text", "text": prompt}]}]
-        text = self.processor.apply_chat_template(messages, add_generation_prompt=True)
+        text = self.chat_text(prompt)
         ids = self.processor(text=text, generation_mode="image", return_tensors="pt")["input_ids"][0]
         return ids.tolist()
 
@@ -157,8 +161,12 @@ class JanusT2I:
     def hf_generate(self, prompts: Sequence[str], seed: int, sampling: SamplingConfig) -> torch.Tensor:
         """Codes [B, H*W] from transformers' own `generate(generation_mode="image")`, the bench baseline.
 
-        HF batches cond and uncond rows (pad-masked the same way) and mixes raw logits; it knows no
-        top-p-after-CFG order of its own beyond its logits processors, and no log-softmax mix.
+        HF batches cond and uncond rows (pad-masked the same way), mixes raw logits, then applies
+        temperature, top-k and top-p: the order of `SamplingConfig`, so both sample the same law (with
+        different random streams). A log-softmax mix differs from the raw one by a per-row constant
+        only (models.md §4), so either `cfg_mode` gives this law. Unset fields would come from the
+        checkpoint's generation_config.json and then HF's global defaults (top_k None means 50), so
+        every SamplingConfig field is set here.
         """
         from transformers import GenerationConfig
 
@@ -167,21 +175,12 @@ class JanusT2I:
             raise ValueError(
                 f"hf_generate: transformers' Janus generate needs cfg_scale > 1, got {sampling.cfg_scale}"
             )
-        if sampling.cfg_mode != "raw":
-            raise ValueError(
-                f"hf_generate: Janus mixes raw logits; cfg_mode={sampling.cfg_mode!r} is not supported"
-            )
-        texts = [
-            self.processor.apply_chat_template(
-                [{"role": "user", "content": [{"type": "text", "text": p}]}], add_generation_prompt=True
-            )
-            for p in prompts
-        ]
+        texts = [self.chat_text(p) for p in prompts]
         inputs = self.processor(text=texts, generation_mode="image", return_tensors="pt", padding=True)
         config = GenerationConfig(
             do_sample=not sampling.greedy,
             temperature=sampling.temperature if not sampling.greedy else None,
-            top_k=sampling.top_k or None,
+            top_k=sampling.top_k,  # 0 disables; None would let HF fall back to its default of 50
             top_p=sampling.top_p,
             guidance_scale=sampling.cfg_scale,
             bos_token_id=self.bos_id,

@@ -161,3 +161,17 @@ def test_missing_or_incomplete_checkpoint_is_a_clear_error(tmp_path):
         load(tmp_path / "empty")
     with pytest.raises(ValueError, match=r"unknown option\(s\) \['image_area'\]"):
         load(tmp_path / "empty", image_area=1)
+
+
+@pytest.mark.gpu
+def test_on_cuda_fp32_matches_transformers_and_bf16_decodes(janus_dir):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    fp32 = load(janus_dir, device="cuda")
+    assert_window_matches_stepwise(fp32, PROMPTS)
+    ours = sjd_batch.generate(fp32, PROMPTS, method="ar", temperature=0.0, decode_images=False)
+    theirs = fp32.hf_generate(PROMPTS, seed=0, sampling=SamplingConfig(temperature=0.0, cfg_scale=5.0))
+    assert torch.equal(torch.stack([r.tokens.cpu() for r in ours]), theirs.cpu())
+    bf16 = load(janus_dir, device="cuda", dtype=torch.bfloat16)
+    out = sjd_batch.generate(bf16, PROMPTS, method="sjd-vp", seed=0)
+    assert all(r.pixels.shape == (16, 16, 3) and r.pixels.dtype == torch.uint8 for r in out)
