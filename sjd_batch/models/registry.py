@@ -150,6 +150,18 @@ FAMILIES: dict[str, Family] = {
         hf_model_types=("janus",),
         options=("attn_implementation",),
     ),
+    "llamagen": Family(
+        name="llamagen",
+        loader="sjd_batch.models.llamagen:load",
+        summary="FoundationVision LlamaGen: GPT over VQ-16 codes (16,384); t2i reads flan-t5-xl states, "
+        "c2i a class id; CFG with a learned null embedding (c2i: cfg 4.0, top-k 2000)",
+        loads_from="local folder: official GPT + VQ .pt checkpoints (+ a T5 folder for t2i), sjd_batch.json",
+        defaults=Defaults(tokens_per_image="32·32 = 1024 (256 px: 16·16 = 256)", resolution="512x512",
+                          top_k=1000, top_p=1.0, cfg_scale=7.5),
+        options=("kind", "gpt", "vq", "image_size", "gpt_model", "vq_model", "t5", "cls_token_num",
+                 "num_classes", "codebook_size", "codebook_embed_dim", "t5_max_length", "t5_dtype", "name",
+                 "sampling", "trust_checkpoint"),
+    ),
     "lumina-mgpt": Family(
         name="lumina-mgpt",
         loader="sjd_batch.models.lumina:load",
@@ -289,6 +301,15 @@ def load_shapes_folder(source: str, device: torch.device, dtype: torch.dtype) ->
     from sjd_batch.models.shapes.model import load_shapes
 
     return load_shapes(device=device, dtype=dtype, assets=Path(source))
+
+
+def display_name(source: str) -> str:
+    """A short model name for a loader's `source`: the hub id of a cached snapshot folder
+    (`.../models--owner--name/snapshots/<commit>` -> "owner/name"), a folder's own name, or the hub id."""
+    path = Path(source)
+    if path.parent.name == "snapshots" and path.parent.parent.name.startswith("models--"):
+        return path.parent.parent.name.removeprefix("models--").replace("--", "/")
+    return path.name if path.is_dir() else source
 
 
 def hub_offline() -> bool:

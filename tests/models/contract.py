@@ -22,8 +22,10 @@ API:
   CFG rows when `model.has_uncond`). Checks the KV cache, positions, masks and rollback. `tokens` defaults
   to 2 rows plus 2 codes of the layout (or all of it, if shorter).
 - `assert_greedy_methods_match_ar(model, prompts, methods=("sjd", "sjd-vp", "mc-sjd"), window=8,
-  **params) -> tokens [B, T]`: greedy (top_k=1) through `sjd_batch.generate` at batch = len(prompts) > 1;
-  the prompts must tokenise to different lengths (checked). Every method must equal `ar` token for token.
+  varied_lengths=True, **params) -> tokens [B, T]`: greedy (top_k=1) through `sjd_batch.generate` at
+  batch = len(prompts) > 1; the prompts must tokenise to different lengths (checked; pass
+  `varied_lengths=False` for a fixed-length prefix such as LlamaGen c2i's one class token). Every
+  method must equal `ar` token for token.
   Returns ar's tokens, which obey the layout (checked).
 - `assert_layout(model, tokens, height_px, width_px) -> pixels`: every forced offset holds its forced
   id, every free one an image id in [image_start, image_end); `decode_pixels` gives uint8
@@ -33,10 +35,14 @@ API:
   model.options = `options`, `params` split into method and sampling keys) run by `sjd-batch run` on
   Ray (the session's Ray when `ray_session` is active, else an embedded one); both PNGs are opened with
   PIL and must be RGB images of the family's resolution; the stats rows name the model.
+- `hub_cache_entry(cache, repo, files)`: copy a model folder into a Hugging Face cache as `hf download` leaves
+  it (refs/main -> snapshots/<commit>/), to test offline loading by hub id (set HF_HUB_CACHE=cache and
+  HF_HUB_OFFLINE=1).
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -120,13 +126,15 @@ def assert_greedy_methods_match_ar(
     prompts: Sequence[str],
     methods: Sequence[str] = ("sjd", "sjd-vp", "mc-sjd"),
     window: int = 8,
+    varied_lengths: bool = True,
     **params: Any,
 ) -> torch.Tensor:
     """Greedy SJD-family methods equal greedy AR token for token; returns AR's tokens [B, T]."""
     prompts = list(prompts)
     assert len(prompts) > 1, "use a batch of at least 2 prompts"
     starts = model.encode(prompts, None, with_uncond=False).start
-    assert len(set(starts.tolist())) > 1, f"prompts must tokenise to different lengths, got pads {starts}"
+    if varied_lengths:
+        assert len(set(starts.tolist())) > 1, f"prompts must tokenise to different lengths, got pads {starts}"
     greedy = {"top_k": 1, **params}
 
     def run(method: str, **extra: Any) -> torch.Tensor:
@@ -216,3 +224,14 @@ def assert_runner_writes_png(
             assert image.format == "PNG" and image.mode == "RGB", (image.format, image.mode)
             assert image.size == (width_px, height_px), image.size
     return pngs
+
+
+def hub_cache_entry(cache: Path, repo: str, files: Path) -> Path:
+    """A Hugging Face cache entry for `repo` holding a copy of `files`; returns the snapshot folder."""
+    entry = Path(cache) / f"models--{repo.replace('/', '--')}"
+    commit = "0" * 40
+    snapshot = entry / "snapshots" / commit
+    shutil.copytree(files, snapshot)
+    (entry / "refs").mkdir(exist_ok=True)
+    (entry / "refs" / "main").write_text(commit)
+    return snapshot

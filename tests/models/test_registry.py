@@ -24,6 +24,7 @@ from tests.models.contract import (
     assert_layout,
     assert_runner_writes_png,
     assert_window_matches_stepwise,
+    hub_cache_entry,
 )
 
 PROMPTS = ["w1 w2", "a red circle at the top left of the picture", "w3"]
@@ -119,18 +120,10 @@ def test_folder_without_manifest_is_recognised_by_model_type(tmp_path):
     assert resolve_source(str(folder)).family.name == "emu3"  # resolved, not loaded: these are llama weights
 
 
-def _hub_cache_with(root: Path, repo: str, files: Path) -> None:
-    """A Hugging Face cache entry as `hf download` leaves it: refs/main -> snapshots/<commit>/."""
-    entry = root / f"models--{repo.replace('/', '--')}"
-    shutil.copytree(files, entry / "snapshots" / ("0" * 40))
-    (entry / "refs").mkdir()
-    (entry / "refs" / "main").write_text("0" * 40)
-
-
 def test_hub_id_offline_loads_from_the_cache_or_says_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    _hub_cache_with(tmp_path / "hub", "acme/shapes", ASSETS_SHAPES)
+    hub_cache_entry(tmp_path / "hub", "acme/shapes", ASSETS_SHAPES)
     model = sjd_batch.load_model("acme/shapes")
     assert model.name == "shapes-t2i" and model.layout.length == 273
     with pytest.raises(ValueError, match=r"'acme/missing': not a local folder, and not in the Hugging Face "
