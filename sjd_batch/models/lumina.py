@@ -56,6 +56,7 @@ NAME = "lumina-mgpt"
 MANIFEST = "sjd_batch.json"
 LOAD_OPTIONS = ("resolution", "vqgan")
 DEFAULT_RESOLUTION = 768
+DECODE_CHUNK = 4  # images per VQGAN decoder call
 PROMPT = "Generate an image of {width}x{height} according to the following prompt:\n{caption}"
 # The authors' sampling (inference_solver.py create_logits_processor, models.md §1.1).
 LUMINA_SAMPLING = SamplingConfig(temperature=1.0, top_k=2000, top_p=1.0, cfg_scale=3.0, cfg_mode="raw")
@@ -251,9 +252,13 @@ class LuminaMGPT:
         return codes.view(-1, self.layout.height, self.layout.width)
 
     def decode_pixels(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Generated tokens [B, T] -> uint8 [B, height, width, 3] through the VQGAN decoder."""
+        """Generated tokens [B, T] -> uint8 [B, height, width, 3] through the VQGAN decoder.
+
+        Decodes DECODE_CHUNK images at a time: at 768 px the fp32 decoder's activations take about a
+        gigabyte per image, so a whole batch at once could exceed what the freed KV cache left.
+        """
         codes = self.codes(tokens.to(self.vqgan.post_quant_conv.weight.device))
-        return to_uint8(self.vqgan.decode_codes(codes))
+        return torch.cat([to_uint8(self.vqgan.decode_codes(c)) for c in codes.split(DECODE_CHUNK)])
 
 
 def _latent_grid(height: int, width: int, downsample: int, where: str) -> tuple[int, int]:

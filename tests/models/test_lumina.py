@@ -125,18 +125,18 @@ def test_uncond_context_is_the_image_tokens_alone(model):
 def test_codes_follow_the_vocabulary_names(model):
     """Our bpe2img must invert transformers' img2bpe: encode an image with the checkpoint's own
     ChameleonVQVAE (same encoder as vqgan.ckpt), place the ids in the layout, and get the codes back."""
-    image = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    image = torch.rand(5, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
     with torch.inference_mode():
         bpe = model.hf.model.get_image_tokens(image)  # [2, 64] ids, through the names
-        codes = model.hf.model.vqmodel.encode(image).image_tokens.view(2, 8, 8)
-    tokens = valid_tokens(model, 2, model.layout.length)
+        codes = model.hf.model.vqmodel.encode(image).image_tokens.view(5, 8, 8)
+    tokens = valid_tokens(model, 5, model.layout.length)
     offsets = torch.tensor(model.layout.code_offsets())
     tokens[:, offsets] = bpe.long()
-    assert not torch.equal(bpe.long().view(2, 8, 8) - model.layout.image_start, codes)  # ids are shuffled
+    assert not torch.equal(bpe.long().view(5, 8, 8) - model.layout.image_start, codes)  # ids are shuffled
     assert torch.equal(model.codes(tokens), codes)
-    pixels = model.decode_pixels(tokens)
+    pixels = model.decode_pixels(tokens)  # 5 images: two decoder chunks (DECODE_CHUNK = 4)
     assert torch.equal(pixels, to_uint8(model.vqgan.decode_codes(codes)))
-    assert pixels.shape == (2, SIDE, SIDE, 3) and pixels.dtype == torch.uint8
+    assert pixels.shape == (5, SIDE, SIDE, 3) and pixels.dtype == torch.uint8
 
 
 def test_clear_errors(folder, model, tmp_path):
@@ -165,6 +165,27 @@ def test_folder_without_manifest_is_found_by_model_type(folder, tmp_path):
     assert json.loads((plain / "config.json").read_text())["model_type"] == "chameleon"
     loaded = sjd_batch.load_model(str(plain), options={"resolution": SIDE})
     assert loaded.layout.length == 77
+
+
+def test_lumina_era_config_loads_the_same_model(folder, model, tmp_path):
+    """Lumina-mGPT's checkpoints were written by transformers 4.4x through the repo's own Chameleon copy:
+    `rope_theta` instead of `rope_parameters`, plus `mask_image_logits` and `dropout`. They must load into
+    the same network."""
+    old = shutil.copytree(folder, tmp_path / "old")
+    config = json.loads((old / "config.json").read_text())
+    config.pop("rope_parameters")
+    config.update(rope_theta=10000.0, rope_scaling=None, mask_image_logits=False, dropout=0.0)
+    (old / "config.json").write_text(json.dumps(config))
+    legacy = sjd_batch.load_model(str(old))
+    a, b = (sjd_batch.generate(m, PROMPTS, "ar", top_k=1, decode_images=False) for m in (model, legacy))
+    assert all(torch.equal(x.tokens, y.tokens) for x, y in zip(a, b, strict=True))
+
+
+def test_bfloat16_language_model_keeps_an_fp32_vqgan(folder):
+    half = sjd_batch.load_model(str(folder), dtype="bfloat16")
+    assert half.dtype == torch.bfloat16 and half.vqgan.post_quant_conv.weight.dtype == torch.float32
+    out = sjd_batch.generate(half, PROMPTS, "sjd", window=8, decode_images=False)
+    assert_layout(half, torch.stack([r.tokens for r in out]), height_px=SIDE, width_px=SIDE)
 
 
 @pytest.mark.ray
