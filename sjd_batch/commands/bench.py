@@ -3,6 +3,11 @@
 Timing protocol (algorithms.md §8): warm-up generations are excluded; methods are interleaved
 batch by batch so drift on a shared machine hits all of them alike; the device is synchronised
 before clocks are read (inside the engine); speed-ups are ratios measured in this same run.
+
+`hf-generate` is a baseline beside our methods: transformers' own `generate()` on the same model, device,
+prompts and sampling as `ar`, through the model's `hf_generate(prompts, seed, sampling)` (Emu3, Janus).
+It counts one forward per token, and its tokens are checked against the layout (`layout_violations`).
+Models without `hf_generate` report it as unsupported and the other methods still run.
 """
 
 from __future__ import annotations
@@ -18,8 +23,11 @@ from typing import Any
 
 import torch
 
-from sjd_batch.api import GenerationResult, generate
+from sjd_batch.api import GenerationResult, generate, split_params
+from sjd_batch.decoding import SampleStats
 from sjd_batch.models.registry import load_model
+
+HF_GENERATE = "hf-generate"
 
 
 @dataclass
@@ -44,9 +52,11 @@ class Tally:
     tested: list[int] = field(default_factory=list)
     accepted: list[int] = field(default_factory=list)
     peak_rss_mb: float = 0.0
+    layout_violations: int = 0  # samples whose tokens break the layout (checked for hf-generate)
 
     def observe(self, results: list[GenerationResult]) -> None:
         stats = [r.stats for r in results]
+        self.layout_violations += sum(not s.extra.get("layout_ok", True) for s in stats)
         self.samples += len(stats)
         self.tokens += sum(s.tokens for s in stats)
         self.nfe += sum(s.nfe for s in stats)
@@ -67,7 +77,7 @@ def parse_methods(text: str, common: dict[str, Any]) -> list[MethodSpec]:
     specs = []
     for item in filter(None, (t.strip() for t in text.split(","))):
         name, *pairs = item.split(":")
-        params = {} if name == "ar" else dict(common)
+        params = {} if name in ("ar", HF_GENERATE) else dict(common)  # baselines sample as `ar` does
         params.update(_parse_value(p) for p in pairs)
         specs.append(MethodSpec(label=item, method=name, params=params))
     if not specs or specs[0].method != "ar":
@@ -127,15 +137,84 @@ class RssPeak:
 
 
 def run_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """One row per (method, batch size); an unsupported baseline gets a row with only `unsupported`."""
     model = load_model(args.model, device=args.device, dtype=args.dtype)
     common = dict(_parse_value(p) for p in args.set)
-    specs = parse_methods(args.methods, common)
+    specs, rows = supported(model, parse_methods(args.methods, common))
     prompts = bench_prompts(model, args.prompts, args.seed)
-    rows = []
     for batch_size in [int(b) for b in str(args.batch_size).split(",")]:
         tallies = _measure(model, specs, prompts, batch_size, args)
         rows += _summarise(model, specs, tallies, batch_size)
     return rows
+
+
+def supported(model: Any, specs: list[MethodSpec]) -> tuple[list[MethodSpec], list[dict[str, Any]]]:
+    """Drop `hf-generate` when the model has no `hf_generate`; say so in a row of its own."""
+    if callable(getattr(model, "hf_generate", None)):
+        return specs, []
+    notes = [
+        {"model": model.name, "method": spec.label,
+         "unsupported": f"model {model.name} has no hf_generate(): the transformers generate() baseline "
+                        "exists for the Emu3 and Janus families only"}
+        for spec in specs if spec.method == HF_GENERATE
+    ]
+    for note in notes:
+        print(f"{note['method']}: skipped: {note['unsupported']}", file=sys.stderr)
+    return [spec for spec in specs if spec.method != HF_GENERATE], notes
+
+
+def hf_generate_results(
+    model: Any, prompts: list[str], ids: list[str], seed: int, params: dict[str, Any]
+) -> list[GenerationResult]:
+    """transformers' generate() through `model.hf_generate`, shaped like `generate()`'s results: one forward
+    per token, wall time with the device synchronised, pixels decoded, layout checked per sample."""
+    sampling, _ = split_params(model, "ar", params)
+    _sync(model.device)
+    t0 = time.perf_counter()
+    tokens = model.hf_generate(prompts, seed, sampling)
+    _sync(model.device)
+    decode_s = time.perf_counter() - t0
+    forced = torch.tensor(model.layout.forced)
+    ok = [follows_layout(model.layout, row, forced) for row in tokens.cpu()]
+    pixels: list[torch.Tensor | None] = [None] * len(prompts)
+    if all(ok):  # a broken layout cannot be decoded; it is counted in `layout_violations` instead
+        with torch.inference_mode():
+            pixels = list(model.decode_pixels(tokens).cpu())
+    _sync(model.device)
+    pixel_s = time.perf_counter() - t0 - decode_s
+    results = []
+    for i, row in enumerate(tokens.cpu()):
+        length = int(row.shape[0])
+        stats = SampleStats(tokens=length, nfe=length, ar_steps=length, accept_lens=[1] * length,
+                            drafts_tested=0, drafts_accepted=0, accepted_by_offset=[], tested_by_offset=[],
+                            method=HF_GENERATE, params=vars(sampling), batch_size=len(prompts),
+                            decode_s=decode_s, pixel_s=pixel_s, extra={"layout_ok": ok[i]})
+        results.append(GenerationResult(ids[i], prompts[i], seed, row, pixels[i], stats))
+    return results
+
+
+def follows_layout(layout: Any, tokens: torch.Tensor, forced: torch.Tensor) -> bool:
+    """Whether one sample's tokens [T] are the layout's length, with every forced id in place and image ids
+    in the free slots."""
+    if tokens.shape[0] != layout.length:
+        return False
+    free = forced < 0
+    image = (tokens >= layout.image_start) & (tokens < layout.image_end)
+    return bool(torch.equal(tokens[~free], forced[~free]) and image[free].all())
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _run(model: Any, spec: MethodSpec, prompts: list[str], ids: list[str] | None, seed: int,
+         batch_size: int, start: int = 0) -> list[GenerationResult]:
+    if spec.method == HF_GENERATE:  # generate() takes one torch seed per call: vary it per batch
+        ids = ids or [str(i) for i in range(len(prompts))]
+        return hf_generate_results(model, prompts, ids, seed + start, spec.params)
+    return generate(model, prompts, spec.method, seed=seed, batch_size=batch_size, sample_ids=ids,
+                    **spec.params)
 
 
 def _measure(
@@ -143,29 +222,14 @@ def _measure(
 ) -> dict[str, Tally]:
     for spec in specs:  # warm-up, excluded from every figure
         for _ in range(args.warmup):
-            generate(
-                model,
-                prompts[:batch_size],
-                spec.method,
-                seed=args.seed + 1,
-                batch_size=batch_size,
-                **spec.params,
-            )
+            _run(model, spec, prompts[:batch_size], None, args.seed + 1, batch_size)
     tallies = {spec.label: Tally() for spec in specs}
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start : start + batch_size]
         ids = [str(i) for i in range(start, start + len(chunk))]
         for spec in specs:  # interleaved: every method sees the same batch back to back
             with RssPeak(model.device) as mem:
-                out = generate(
-                    model,
-                    chunk,
-                    spec.method,
-                    seed=args.seed,
-                    batch_size=batch_size,
-                    sample_ids=ids,
-                    **spec.params,
-                )
+                out = _run(model, spec, chunk, ids, args.seed, batch_size, start)
             tallies[spec.label].observe(out)
             tallies[spec.label].peak_rss_mb = max(tallies[spec.label].peak_rss_mb, mem.peak_mb)
     return tallies
@@ -195,6 +259,7 @@ def _summarise(model: Any, specs: list[MethodSpec], tallies: dict[str, Tally], b
                 "images_per_s": t.samples / t.total_s,
                 "peak_mem_mb": t.peak_rss_mb,
                 "device": str(model.device),
+                **({"layout_violations": t.layout_violations} if spec.method == HF_GENERATE else {}),
             }
         )
     return rows
@@ -208,6 +273,9 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     print(head)
     print("-" * len(head))
     for r in rows:
+        if "unsupported" in r:
+            print(f"{r['method']:<28}unsupported: {r['unsupported']}")
+            continue
         print(
             f"{r['method']:<28}{r['batch_size']:>6}{r['nfe_mean']:>9.1f}{r['step_compression']:>9.2f}"
             f"{r['accept_len_mean']:>9.2f}{r['latency_speedup_vs_ar']:>11.2f}{r['images_per_s']:>9.2f}"
@@ -216,11 +284,13 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="shapes-t2i", help="registered model name")
+    parser.add_argument("--model", default="shapes-t2i",
+                        help="a registered name, family:source, a model folder, an s3:// prefix or a hub id")
     parser.add_argument(
         "--methods",
         default="ar,sjd,sjd-vp,mc-sjd",
-        help="comma list; each `name[:key=value...]`, e.g. sjd-vp:vp_lambda=1.0 (ar is always added)",
+        help="comma list; each `name[:key=value...]`, e.g. sjd-vp:vp_lambda=1.0 (ar is always added); "
+        "hf-generate times transformers' own generate() (Emu3, Janus)",
     )
     parser.add_argument(
         "--prompts", type=int, default=16, help="number of prompts (same prompts and seeds per method)"

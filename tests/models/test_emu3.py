@@ -139,3 +139,44 @@ def test_example_job_uses_the_family_defaults():
     defaults = FAMILIES["emu3"].defaults.sampling()
     assert {k: getattr(defaults, k) for k in job.sampling} == dict(job.sampling)
     assert job.model.options == {"image_area": 518400} and job.run.gpus_per_actor == 1
+
+
+def _bench(capsys, tmp_path, model: str, methods: str) -> list[dict]:
+    from sjd_batch import cli
+
+    out = tmp_path / "bench.json"
+    capsys.readouterr()
+    assert cli.main(["bench", "--model", model, "--methods", methods, "--prompts", "2", "--batch-size", "2",
+                     "--warmup", "0", "--device", "cpu", "--json", str(out)]) == 0
+    return json.loads(out.read_text())["results"]
+
+
+def test_bench_times_hf_generate_beside_our_methods(folder, tmp_path, capsys):
+    rows = {r["method"]: r for r in _bench(capsys, tmp_path, str(folder), "ar,hf-generate,sjd")}
+    assert list(rows) == ["ar", "hf-generate", "sjd"]
+    hf = rows["hf-generate"]
+    assert (hf["samples"], hf["tokens_per_image"], hf["nfe_mean"], hf["layout_violations"]) == (2, 23, 23, 0)
+    assert hf["step_compression"] == 1.0 and hf["images_per_s"] > 0 and hf["device"] == "cpu"
+    assert "hf-generate" in capsys.readouterr().out  # the table shows it beside ar
+
+
+def test_hf_generate_results_check_the_layout(model):
+    from sjd_batch.commands.bench import follows_layout, hf_generate_results
+
+    results = hf_generate_results(model, PROMPTS[:2], ["a", "b"], seed=0, params={"top_k": 1})
+    greedy = sjd_batch.generate(model, PROMPTS[:2], "ar", top_k=1, decode_images=False)
+    for ours, theirs in zip(greedy, results, strict=True):
+        assert torch.equal(theirs.tokens, ours.tokens) and theirs.stats.extra["layout_ok"]
+        assert theirs.pixels.shape == (PIXELS, PIXELS, 3)
+    forced = torch.tensor(model.layout.forced)
+    broken = results[0].tokens.clone()
+    broken[4] = model.layout.image_start  # a visual token where EOL belongs
+    assert not follows_layout(model.layout, broken, forced)
+    assert not follows_layout(model.layout, results[0].tokens[:-1], forced)
+
+
+def test_bench_says_hf_generate_is_unsupported_elsewhere(tmp_path, capsys):
+    rows = _bench(capsys, tmp_path, "tiny-random", "ar,hf-generate")
+    assert "hf-generate: skipped: model tiny-random has no hf_generate()" in capsys.readouterr().err
+    assert rows[0]["method"] == "hf-generate" and "Emu3 and Janus" in rows[0]["unsupported"]
+    assert [r["method"] for r in rows[1:]] == ["ar"] and rows[1]["samples"] == 2
