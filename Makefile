@@ -16,14 +16,27 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q -e '.[test,plots]'
 	rm -f $(VENV)/.installed-* && touch $@
 
-.PHONY: install demo test lint bench
+.PHONY: install demo test lint bench browser
 install: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/sjd-batch run jobs/demo.yaml
 
-test: $(STAMP)
+test: $(STAMP) browser
 	RAY_AUTH_MODE=disabled $(PY) -m pytest
+
+# The report's browser test renders the page in headless Chromium (Debian's `chromium`). Installed once,
+# with apt-get as root or passwordless sudo; without either it is left out and that test skips (on CI,
+# where CI is set, it fails instead).
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then sudo=""; \
+	  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo="sudo -n"; \
+	  else echo "chromium is missing; installing it needs root or sudo (its test will skip)" >&2; exit 0; fi; \
+	  command -v apt-get >/dev/null 2>&1 || { echo "chromium is missing and there is no apt-get" >&2; exit 0; }; \
+	  echo "installing chromium (apt-get) for the report's browser test" >&2; \
+	  $$sudo apt-get update -qq >/dev/null && \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check sjd_batch tests

@@ -67,17 +67,19 @@ def _style(ax: Axes, title: str, xlabel: str, ylabel: str) -> None:
 def step_compression_histogram(series: Series, colors: dict[str, str]) -> bytes:
     """Per-sample step compression (AR forwards / forwards taken), one translucent histogram per job."""
     import numpy as np
+    from matplotlib.ticker import MaxNLocator
 
     values = [v for vs in series.values() for v in vs]
     if not values:
         return _no_data("committed samples")
     fig, ax = _axes()
-    edges = np.histogram_bin_edges(values, bins=min(30, max(5, len(values) // 4)))
+    edges = np.histogram_bin_edges(values, bins=min(40, max(12, len(values) // 4)))
     for label, vs in series.items():
         if vs:
             ax.hist(vs, bins=edges, color=colors[label], alpha=0.45, label=f"{label} (n={len(vs)})")
             ax.hist(vs, bins=edges, color=colors[label], histtype="step", linewidth=1.5)
     _style(ax, "Step compression per sample", "AR forwards / forwards taken (×)", "samples")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts of samples
     ax.legend(frameon=False, fontsize=9)
     return _png(fig)
 
@@ -119,7 +121,7 @@ def latency_cdf(series: Series, colors: dict[str, str]) -> bytes:
         ax.axhline(q, color="0.75", linewidth=0.8, linestyle=":")
     _style(ax, "Latency per sample", "seconds (batch start to image stored)", "share of samples ≤ x")
     ax.set_ylim(0, 1.02)
-    ax.legend(frameon=False, fontsize=9, loc="lower right")
+    ax.legend(frameon=False, fontsize=9, loc="best")
     return _png(fig)
 
 
@@ -152,6 +154,8 @@ def throughput(spans: dict[str, list[ShardSpan]], colors: dict[str, str]) -> byt
 
     Samples count at their shard's commit: the stats carry no per-sample finish time.
     """
+    from matplotlib.ticker import MaxNLocator
+
     if not any(spans.values()):
         return _no_data("committed shards")
     fig, ax = _axes()
@@ -164,5 +168,6 @@ def throughput(spans: dict[str, list[ShardSpan]], colors: dict[str, str]) -> byt
                 label=f"{label}: {ys[-1]} in {xs[-1]:.1f} s = {rate:.2f} img/s")
     _style(ax, "Throughput: samples committed over time", "seconds since the job's first shard started",
            "samples committed")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(frameon=False, fontsize=9, loc="upper left")
     return _png(fig)
