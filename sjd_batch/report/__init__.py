@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sjd_batch.report.data import (
     JobOutput,
     ReportError,
+    accept_lengths,
     finite,
     label_jobs,
     load_job,
@@ -20,6 +22,9 @@ from sjd_batch.report.data import (
     shard_spans,
     summarize,
 )
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["Report", "ReportError", "build_report"]
 
@@ -55,11 +60,10 @@ def build_report(uris: list[str], max_images: int = 48, thumb_px: int = 128,
     colors = {j.label: PALETTE[i % len(PALETTE)] for i, j in enumerate(jobs)}
     thumbs = load_thumbs(pick_samples(jobs, max_images), thumb_px, progress=progress)
 
-    def per_job(column: str) -> dict[str, list[float]]:
-        return {j.label: finite(j.stats.column(column).to_pylist()) for j in jobs}
+    def per_job(column: str) -> dict[str, np.ndarray]:
+        return {j.label: finite(j.stats, column) for j in jobs}
 
-    accept_lens = {j.label: [n for lens in j.stats.column("accept_lens").to_pylist() if lens for n in lens]
-                   for j in jobs}
+    accept_lens = {j.label: accept_lengths(j.stats) for j in jobs}
     spans = {j.label: shard_spans(j) for j in jobs}
     figures = {
         "step_compression": ("step compression histogram",

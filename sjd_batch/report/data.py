@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from sjd_batch.io import results
 from sjd_batch.io.storage import Storage, StorageError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 LATENCY_QUANTILES = (0.5, 0.9, 0.99)
 
@@ -165,8 +167,9 @@ def _wall_s(table: pa.Table, spans: dict[tuple[str, int], tuple]) -> float | Non
     throughput, as `sjd-batch stats` reports it), and jobs run one after another do not count the gap.
     """
     by_job: dict[str, list[tuple[float, float]]] = {}
-    for job_id, shard in set(zip(table.column("job_id").to_pylist(), table.column("shard").to_pylist(),
-                                 strict=True)):
+    pairs = table.select(["job_id", "shard"]).group_by(["job_id", "shard"]).aggregate([])  # distinct shards
+    for pair in pairs.to_pylist():
+        job_id, shard = pair["job_id"], pair["shard"]
         start, end = spans.get((job_id, shard), (None, None))
         if start is not None and end is not None:
             by_job.setdefault(job_id, []).append((start, end))
@@ -200,8 +203,9 @@ def pick_samples(jobs: list[JobOutput], max_images: int) -> list[tuple[JobOutput
     the same sample ids side by side.
     """
     columns = ["sample_id", "prompt", "method", "step_compression", "image_key", "shard", "row"]
-    queues = [sorted(j.stats.select(columns).to_pylist(), key=lambda r: (r["shard"], r["row"] or 0))
-              for j in jobs]
+    order = [("shard", "ascending"), ("row", "ascending")]
+    # Sorted and cut in Arrow: only the rows that can be shown become Python objects.
+    queues = [j.stats.select(columns).sort_by(order).slice(0, max_images).to_pylist() for j in jobs]
     picked: list[tuple[JobOutput, dict[str, Any]]] = []
     for i in range(max(map(len, queues), default=0)):
         for job, rows in zip(jobs, queues, strict=True):
@@ -315,6 +319,19 @@ def shard_spans(job: JobOutput) -> list[ShardSpan]:
     return sorted(spans, key=lambda s: (s.start_s, s.shard))
 
 
-def finite(values: list[Any]) -> list[float]:
-    """The finite floats of a column (nulls and NaNs dropped), for plotting."""
-    return [float(v) for v in values if v is not None and math.isfinite(v)]
+def finite(table: pa.Table, column: str) -> np.ndarray:
+    """The finite values of a numeric stats column as float64 (nulls and NaNs dropped), for plotting."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    values = pc.drop_null(table.column(column)).to_numpy().astype(np.float64)
+    return values[np.isfinite(values)]
+
+
+def accept_lengths(table: pa.Table) -> np.ndarray:
+    """Every forward's accepted length (`accept_lens` of all samples, flattened), as int64."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    flat = pc.list_flatten(pc.drop_null(table.column("accept_lens")))
+    return pc.drop_null(flat).to_numpy().astype(np.int64)

@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Any
 from sjd_batch.report.data import ReportError, ShardSpan
 
 if TYPE_CHECKING:
+    import numpy as np
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 DPI = 100  # 1 figure inch = 100 CSS px: the page shows every plot at its natural size
-Series = dict[str, list[float]]
+Series = dict[str, "np.ndarray"]  # series label -> values (any order)
 
 
 def _figure(width_in: float, height_in: float, **kwargs: Any) -> Figure:
@@ -69,13 +70,13 @@ def step_compression_histogram(series: Series, colors: dict[str, str]) -> bytes:
     import numpy as np
     from matplotlib.ticker import MaxNLocator
 
-    values = [v for vs in series.values() for v in vs]
-    if not values:
+    values = np.concatenate([np.asarray(vs, dtype=np.float64) for vs in series.values()] or [np.zeros(0)])
+    if not len(values):
         return _no_data("committed samples")
     fig, ax = _axes()
     edges = np.histogram_bin_edges(values, bins=min(40, max(12, len(values) // 4)))
     for label, vs in series.items():
-        if vs:
+        if len(vs):
             ax.hist(vs, bins=edges, color=colors[label], alpha=0.45, label=f"{label} (n={len(vs)})")
             ax.hist(vs, bins=edges, color=colors[label], histtype="step", linewidth=1.5)
     _style(ax, "Step compression per sample", "AR forwards / forwards taken (×)", "samples")
@@ -109,11 +110,11 @@ def latency_cdf(series: Series, colors: dict[str, str]) -> bytes:
     """Empirical CDF of per-sample latency (batch start to image stored), one line per job."""
     import numpy as np
 
-    if not any(series.values()):
+    if not any(len(vs) for vs in series.values()):
         return _no_data("latencies")
     fig, ax = _axes()
     for label, vs in series.items():
-        if vs:
+        if len(vs):
             x = np.sort(np.asarray(vs))
             ax.step(x, np.arange(1, len(x) + 1) / len(x), where="post", color=colors[label], linewidth=2,
                     label=f"{label} (p50 {np.median(x):.3g} s)")

@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
@@ -245,6 +246,25 @@ def test_webdataset_and_ar_job(outputs: Outputs, tmp_path: Path) -> None:
     for thumb in tars:
         _, img = decode_data_uri(thumb["src"])
         assert img.tobytes() == Image.open(io.BytesIO(members[thumb["alt"]]["png"])).convert("RGB").tobytes()
+
+
+def test_job_with_nothing_committed(tmp_path: Path) -> None:
+    """Every shard failed: the page still builds, says there is nothing to show and lists the failure."""
+    prompts = Path(write_prompts(tmp_path / "in" / "p.parquet", 3))
+    config = make_job([str(prompts)], str(tmp_path / "out"))
+    from sjd_batch.worker import prepare_job
+
+    prepare_job(config)  # the plan is fixed; now the file loses its prompts
+    pq.write_table(pa.table({"id": ["a", "b", "c"], "caption": ["x", "y", "z"]}), prompts)
+    assert not run_local(config, progress=False).ok
+    out = tmp_path / "report.html"
+    assert cli.main(["report", config.output.uri, "--out", str(out), "--no-progress"]) == 0
+    parsed = ParsedPage(out.read_text(encoding="utf-8"))
+    assert parsed.text("samples") == "Samples no committed samples"
+    assert parsed.text("by-method") == "Per method no committed samples"
+    [row] = parsed.table("table-failures")
+    assert row["shard"] == "0" and str(prompts) in row["error"]
+    assert len([img for img in parsed.imgs if img.get("class") == "plot"]) == 5  # "no data" figures
 
 
 def test_not_a_job_output(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
