@@ -222,7 +222,7 @@ class LlamaGenGPT(nn.Module):
         self.layers = nn.ModuleList(TransformerBlock(config) for _ in range(config.n_layer))
         self.norm = RMSNorm(config.dim, config.norm_eps)
         self.output = nn.Linear(config.dim, config.vocab_size, bias=False)
-        # Not a buffer (as in LlamaGen), so it never enters a state dict.
+        # Not a buffer (as in LlamaGen): it never enters a state dict and stays fp32 under `.to(bf16)`.
         self.rope_table = rope_table_2d(config.grid, config.head_dim, config.rope_base, config.cls_token_num)
 
     def new_cache(self, rows: int, slots: int) -> SlotCache:
@@ -238,7 +238,9 @@ class LlamaGenGPT(nn.Module):
     ) -> torch.Tensor:
         """Embeddings h [R, W, dim] at `window.slots` -> logits [R, W, V] in fp32 ([R, 1, V] if last_only)."""
         assert h.ndim == 3 and h.shape[:2] == window.slots.shape, "h must be [R, W, dim] matching the window"
-        table = self.rope_table.to(h.device)
+        if self.rope_table.device != h.device:  # a plain fp32 attribute: `.to(dtype)` must not round it
+            self.rope_table = self.rope_table.to(h.device)
+        table = self.rope_table
         # The RoPE index is the absolute sequence index (LlamaGen's input_pos), which is the slot:
         # the prefix is always exactly cls_token_num long, padding only hides keys. Slots past the
         # grid (room for the last window) are never read by a real position, so clamping is safe.
