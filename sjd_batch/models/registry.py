@@ -156,7 +156,7 @@ FAMILIES: dict[str, Family] = {
         summary="FoundationVision LlamaGen: GPT over VQ-16 codes (16,384); t2i reads flan-t5-xl states, "
         "c2i a class id; CFG with a learned null embedding (c2i: cfg 4.0, top-k 2000)",
         loads_from="local folder: official GPT + VQ .pt checkpoints (+ a T5 folder for t2i), sjd_batch.json",
-        defaults=Defaults(tokens_per_image="32·32 = 1024 (256 px: 16·16 = 256)", resolution="512x512",
+        defaults=Defaults(tokens_per_image="32·32 = 1024", resolution="512x512",
                           top_k=1000, top_p=1.0, cfg_scale=7.5),
         options=("kind", "gpt", "vq", "image_size", "gpt_model", "vq_model", "t5", "cls_token_num",
                  "num_classes", "codebook_size", "codebook_embed_dim", "t5_max_length", "t5_dtype", "name",
