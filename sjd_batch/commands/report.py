@@ -18,10 +18,12 @@ from sjd_batch.io.storage import Storage, StorageError, split_uri
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("outputs", nargs="+", metavar="OUTPUT_URI",
                         help="a job's output URI (local folder or s3://bucket/prefix); several compare jobs")
-    parser.add_argument("--out", default="report.html", help="the HTML file to write (local or s3://)")
-    parser.add_argument("--max-images", type=int, default=48, help="thumbnails on the contact sheet")
+    parser.add_argument("--out", default="report.html",
+                        help="the HTML file to write, local or s3:// (default report.html)")
+    parser.add_argument("--max-images", type=int, default=48,
+                        help="thumbnails on the contact sheet (default 48)")
     parser.add_argument("--thumb-size", type=int, default=128,
-                        help="largest side of an embedded thumbnail in pixels (larger images are downscaled)")
+                        help="largest side of an embedded thumbnail in px (default 128)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar while loading images")
 
 
