@@ -89,7 +89,7 @@ def check_model(config: JobConfig) -> None:
     try:
         check_source(name, dict(config.model.options))
     except ValueError as e:
-        close = difflib.get_close_matches(name, list(MODELS), n=1)
+        close = [] if name in MODELS else difflib.get_close_matches(name, list(MODELS), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ConfigError(f"model.name: {e}{hint}") from None
 

@@ -267,7 +267,10 @@ def resolve_source(name: str, options: dict[str, Any] | None = None, fetch: bool
     entry = MODELS.get(name)
     if entry is not None:
         assert entry.source is not None, f"registered model {name} has neither factory nor source"
-        return resolve_source(entry.source, options, fetch)
+        try:
+            return resolve_source(entry.source, options, fetch)
+        except ModelSourceError as e:
+            raise ModelSourceError(f"{name} is {entry.source}: {e}") from None
     family, location = _split_family(name)
     if location.startswith("s3://"):
         resolved = _resolve_s3(location, family, fetch)

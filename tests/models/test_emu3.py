@@ -180,3 +180,12 @@ def test_bench_says_hf_generate_is_unsupported_elsewhere(tmp_path, capsys):
     assert "hf-generate: skipped: model tiny-random has no hf_generate()" in capsys.readouterr().err
     assert rows[0]["method"] == "hf-generate" and "Emu3 and Janus" in rows[0]["unsupported"]
     assert [r["method"] for r in rows[1:]] == ["ar"] and rows[1]["samples"] == 2
+
+
+@pytest.mark.gpu
+def test_on_cuda(folder):
+    """fp32 greedy equivalence and a bf16 sampled run on the GPU (the dtype jobs/emu3.yaml uses)."""
+    assert_greedy_methods_match_ar(sjd_batch.load_model(str(folder), "cuda"), PROMPTS, window=8)
+    model = sjd_batch.load_model(str(folder), "cuda", "bfloat16")
+    out = sjd_batch.generate(model, PROMPTS, "sjd", window=8)
+    assert_layout(model, torch.stack([r.tokens for r in out]), height_px=PIXELS, width_px=PIXELS)
