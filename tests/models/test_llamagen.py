@@ -84,6 +84,8 @@ def test_defaults_and_registry(folders, t2i, c2i):
     family = FAMILIES["llamagen"]
     assert set(family.options) == {f.name for f in fields(LlamaGenSpec)}
     assert family.defaults.sampling() == t2i.default_sampling
+    assert [c2i.class_index(p) for p in c2i.example_prompts(5, seed=1)]  # valid class indices
+    assert t2i.example_prompts(3) != t2i.example_prompts(3, seed=1)
     by_registry = sjd_batch.load_model(str(folders["c2i"]), options={"sampling": {"cfg_scale": 2.0}})
     assert by_registry.name == "tiny-llamagen-c2i" and by_registry.default_sampling.cfg_scale == 2.0
 
@@ -165,6 +167,8 @@ def test_bad_manifests_fail_clearly(folders):
         load(folders["c2i"], kind="i2i")
     with pytest.raises(ValueError, match="unknown LlamaGen GPT size 'GPT-Q'"):
         load(folders["c2i"], gpt_model="GPT-Q")
+    with pytest.raises(ValueError, match=r"gpt_model: unknown field\(s\) \['layers', 'vocab_size'\]"):
+        load(folders["c2i"], gpt_model={"dim": 32, "layers": 2, "n_head": 2, "vocab_size": 64})
     with pytest.raises(ValueError, match='needs "t5"'):
         LlamaGenSpec.parse(dict(kind="t2i", gpt="g", vq="v", image_size=256), "x.json")
     with pytest.raises(ValueError, match="checkpoint .*missing.pt does not exist"):

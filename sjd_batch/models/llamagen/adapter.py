@@ -115,6 +115,7 @@ class LlamaGenSpec:
             fields = dict(self.vq_model)
             if "ch_mult" in fields:
                 fields["ch_mult"] = tuple(fields["ch_mult"])
+            _check_keys("vq_model", fields, VQConfig, set(codebook))
             return VQConfig(**fields, **codebook)
         if self.vq_model not in VQ_SIZES:
             raise ValueError(f"unknown LlamaGen VQ model {self.vq_model!r}; choose one of {sorted(VQ_SIZES)}")
@@ -131,8 +132,17 @@ class LlamaGenSpec:
             caption_tokens=self.t5_max_length,
         )
         if isinstance(self.gpt_model, dict):
+            _check_keys("gpt_model", self.gpt_model, GPTConfig, set(fields))
             return GPTConfig(**self.gpt_model, **fields)
         return GPTConfig.named(self.gpt_model, **fields)
+
+
+def _check_keys(option: str, given: dict, config: type, derived: set[str]) -> None:
+    """A size dict may set the architecture fields of `config`, not the ones derived from other options."""
+    allowed = {f.name for f in dataclasses.fields(config)} - derived
+    unknown = sorted(set(given) - allowed)
+    if unknown:
+        raise ValueError(f"{option}: unknown field(s) {unknown}; allowed: {sorted(allowed)}")
 
 
 class LlamaGenModel:
