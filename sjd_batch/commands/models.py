@@ -10,8 +10,7 @@ from typing import Any
 
 from sjd_batch.models.registry import FAMILIES, MODELS, Defaults
 
-COLUMNS = (("name", 14), ("kind", 7), ("family", 12), ("tokens/image", 18), ("res", 9), ("window", 7),
-           ("top-k", 6), ("cfg", 18))
+COLUMNS = ("name", "kind", "family", "tokens/image", "res", "window", "top-k", "cfg", "loads from")
 
 
 def rows() -> list[dict[str, Any]]:
@@ -39,13 +38,16 @@ def _cfg(row: dict[str, Any]) -> str:
 
 
 def print_table(table: list[dict[str, Any]]) -> None:
-    head = "".join(f"{title:<{width}}" for title, width in COLUMNS) + "loads from"
+    """Columns as wide as their widest cell, so long layouts never run into the next column."""
+    cells = [[r["name"], r["kind"], r["family"], r["tokens_per_image"], r["resolution"], str(r["window"]),
+              str(r["top_k"] or "off"), _cfg(r), r["loads_from"]] for r in table]
+    widths = [max(len(c) for c in column) + 2 for column in zip(COLUMNS, *cells, strict=True)]
+    widths[-1] = 0
+    head = "".join(f"{title:<{w}}" for title, w in zip(COLUMNS, widths, strict=True))
     print(head)
     print("-" * len(head))
-    for r in table:
-        cells = [r["name"], r["kind"], r["family"], r["tokens_per_image"], r["resolution"], r["window"],
-                 r["top_k"] or "off", _cfg(r)]
-        print("".join(f"{str(c):<{w}}" for c, (_, w) in zip(cells, COLUMNS, strict=True)) + r["loads_from"])
+    for row in cells:
+        print("".join(f"{c:<{w}}" for c, w in zip(row, widths, strict=True)))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -38,6 +38,9 @@ def test_table_has_one_line_per_entry(capsys):
     assert lines[0].split()[:4] == ["name", "kind", "family", "tokens/image"]
     names = [line.split()[0] for line in lines[2:]]
     assert names == [*FAMILIES, *MODELS]
+    for title in ("res", "window", "loads from"):  # no cell runs into the next column
+        col = lines[0].index(title)
+        assert all(line[col - 2 : col] == "  " and line[col] != " " for line in lines[2:]), title
     tiny = next(line for line in lines if line.startswith("tiny-random"))
     assert "3 (raw)" in tiny and "73" in tiny
 
