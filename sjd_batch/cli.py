@@ -22,6 +22,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "submit": ("sjd_batch.commands.submit", "submit a job YAML to a Ray cluster through the Ray Jobs API"),
     "status": ("sjd_batch.commands.status", "committed, failed and pending shards of a job output"),
     "stats": ("sjd_batch.commands.stats", "summarize a job's stats dataset (step compression, latency, ...)"),
+    "bench-forward": (
+        "sjd_batch.commands.bench_forward",
+        "time one window forward by window length and batch size; latency bound per window",
+    ),
     "bench-runner": ("sjd_batch.commands.bench_runner", "runner samples/s with 1, 2, 4 CPU actors"),
     "train-shapes": ("sjd_batch.commands.train_shapes", "train the shipped shapes-t2i model from scratch"),
     "eval": ("sjd_batch.commands.eval", "per-method adherence, two-sample tests and Fréchet distance vs AR"),

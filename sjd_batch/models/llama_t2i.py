@@ -35,19 +35,37 @@ class Vocabulary:
         num_codes: image codebook size; codes live at the end of the vocabulary.
         hash_words: map unknown words to a stable hashed known id instead of UNK (for random models
             that have no meaningful vocabulary).
+        row_markers: 0 for one shared end-of-line id (EOL) after every row, as Lumina-mGPT and Emu3
+            do; R > 0 for R distinct end-of-line ids, one per row, appended after the codes. They
+            are still forced tokens, so decoding is unchanged, but they tell a small model which
+            row it is in without counting: at 16 rows, RoPE distance to [BOI] alone resolves rows
+            poorly for a 1M-parameter model, and the grid cell is what the caption names.
     """
 
     words: tuple[str, ...]
     num_codes: int
     hash_words: bool = False
+    row_markers: int = 0
 
     @property
     def code_start(self) -> int:
         return NUM_SPECIAL + len(self.words)
 
     @property
-    def size(self) -> int:
+    def code_end(self) -> int:
         return self.code_start + self.num_codes
+
+    @property
+    def size(self) -> int:
+        return self.code_end + self.row_markers
+
+    def eol(self, row: int) -> int:
+        """The end-of-line id that closes image row `row`."""
+        if not self.row_markers:
+            return EOL
+        if not 0 <= row < self.row_markers:
+            raise ValueError(f"row {row} has no end-of-line marker (the vocabulary has {self.row_markers})")
+        return self.code_end + row
 
     @cached_property
     def _index(self) -> dict[str, int]:
@@ -64,9 +82,9 @@ class Vocabulary:
 
 
 def row_layout(height: int, width: int, vocab: Vocabulary) -> Layout:
-    """H rows of (W free code slots + EOL), then EOI."""
-    forced = ([-1] * width + [EOL]) * height + [EOI]
-    return Layout(height, width, tuple(forced), vocab.code_start, vocab.size, row_stride=width + 1)
+    """H rows of (W free code slots + the row's end-of-line id), then EOI."""
+    forced = [t for row in range(height) for t in [-1] * width + [vocab.eol(row)]] + [EOI]
+    return Layout(height, width, tuple(forced), vocab.code_start, vocab.code_end, row_stride=width + 1)
 
 
 class LlamaT2IModel:

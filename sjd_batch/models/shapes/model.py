@@ -36,6 +36,8 @@ class ShapesMeta:
     patch: int
     cfg_scale: float
     top_k: int
+    top_p: float = 1.0
+    row_markers: int = 0  # see Vocabulary.row_markers
 
     @classmethod
     def read(cls, path: Path) -> ShapesMeta:
@@ -47,7 +49,7 @@ class ShapesMeta:
 
     @property
     def vocab(self) -> Vocabulary:
-        return Vocabulary(self.words, self.num_codes)
+        return Vocabulary(self.words, self.num_codes, row_markers=self.row_markers)
 
 
 def load_tokenizer(assets: Path = ASSETS) -> PatchTokenizer:
@@ -80,7 +82,7 @@ def load_shapes(
         vocab=meta.vocab,
         layout=row_layout(meta.height, meta.width, meta.vocab),
         pixels=lambda codes: PatchTokenizer(codebook, meta.patch).decode(codes),
-        default_sampling=SamplingConfig(top_k=meta.top_k, cfg_scale=meta.cfg_scale),
+        default_sampling=SamplingConfig(top_k=meta.top_k, top_p=meta.top_p, cfg_scale=meta.cfg_scale),
         prompt_sampler=generator_captions,
     )
 
