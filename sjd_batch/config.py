@@ -44,6 +44,7 @@ class ModelConfig:
     dtype: str = "float32"
     device: str = "auto"  # "auto": cuda when the actor has a GPU, else cpu
     options: Mapping[str, Any] = field(default_factory=dict)
+    compile: bool = False  # torch.compile the window forward (sjd_batch.models.compiled); for GPUs
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,8 @@ class JobConfig:
         data["model"]["options"] = dict(self.model.options)
         if not data["model"]["options"]:
             del data["model"]["options"]  # jobs without options keep the job_id they had before the key
+        if not data["model"]["compile"]:
+            del data["model"]["compile"]  # likewise
         data["method"]["params"] = dict(self.method.params)
         data["sampling"] = dict(self.sampling)
         data["input"]["uris"] = [redact_uri(u) for u in self.input.uris]

@@ -217,7 +217,9 @@ def _plan(config: JobConfig) -> tuple[JobSummary, list[ShardSpec]]:
 @contextlib.contextmanager
 def local_ray(num_cpus: int) -> Iterator[None]:
     """An embedded Ray of `num_cpus` logical CPUs that stays up across several `run_job` calls."""
-    ray.init(num_cpus=num_cpus, include_dashboard=False, object_store_memory=EMBEDDED_OBJECT_STORE)
+    ray.init(
+        address="local", num_cpus=num_cpus, include_dashboard=False, object_store_memory=EMBEDDED_OBJECT_STORE
+    )
     try:
         yield
     finally:
@@ -231,7 +233,9 @@ def _connect(ray_init: dict[str, Any] | None) -> bool:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(**(ray_init or {}))  # ray.init reads RAY_ADDRESS itself
         return True
-    kwargs = {"include_dashboard": False, "object_store_memory": EMBEDDED_OBJECT_STORE}
+    # address="local": without it ray.init joins whatever cluster `ray start` last recorded in
+    # /tmp/ray/ray_current_cluster, even a stopped one; with RAY_ADDRESS unset we mean a new one.
+    kwargs = {"address": "local", "include_dashboard": False, "object_store_memory": EMBEDDED_OBJECT_STORE}
     ray.init(**{**kwargs, **(ray_init or {})})
     return True
 

@@ -218,6 +218,10 @@ class ShardWorker:
         _set_precision_flags(self.device, config.run.cpus_per_actor)
         model = config.model
         self.model = load_model(model.name, self.device, model.dtype, dict(model.options))
+        if model.compile:
+            from sjd_batch.models.compiled import compile_forward
+
+            self.model = compile_forward(self.model)
         self.storage = Storage.from_uri(config.output.uri)
 
     def __call__(self, spec: ShardSpec, attempt: int = 0) -> ShardReport:

@@ -139,6 +139,10 @@ class RssPeak:
 def run_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
     """One row per (method, batch size); an unsupported baseline gets a row with only `unsupported`."""
     model = load_model(args.model, device=args.device, dtype=args.dtype)
+    if args.compile:
+        from sjd_batch.models.compiled import compile_forward
+
+        model = compile_forward(model)
     common = dict(_parse_value(p) for p in args.set)
     specs, rows = supported(model, parse_methods(args.methods, common))
     prompts = bench_prompts(model, args.prompts, args.seed)
@@ -307,6 +311,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=2, help="excluded warm-up generations per method")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the window forward")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--json", default=None, help="write the figures to this JSON file")
 

@@ -45,6 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="shapes-t2i", help="registered name, family:source, folder or s3://")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="bfloat16" if torch.cuda.is_available() else "float32")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the window forward")
     parser.add_argument("--windows", default="1,16,32,64")
     parser.add_argument("--batch-sizes", default="1,4,16")
     parser.add_argument("--context", type=int, default=0,
@@ -112,6 +113,10 @@ def main(args: argparse.Namespace) -> int:
     batches = [int(b) for b in args.batch_sizes.split(",")]
     compression = parse_pairs(args.compression)
     model = load_model(args.model, device=args.device, dtype=args.dtype)
+    if args.compile:
+        from sjd_batch.models.compiled import compile_forward
+
+        model = compile_forward(model)
     cfg = model.default_sampling.uses_cfg and model.has_uncond and not args.no_cfg
     context = args.context or 64 + model.layout.length // 2
     timings = []

@@ -50,7 +50,7 @@ def new_slot_cache(lm: torch.nn.Module, rows: int, slots: int) -> SlotCache:
     return SlotCache(cfg.num_hidden_layers, rows, kv_heads, slots, head_dim, param.dtype, param.device)
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: compiled forwards (model.compile) mutate the KV cache
 def forward_window(lm: torch.nn.Module, cache: SlotCache, ids: torch.Tensor, window: Window) -> torch.Tensor:
     """Logits [R, W, V] for ids [R, W] written at `window.slots` (only the last one for a prefill)."""
     cache.begin(window.slots)

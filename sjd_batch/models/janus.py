@@ -122,7 +122,7 @@ class JanusT2I:
     def new_cache(self, rows: int, slots: int) -> SlotCache:
         return new_slot_cache(self.lm, rows, slots)
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: see hf_causal.forward_window
     def forward(self, cache: SlotCache, ids: torch.Tensor, window: Window) -> torch.Tensor:
         """Prefill ids are text ids; generated ids are codes and enter as generation embeddings."""
         if window.generated:

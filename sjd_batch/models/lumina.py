@@ -220,7 +220,7 @@ class LuminaMGPT:
     def new_cache(self, rows: int, slots: int) -> SlotCache:
         return new_slot_cache(self.hf, rows, slots)
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: see hf_causal.forward_window
     def forward(self, cache: SlotCache, ids: torch.Tensor, window: Window) -> torch.Tensor:
         """Backbone on the slot cache, then `lm_head` on the hidden states: no image-logit mask."""
         cache.begin(window.slots)

@@ -137,7 +137,7 @@ class LlamaGenModel:
     def new_cache(self, rows: int, slots: int) -> SlotCache:
         return self.gpt.new_cache(rows, slots)
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: see hf_causal.forward_window
     def forward(self, cache: SlotCache, ids: torch.Tensor, window: Window) -> torch.Tensor:
         """ids [R, W] at `window` -> logits [R, W, V]; a prefill (the condition) returns [R, 1, V]."""
         if window.generated:
