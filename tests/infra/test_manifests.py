@@ -16,12 +16,12 @@ import re
 import shlex
 import subprocess
 import sys
+import tomllib
 from functools import cache
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-import tomllib
 import yaml
 
 from sjd_batch import cli
