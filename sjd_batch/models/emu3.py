@@ -196,7 +196,7 @@ def load(
     """
     from transformers import Emu3ForConditionalGeneration, Emu3Processor
 
-    from sjd_batch.models.registry import display_name
+    from sjd_batch.models.sources import display_name
 
     if not isinstance(image_area, int) or image_area <= 0:
         raise ValueError(f"emu3 option image_area: expected a positive int (pixels), got {image_area!r}")
