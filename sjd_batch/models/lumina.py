@@ -6,19 +6,6 @@ runs the backbone (`hf.model`) on a `SlotCache`, applies `lm_head` to the final 
 (image logits unmasked, as Lumina's own Chameleon copy with `mask_image_logits=False` does), and
 decodes with `sjd_batch.models.vqgan`, loaded from Meta's `vqgan.ckpt` + `vqgan.yaml`.
 
-Sequence (Alpha-VLLM/Lumina-mGPT `data/item_processor.py`, `data/convertsation.py`,
-`inference_solver.py`; the ids come from the checkpoint's `vocabulary_map`, never hard-coded):
-
-    prompt:    <s> "Generate an image of {W}x{H} according to the following prompt:\\n{caption}"
-               <reserved08706>
-    generated: <racm3:break> <reserved{8800+h/2}> <reserved{8800+w/2}>      (h, w: latent rows, columns)
-               h x (w image codes, <reserved08799>)  <eoss>  <reserved08706>
-
-Every generated token but the codes is forced. The last one, `<reserved08706>` (id 8710), ends the
-assistant turn: it is the stop id of `FlexARInferenceSolver.generate`. Image codes are the BPE
-tokens named `IMGIMG` + the code's decimal digits spelled A-J + `Z` (code 12 -> `IMGIMGBCZ`); their
-ids form one contiguous range, in an order that only the names give (the `bpe2img` map).
-
 CFG follows `LLMImageStartTriggeredUnbatchedClassifierFreeGuidanceLogitsProcessor`: the
 unconditional context is the generated tokens from `<racm3:break>` on, with no text, at positions
 from 0; logits mix raw. Here an uncond row is an empty prompt (all padding), so the engine's shared
@@ -27,44 +14,34 @@ generated tokens are its whole context. Lumina then masks to the image ids and t
 
 A model folder holds the HF checkpoint (`config.json` with `vocabulary_map`, weights, tokenizer
 files), Meta's `vqgan.ckpt` and `vqgan.yaml`, and `sjd_batch.json`:
-`{"family": "lumina-mgpt", "resolution": 768}`. `build_tiny_lumina` writes a random one for tests.
+`{"family": "lumina-mgpt", "resolution": 768}`. `sjd_batch.models.tiny.lumina` writes a random one
+for tests.
+
+The prompt and generated token sequence, the image-token names and `ChameleonTokens` live in
+`lumina_tokens.py`.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import torch
 
-from sjd_batch.decoding.protocol import Layout, Prefix, Window
+from sjd_batch.decoding.protocol import Prefix, Window
 from sjd_batch.decoding.sampling import SamplingConfig
 from sjd_batch.models.hf_causal import SlotCache, new_slot_cache
 from sjd_batch.models.llama_t2i import left_pad
-from sjd_batch.models.vqgan import (
-    TINY_CONFIG,
-    VQGAN,
-    load_vqgan,
-    random_vqgan,
-    save_vqgan,
-    to_uint8,
-)
+from sjd_batch.models.lumina_tokens import ChameleonTokens, lumina_layout
+from sjd_batch.models.vqgan import VQGAN, load_vqgan, to_uint8
 
 NAME = "lumina-mgpt"
-MANIFEST = "sjd_batch.json"
 LOAD_OPTIONS = ("resolution", "vqgan")
 DEFAULT_RESOLUTION = 768
 DECODE_CHUNK = 4  # images per VQGAN decoder call
 PROMPT = "Generate an image of {width}x{height} according to the following prompt:\n{caption}"
 # The authors' sampling (inference_solver.py create_logits_processor, models.md §1.1).
 LUMINA_SAMPLING = SamplingConfig(temperature=1.0, top_k=2000, top_p=1.0, cfg_scale=3.0, cfg_mode="raw")
-
-IMAGE_START, IMAGE_END = "<racm3:break>", "<eoss>"
-NEW_LINE, TURN_END = "<reserved08799>", "<reserved08706>"
-IMAGE_PREFIX, IMAGE_SUFFIX = "IMGIMG", "Z"
-_DIGIT_LETTERS = "ABCDEFGHIJ"
 
 _EXAMPLE_PROMPTS = (
     "a red apple on a wooden table",
@@ -74,91 +51,6 @@ _EXAMPLE_PROMPTS = (
     "a cat sleeping on a windowsill",
     "a bowl of ramen, studio photo",
 )
-
-
-def grid_token(cells: int) -> str:
-    """The size token for `cells` patches of 32 px (two latent cells), e.g. 24 -> `<reserved08824>`."""
-    return f"<reserved{8800 + cells:05d}>"
-
-
-def image_token_name(code: int) -> str:
-    """BPE name of VQ code `code` in Chameleon's vocabulary (12 -> `IMGIMGBCZ`)."""
-    return IMAGE_PREFIX + "".join(_DIGIT_LETTERS[int(d)] for d in str(code)) + IMAGE_SUFFIX
-
-
-def _code_of_name(name: str) -> int | None:
-    body = name[len(IMAGE_PREFIX) : -len(IMAGE_SUFFIX)]
-    if not name.startswith(IMAGE_PREFIX) or not name.endswith(IMAGE_SUFFIX) or not body:
-        return None
-    if any(c not in _DIGIT_LETTERS for c in body):
-        return None
-    return int("".join(str(_DIGIT_LETTERS.index(c)) for c in body))
-
-
-@dataclass(frozen=True)
-class ChameleonTokens:
-    """The ids this family needs, looked up by name in the checkpoint's `vocabulary_map`.
-
-    Attributes:
-        vocab: name -> id, the whole map (size tokens are looked up on demand).
-        image_start, image_end, new_line, turn_end: `<racm3:break>`, `<eoss>`, EOL, end of turn.
-        code_start, code_end: the image ids form exactly [code_start, code_end).
-        code_of_id: [code_end - code_start] long: VQ code of image id `code_start + i` (bpe2img).
-    """
-
-    vocab: Mapping[str, int]
-    image_start: int
-    image_end: int
-    new_line: int
-    turn_end: int
-    code_start: int
-    code_end: int
-    code_of_id: torch.Tensor
-
-    @classmethod
-    def from_vocabulary_map(cls, vocab: Mapping[str, int], num_codes: int, where: str) -> ChameleonTokens:
-        """Raises ValueError naming `where` when a name is missing or the image ids are not codes 0..n-1."""
-        special = {n: _lookup(vocab, n, where) for n in (IMAGE_START, IMAGE_END, NEW_LINE, TURN_END)}
-        images = {i: c for n, i in vocab.items() if (c := _code_of_name(n)) is not None}
-        if not images:
-            raise ValueError(
-                f"{where}: vocabulary_map has no image tokens named {IMAGE_PREFIX}...{IMAGE_SUFFIX}"
-            )
-        lo, hi = min(images), max(images) + 1
-        if hi - lo != len(images) or sorted(images.values()) != list(range(num_codes)):
-            raise ValueError(
-                f"{where}: the {len(images)} {IMAGE_PREFIX}* tokens must be one contiguous id range holding "
-                f"codes 0..{num_codes - 1} of the VQGAN codebook (n_embed={num_codes}); got ids "
-                f"[{lo}, {hi}) and codes [{min(images.values())}, {max(images.values())}]"
-            )
-        code_of_id = torch.tensor([images[i] for i in range(lo, hi)], dtype=torch.long)
-        return cls(
-            vocab,
-            special[IMAGE_START],
-            special[IMAGE_END],
-            special[NEW_LINE],
-            special[TURN_END],
-            lo,
-            hi,
-            code_of_id,
-        )
-
-    def grid(self, cells: int, where: str) -> int:
-        return _lookup(self.vocab, grid_token(cells), where)
-
-
-def _lookup(vocab: Mapping[str, int], name: str, where: str) -> int:
-    if name not in vocab:
-        raise ValueError(f"{where}: vocabulary_map has no token {name!r}, which the Lumina-mGPT layout needs")
-    return int(vocab[name])
-
-
-def lumina_layout(tokens: ChameleonTokens, rows: int, cols: int, where: str) -> Layout:
-    """Header, `rows` x (`cols` codes + EOL), `<eoss>`, end of turn: all forced but the codes."""
-    header = [tokens.image_start, tokens.grid(rows // 2, where), tokens.grid(cols // 2, where)]
-    body = ([-1] * cols + [tokens.new_line]) * rows
-    forced = (*header, *body, tokens.image_end, tokens.turn_end)
-    return Layout(rows, cols, forced, tokens.code_start, tokens.code_end, row_stride=cols + 1)
 
 
 class LuminaMGPT:
@@ -358,79 +250,4 @@ def _location(source: str) -> tuple[str, Path | None]:
     raise ValueError(
         f"{NAME} model {source}: no such folder; give a local checkpoint folder or a hub id such as "
         "Alpha-VLLM/Lumina-mGPT-7B-768"
-    )
-
-
-# --- a tiny random model folder, for the CPU tests (models.md §3) -------------------------------------
-
-_TINY_WORDS = (
-    "generate an image of according to the following prompt : a the red blue green yellow circle square "
-    "cross triangle at top bottom left right and two small large"
-).split()
-
-
-def tiny_vocabulary(num_codes: int, seed: int = 0) -> dict[str, int]:
-    """A Chameleon-shaped vocabulary map: specials, the image names in a shuffled (but contiguous) id
-    range, the layout tokens, size tokens for 1..8 patches, then words."""
-    order = torch.randperm(num_codes, generator=torch.Generator().manual_seed(seed)).tolist()
-    names = ["<pad>", "<s>", "</s>", "<unk>", "<image>"]
-    names += [image_token_name(c) for c in order]  # id order != code order, as bpe2img allows
-    names += [IMAGE_END, IMAGE_START, TURN_END, NEW_LINE] + [grid_token(n) for n in range(1, 9)]
-    names += list(_TINY_WORDS)
-    return {n: i for i, n in enumerate(names)}
-
-
-def build_tiny_lumina(folder: str | Path, resolution: int = 16, seed: int = 0) -> Path:
-    """Write a seeded random Lumina-mGPT folder that `load` reads like a real one.
-
-    It holds a 2-layer `ChameleonForConditionalGeneration` (`save_pretrained`), a word-level tokenizer
-    over the same vocabulary, a random VQGAN saved as Meta's `vqgan.ckpt` + `vqgan.yaml` (whose encoder
-    also becomes the checkpoint's `model.vqmodel`, as transformers' conversion script does), and
-    `sjd_batch.json`. With the default 16 px the VQGAN (f = 2) gives an 8x8 grid: 3 + 8*9 + 2 = 77 tokens.
-    """
-    from transformers import ChameleonConfig, ChameleonForConditionalGeneration
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    vocab = tiny_vocabulary(TINY_CONFIG.n_embed, seed)
-    vqgan = random_vqgan(TINY_CONFIG, seed)
-    config = ChameleonConfig(
-        vocab_size=len(vocab),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-        vocabulary_map=vocab,
-        vq_config=TINY_CONFIG.transformers_config(),
-        # 10x the default init: at 0.02 a 2-layer model's greedy output repeats one code, which would
-        # make "greedy SJD equals greedy AR" hold trivially.
-        initializer_range=0.2,
-    )
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)  # weights are a pure function of the seed
-    hf = ChameleonForConditionalGeneration(config).eval()
-    torch.random.set_rng_state(generator_state)
-    encoder_side = {k: v for k, v in vqgan.state_dict().items() if not k.startswith("decoder.")}
-    hf.model.vqmodel.load_state_dict(encoder_side, strict=True)
-    hf.save_pretrained(folder)
-    _tiny_tokenizer(vocab).save_pretrained(folder)
-    save_vqgan(vqgan, folder)
-    (folder / MANIFEST).write_text(json.dumps({"family": NAME, "resolution": resolution}) + "\n")
-    return folder
-
-
-def _tiny_tokenizer(vocab: dict[str, int]) -> Any:
-    """A lower-casing word-level fast tokenizer over `vocab`; unknown words become `<unk>`."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
     )

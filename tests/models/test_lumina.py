@@ -12,18 +12,18 @@ import torch
 
 import sjd_batch
 from sjd_batch.decoding.protocol import decode_window, prefill_window
-from sjd_batch.models.lumina import (
+from sjd_batch.models.lumina import LUMINA_SAMPLING
+from sjd_batch.models.lumina_tokens import (
     IMAGE_END,
     IMAGE_START,
-    LUMINA_SAMPLING,
     NEW_LINE,
     TURN_END,
     ChameleonTokens,
-    build_tiny_lumina,
     grid_token,
     image_token_name,
 )
 from sjd_batch.models.registry import FAMILIES
+from sjd_batch.models.tiny.lumina import build_tiny_lumina
 from sjd_batch.models.vqgan import CKPT, to_uint8
 from tests.models.contract import (
     assert_greedy_methods_match_ar,

@@ -11,13 +11,12 @@ import yaml
 from transformers import ChameleonVQVAEConfig
 from transformers.models.chameleon.modeling_chameleon import ChameleonVQVAE
 
+from sjd_batch.models.tiny.vqgan import TINY_CONFIG, random_vqgan
 from sjd_batch.models.vqgan import (
     CKPT,
-    TINY_CONFIG,
     YAML,
     VQGANConfig,
     load_vqgan,
-    random_vqgan,
     save_vqgan,
     to_uint8,
 )
