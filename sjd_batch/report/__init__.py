@@ -1,7 +1,7 @@
 """`build_report`: job outputs in, one self-contained HTML page out (`sjd-batch report`).
 
-data.py reads the outputs through the storage layer and computes the numbers, plots.py draws the
-figures (matplotlib, the `plots` extra), html.py writes the page.
+data.py reads the outputs through the storage layer and computes the numbers, thumbs.py loads the
+contact sheet's images, plots.py draws the figures (matplotlib, the `plots` extra), html.py writes the page.
 """
 
 from __future__ import annotations
@@ -17,11 +17,10 @@ from sjd_batch.report.data import (
     finite,
     label_jobs,
     load_job,
-    load_thumbs,
-    pick_samples,
     shard_spans,
     summarize,
 )
+from sjd_batch.report.thumbs import load_thumbs, pick_samples
 
 if TYPE_CHECKING:
     import numpy as np

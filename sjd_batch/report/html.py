@@ -14,7 +14,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from sjd_batch.report.data import LATENCY_QUANTILES, GroupSummary, JobOutput, Thumb
+from sjd_batch.report.data import LATENCY_QUANTILES, GroupSummary, JobOutput
+from sjd_batch.report.thumbs import Thumb
 
 THUMB_BOX_PX = 128  # every thumbnail is shown in a 128 px box, whatever its stored size
 MAX_SKIPPED_ROWS = 200  # skipped input rows listed in full; the rest are counted
