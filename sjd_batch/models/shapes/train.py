@@ -274,6 +274,7 @@ def save_assets(lm: LlamaForCausalLM, tokenizer: PatchTokenizer, cfg: TrainConfi
     )
     meta.write(out / "vocabulary.json")
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1) + "\n")
+    (out / "sjd_batch.json").write_text(json.dumps({"family": "shapes"}) + "\n")  # loadable as a folder
     for extra in ("generation_config.json",):  # save_pretrained side file the loader does not need
         (out / extra).unlink(missing_ok=True)
 
