@@ -48,10 +48,12 @@ def loss_curve(log_paths: list[Path], png: Path) -> dict[str, float]:
     evals = [r for r in rows if r["event"] == "eval"]
     fig, ax = plt.subplots(figsize=(6, 3.5))
     steps = [r["step"] for r in evals]
-    ax.plot([r["step"] for r in train], [r["loss"] for r in train], lw=0.8, label="train loss")
+    # the train loss is the weighted objective when --object-weight > 1 (stage 2), not the plain NLL
+    ax.plot([r["step"] for r in train], [r["loss"] for r in train], lw=0.8, label="train loss (as optimised)")
     ax.plot(steps, [r["heldout_cond_nll"] for r in evals], "o-", label="held-out code NLL, captioned")
     ax.plot(steps, [r["heldout_uncond_nll"] for r in evals], "s-", label="held-out code NLL, empty caption")
-    ax.set_xlabel("step (batch 16)")
+    batch = json.loads(log_paths[0].with_name("train_config_stage1.json").read_text())["batch"]
+    ax.set_xlabel(f"step (batch {batch})")
     ax.set_ylabel("nats / token")
     ax.set_ylim(bottom=0)
     ax.legend()
