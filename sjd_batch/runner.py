@@ -9,6 +9,8 @@ slow actor never holds the job, and an actor gets shards only once it has starte
 on an actor the cluster has no room for. A shard whose actor died is retried on another actor, up to
 `run.max_retries` times; a shard that keeps failing is reported, and the job ends non-zero while every
 committed shard stays valid. `run_local(config)` runs the same plan in-process, without Ray.
+The progress bar and the `JobSummary` it fills live in `sjd_batch.progress`; the Ray Jobs API
+helpers (`submit_job`, `follow_job`) stay here because they import Ray.
 """
 
 from __future__ import annotations
@@ -19,17 +21,16 @@ import os
 import re
 import sys
 import time
-from dataclasses import dataclass, field
 from typing import Any, Iterator, TextIO
 
 import ray
 from ray.exceptions import RayActorError, RayTaskError
-from tqdm import tqdm
 
 from sjd_batch.config import JobConfig
 from sjd_batch.io.prompts import InputError, ShardSpec
-from sjd_batch.io.storage import Storage
-from sjd_batch.worker import JobError, ShardReport, ShardWorker, prepare_job, record_failure, sweep_partials
+from sjd_batch.job import JobError, prepare_job
+from sjd_batch.progress import JobSummary, JobTracker
+from sjd_batch.worker import ShardReport, ShardWorker
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # Ray colours its error texts
 EMBEDDED_OBJECT_STORE = 256 * 1024**2  # actors return small reports; images go straight to storage
@@ -37,109 +38,6 @@ EMBEDDED_OBJECT_STORE = 256 * 1024**2  # actors return small reports; images go 
 # environment. Never credentials: a runtime_env is stored in Ray's job table.
 FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION",
                  "AWS_MAX_ATTEMPTS")
-
-
-@dataclass
-class JobSummary:
-    """The outcome of one run of a job."""
-
-    job_id: str
-    output: str
-    shards_total: int
-    shards_skipped: int = 0  # committed by an earlier run
-    shards_committed: int = 0  # committed by this run
-    failed: dict[int, str] = field(default_factory=dict)  # shard -> last error, after all retries
-    samples: int = 0
-    bad_rows: int = 0
-    retries: int = 0
-    seconds: float = 0.0
-    step_compression_sum: float = 0.0
-    generated: int = 0
-    storage: Storage | None = field(default=None, repr=False)  # the output, for failure records
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed
-
-    @property
-    def images_per_s(self) -> float:
-        return self.generated / self.seconds if self.seconds else 0.0
-
-    @property
-    def step_compression_mean(self) -> float:
-        return self.step_compression_sum / self.generated if self.generated else float("nan")
-
-    def text(self) -> str:
-        """A human summary; failed shards are listed with their last error."""
-        lines = [
-            f"job {self.job_id} -> {self.output}: {'OK' if self.ok else 'FAILED'}",
-            f"  shards: {self.shards_total} total, {self.shards_skipped} already committed, "
-            f"{self.shards_committed} committed now, {len(self.failed)} failed ({self.retries} retries)",
-            f"  samples: {self.samples} written ({self.generated} generated now), "
-            f"{self.bad_rows} bad rows skipped",
-            f"  {self.seconds:.1f} s, {self.images_per_s:.2f} images/s, "
-            f"mean step compression {self.step_compression_mean:.2f}",
-        ]
-        lines += [f"  shard {i} failed: {err}" for i, err in sorted(self.failed.items())]
-        return "\n".join(lines)
-
-
-class _Tracker:
-    """Progress bar and summary bookkeeping shared by `run_job` and `run_local`."""
-
-    def __init__(self, summary: JobSummary, todo: list[ShardSpec], progress: bool) -> None:
-        self.summary, self.done = summary, 0
-        self.rows = {s.index: s.num_rows for s in todo}  # shards not finished yet
-        self.counted: dict[int, int] = {}  # shard -> samples shown on the bar
-        self.bar = tqdm(total=sum(s.num_rows for s in todo), unit="img", disable=not progress,
-                        desc=f"job {summary.job_id}", dynamic_ncols=True, file=sys.stderr)
-        self._postfix()
-
-    def progress(self, done: dict[int, int]) -> None:
-        """Live samples: `done` maps running shards to their samples so far (monotone, capped)."""
-        for shard, n in done.items():
-            self._advance(shard, min(n, self.rows.get(shard, 0)))
-
-    def _advance(self, shard: int, n: int) -> None:
-        delta = n - self.counted.get(shard, 0)
-        if delta > 0:
-            self.counted[shard] = n
-            self.bar.update(delta)
-
-    def observe(self, spec: ShardSpec, report: ShardReport) -> None:
-        s = self.summary
-        s.shards_committed += 1
-        s.samples += report.samples
-        s.generated += report.generated
-        s.bad_rows += report.bad_rows
-        s.step_compression_sum += report.step_compression_sum
-        self.done += 1
-        self._advance(spec.index, spec.num_rows)
-        self.rows.pop(spec.index, None)
-        self._postfix()
-
-    def fail(self, spec: ShardSpec, error: str, attempts: int) -> None:
-        self.summary.failed[spec.index] = error
-        record_failure(self.summary.storage, spec.index, error, attempts)
-        self._advance(spec.index, spec.num_rows)
-        self.rows.pop(spec.index, None)
-        self._postfix()
-
-    def _postfix(self) -> None:
-        s = self.summary
-        compression = f"{s.step_compression_mean:.2f}" if s.generated else "-"
-        self.bar.set_postfix_str(
-            f"shards {s.shards_skipped + self.done}/{s.shards_total} failed {len(s.failed)} "
-            f"step_compression {compression}"
-        )
-
-    def close(self, t0: float) -> JobSummary:
-        self.bar.close()
-        sweep_partials(self.summary.storage)
-        # Parts of uploads whose actor was killed are invisible to LIST, yet stored and billed.
-        self.summary.storage.abort_multipart_uploads()
-        self.summary.seconds = time.perf_counter() - t0
-        return self.summary
 
 
 class _ShardActor:
@@ -179,7 +77,7 @@ def run_job(config: JobConfig, progress: bool = True, ray_init: dict[str, Any] |
     """
     t0 = time.perf_counter()
     summary, todo = _plan(config)
-    tracker = _Tracker(summary, todo, progress)
+    tracker = JobTracker(summary, todo, progress)
     if todo:
         started = _connect(ray_init)
         try:
@@ -194,7 +92,7 @@ def run_local(config: JobConfig, progress: bool = True) -> JobSummary:
     """Run (or resume) a job in this process, shard after shard, with the same retries but no Ray."""
     t0 = time.perf_counter()
     summary, todo = _plan(config)
-    tracker = _Tracker(summary, todo, progress)
+    tracker = JobTracker(summary, todo, progress)
     worker = ShardWorker(config) if todo else None
     queue = collections.deque((spec, 0) for spec in todo)
     while queue and worker is not None:
@@ -268,7 +166,7 @@ class _ActorPool:
         actor = self.idle.pop()
         self.inflight[actor.run_shard.remote(spec, attempt, self.board)] = (actor, spec, attempt)
 
-    def next_ready(self, tracker: _Tracker, poll_s: float = 1.0, warn_s: float = 60.0) -> Any:
+    def next_ready(self, tracker: JobTracker, poll_s: float = 1.0, warn_s: float = 60.0) -> Any:
         waited = 0.0
         while True:
             ready, _ = ray.wait([*self.starting, *self.inflight], num_returns=1, timeout=poll_s)
@@ -301,7 +199,7 @@ class _ActorPool:
         ray.kill(self.board)
 
 
-def _drive(config: JobConfig, todo: list[ShardSpec], tracker: _Tracker) -> None:
+def _drive(config: JobConfig, todo: list[ShardSpec], tracker: JobTracker) -> None:
     """Keep one shard in flight per ready actor; replace dead actors; retry failed shards."""
     pool = _ActorPool(config, _pool_size(config, len(todo)))
     queue = collections.deque((spec, 0) for spec in todo)
@@ -380,7 +278,7 @@ def _pool_size(config: JobConfig, shards: int) -> int:
     return max(1, min(run.num_actors, capacity, shards))
 
 
-def _retry_or_fail(config: JobConfig, tracker: _Tracker, queue: collections.deque, spec: ShardSpec,
+def _retry_or_fail(config: JobConfig, tracker: JobTracker, queue: collections.deque, spec: ShardSpec,
                    attempt: int, error: str, permanent: bool) -> None:
     if permanent or attempt >= config.run.max_retries:
         tracker.fail(spec, error, attempt + 1)

@@ -10,21 +10,15 @@ rows as JSON, written after all its images) exists; a retry skips done samples a
 rest. One partial file per batch, not per sample, keeps the writes per sample close to one. Seeds are a pure
 function of (job seed, sample id), so a retry reproduces the same images bit for bit.
 
-The job-level side of the output lives here too, so the runner (Ray) and `status` share it:
-`prepare_job` checks the model, plans the shards and claims the output with `job.json`;
-`record_failure` notes a shard that failed after its retries; `sweep_partials` tidies up.
+Also here: the device and precision choice of a worker. The job-level side of the output (`job.json`,
+failure records, sweeping partial files) lives in `sjd_batch.job`.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
-import difflib
-import importlib.metadata
 import json
 import logging
-import os
-import platform
-import subprocess
 import time
 import urllib.parse
 from dataclasses import dataclass
@@ -33,25 +27,15 @@ from typing import Any, Callable
 import torch
 
 from sjd_batch.api import GenerationResult, generate
-from sjd_batch.config import ConfigError, JobConfig, redact_uri
+from sjd_batch.config import JobConfig, redact_uri
 from sjd_batch.decoding import sample_seed
 from sjd_batch.io import results
-from sjd_batch.io.prompts import (
-    BadRow,
-    PromptRow,
-    ShardSpec,
-    expand_inputs,
-    find_duplicate_ids,
-    plan_shards,
-    read_shard,
-)
+from sjd_batch.io.prompts import BadRow, PromptRow, ShardSpec, read_shard
 from sjd_batch.io.storage import Storage
+from sjd_batch.job import PARTIAL_PREFIX
 
 log = logging.getLogger(__name__)
 
-JOB_FILE = "job.json"
-FAILURES_PREFIX = "_failures"  # shards that failed after all retries in the last run (for `status`)
-PARTIAL_PREFIX = "_partial"  # per-sample stats rows of uncommitted shards (sample-level resume)
 # Timing and placement columns: the only ones allowed to differ between two runs of one job.
 # (batch_size too: a resumed shard decodes its remaining samples in other batches, with the same results.)
 VOLATILE_COLUMNS = ("prefill_s", "decode_s", "pixel_s", "encode_s", "upload_s", "latency_s", "actor", "node",
@@ -75,135 +59,7 @@ class ShardReport:
     node: str
 
 
-def check_model(config: JobConfig) -> None:
-    """Fail fast, before any actor starts, on a model or dtype that cannot load.
-
-    A model is a registered name, a local model folder or an `s3://` model prefix.
-    """
-    from sjd_batch.models.registry import DTYPES, MODELS, check_source
-
-    if config.model.dtype not in DTYPES:
-        raise ConfigError(f"model.dtype: unknown dtype {config.model.dtype!r}; choose one of "
-                          f"{sorted(DTYPES)}")
-    name = config.model.name
-    try:
-        check_source(name, dict(config.model.options))
-    except ValueError as e:
-        close = [] if name in MODELS else difflib.get_close_matches(name, list(MODELS), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigError(f"model.name: {e}{hint}") from None
-
-
 Progress = Callable[[int, int], None]  # (shard, samples done so far in it)
-
-
-class JobError(RuntimeError):
-    """A job that cannot start: its output belongs to another job, or its input changed or is empty."""
-
-
-def prepare_job(config: JobConfig) -> tuple[Storage, list[ShardSpec], dict[int, dict]]:
-    """Check the model and the output, plan the shards and claim the output with `job.json`.
-
-    Returns the output storage, every shard of the plan and the committed ones (shard -> commit info).
-    """
-    check_model(config)
-    storage = Storage.from_uri(config.output.uri)
-    storage.check_bucket()  # a missing bucket or bad credentials fail here, naming the URI
-    existing = _read_manifest(storage)
-    if existing is not None:
-        _check_owner(storage, config, existing)  # cheap, so before reading any input
-    files = expand_inputs(list(config.input.uris))
-    shards = plan_shards(files, config.input.shard_size)
-    if not shards or all(s.num_rows == 0 for s in shards):
-        raise JobError(f"input.uris: {list(config.input.uris)} hold no rows: nothing to generate")
-    if existing is None:  # first run: the plan is fixed from here on, check the inputs once
-        check_inputs(files)
-    claim_output(storage, config, shards)
-    return storage, shards, results.committed_shards(storage)
-
-
-def check_inputs(files: list[str]) -> None:
-    """Refuse, before any work, inputs whose schema is wrong (an empty shard of each file reads only
-    its footer) or whose ids repeat across files."""
-    with cf.ThreadPoolExecutor(min(16, len(files))) as pool:
-        list(pool.map(lambda f: read_shard(ShardSpec(index=-1, source=f, row_start=0, row_end=0)), files))
-    dupes = find_duplicate_ids(files)
-    if dupes:
-        raise JobError(f"input: the `id` column repeats {dupes} across {files}: every sample needs "
-                       "a unique id (it names the image and the stats row)")
-
-
-def claim_output(storage: Storage, config: JobConfig, shards: list[ShardSpec]) -> None:
-    """Write `job.json`, or check that the one there is this job's (jobs never mix in one output)."""
-    plan = [[s.index, redact_uri(s.source), s.row_start, s.row_end] for s in shards]
-    if not storage.exists(JOB_FILE):
-        manifest = {"job_id": config.job_id, "schema_version": results.SCHEMA_VERSION,
-                    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "config": config.to_dict(),
-                    "versions": package_versions(), "git_revision": git_revision(), "shards": plan}
-        if storage.write_bytes(JOB_FILE, json.dumps(manifest, indent=2).encode(), if_absent=True):
-            return  # else another driver claimed it first: check its claim below
-    existing = _read_manifest(storage) or {}
-    _check_owner(storage, config, existing)
-    if existing.get("shards") != plan:
-        raise JobError(
-            f"the input of job {config.job_id} changed since {storage.join(JOB_FILE)} was written (the shard "
-            "plan differs): a job's shards must never change between runs; write to a new output.uri"
-        )
-
-
-def sweep_partials(storage: Storage) -> int:
-    """Delete partial files of committed shards: a worker killed between its commit and its own
-    clean-up leaves them behind, and a rerun skips that shard. Returns how many were deleted."""
-    committed = results.committed_shards(storage)
-    stale = [k for k in storage.list(f"{PARTIAL_PREFIX}/") if int(k.split("/")[1]) in committed]
-    for key in stale:
-        storage.delete(key)
-    return len(stale)
-
-
-def record_failure(storage: Storage, shard: int, error: str, attempts: int) -> None:
-    """Note a shard that failed after all its retries; `status` reports it until it commits."""
-    body = {"shard": shard, "error": error, "attempts": attempts,
-            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    storage.write_bytes(f"{FAILURES_PREFIX}/shard={shard:05d}.json", json.dumps(body).encode())
-
-
-def _read_manifest(storage: Storage) -> dict | None:
-    return json.loads(storage.read_bytes(JOB_FILE)) if storage.exists(JOB_FILE) else None
-
-
-def _check_owner(storage: Storage, config: JobConfig, existing: dict) -> None:
-    if existing.get("job_id") != config.job_id:
-        other = existing.get("config", {}).get("name", "?")
-        raise JobError(
-            f"{storage.join(JOB_FILE)} belongs to job {existing.get('job_id')} ({other!r}), not to this job "
-            f"{config.job_id} ({config.name!r}): jobs never mix in one output; choose another output.uri"
-        )
-
-
-def package_versions() -> dict[str, str]:
-    """Versions of the packages that determine the outputs (read from metadata, nothing imported)."""
-    out = {"python": platform.python_version()}
-    for name in ("sjd-batch", "torch", "transformers", "ray", "pyarrow", "boto3", "numpy", "pillow"):
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return out
-
-
-def git_revision() -> str | None:
-    """The commit of the package's checkout (with "-dirty" for local changes), or None outside git."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    try:
-        rev = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return f"{rev}-dirty" if dirty else rev
-
 
 class ShardWorker:
     """Loads the model once; `run_shard(spec, attempt)` (or calling it) processes one shard."""

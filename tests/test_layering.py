@@ -1,5 +1,6 @@
 """The architecture rules a reader relies on: the decoding core is pure torch, only `runner.py`
-imports Ray, only `io/storage.py` talks to boto3 / pyarrow.fs."""
+imports Ray, only `io/storage.py` and its backends (`io/storage_s3.py`, `io/storage_local.py`) talk
+to boto3 / pyarrow.fs."""
 
 from __future__ import annotations
 
@@ -55,7 +56,10 @@ def test_only_runner_imports_ray():
 
 
 def test_only_storage_imports_boto3_and_arrow_filesystems():
-    assert _modules_importing(("boto3", "botocore", "pyarrow.fs")) <= {"io/storage.py"}
+    # storage.py's two backends: storage_s3.py (boto3 client, pyarrow S3FileSystem) and
+    # storage_local.py (pyarrow LocalFileSystem for a folder root).
+    allowed = {"io/storage.py", "io/storage_s3.py", "io/storage_local.py"}
+    assert _modules_importing(("boto3", "botocore", "pyarrow.fs")) <= allowed
 
 
 def test_importing_the_package_is_cheap():

@@ -294,7 +294,7 @@ def test_input_error_mid_job_fails_only_its_shard(tmp_path: Path, capsys: pytest
     write_prompts(tmp_path / "in" / "a.parquet", 4)
     bad = Path(write_prompts(tmp_path / "in" / "b.parquet", prompt_table(4, start=4)))
     config = make_job([str(tmp_path / "in")], str(tmp_path / "out"))
-    from sjd_batch.worker import prepare_job
+    from sjd_batch.job import prepare_job
 
     prepare_job(config)  # the plan is fixed (job.json written); now the file loses its prompts
     pq.write_table(prompt_table(4, start=4).rename_columns(["id", "caption"]), bad)

@@ -20,8 +20,10 @@ import pytest
 from sjd_batch.config import JobConfig, absolute_paths, parse_job
 from sjd_batch.io import results
 from sjd_batch.io.prompts import expand_inputs, plan_shards
-from sjd_batch.io.storage import LocalStorage, Storage
-from sjd_batch.worker import PARTIAL_PREFIX, VOLATILE_COLUMNS, ShardWorker, prepare_job, sweep_partials
+from sjd_batch.io.storage import Storage
+from sjd_batch.io.storage_local import LocalStorage
+from sjd_batch.job import PARTIAL_PREFIX, prepare_job, sweep_partials
+from sjd_batch.worker import VOLATILE_COLUMNS, ShardWorker
 
 
 def prompt_table(n: int, start: int = 0, **extra: list[Any]) -> pa.Table:

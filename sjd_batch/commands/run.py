@@ -23,8 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from sjd_batch.job import JobError
     from sjd_batch.runner import run_job, run_local
-    from sjd_batch.worker import JobError
 
     try:
         config = load_job(args.job, args.overrides)

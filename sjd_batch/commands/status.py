@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def job_status(storage: Storage) -> dict:
     """Shard counts from `job.json` (the plan), the commit markers and the failure records."""
     from sjd_batch.io import results
-    from sjd_batch.worker import FAILURES_PREFIX, JOB_FILE
+    from sjd_batch.job import FAILURES_PREFIX, JOB_FILE
 
     if not storage.exists(JOB_FILE):
         raise StorageError(f"{storage.join(JOB_FILE)} does not exist: {storage.uri} is not a job output")

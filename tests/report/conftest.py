@@ -18,8 +18,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from sjd_batch import cli
+from sjd_batch.job import prepare_job
 from sjd_batch.runner import run_local
-from sjd_batch.worker import prepare_job
 from tests.test_worker import make_job, write_prompts
 
 # Captions in shapes-t2i's own language (its example_prompts(6, seed=3)), one with markup added.

@@ -252,7 +252,7 @@ def test_job_with_nothing_committed(tmp_path: Path) -> None:
     """Every shard failed: the page still builds, says there is nothing to show and lists the failure."""
     prompts = Path(write_prompts(tmp_path / "in" / "p.parquet", 3))
     config = make_job([str(prompts)], str(tmp_path / "out"))
-    from sjd_batch.worker import prepare_job
+    from sjd_batch.job import prepare_job
 
     prepare_job(config)  # the plan is fixed; now the file loses its prompts
     pq.write_table(pa.table({"id": ["a", "b", "c"], "caption": ["x", "y", "z"]}), prompts)

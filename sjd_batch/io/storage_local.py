@@ -1,0 +1,115 @@
+"""`LocalStorage`: the `Storage` backend for a local folder (atomic writes via temp file + rename/link)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import TYPE_CHECKING
+
+from sjd_batch.io.storage import ObjectNotFound, Storage, StorageError, check_key, check_prefix
+
+if TYPE_CHECKING:
+    import pyarrow.fs
+
+_TMP_MARK = ".sjdtmp-"  # local temporary files carry this in their name; `list` hides them
+
+
+class LocalStorage(Storage):
+    """A local folder. Writes go to a temporary file first, then are renamed or linked into place."""
+
+    def __init__(self, root: str) -> None:
+        self.root = os.path.abspath(os.path.expanduser(root))
+        self.uri = self.root
+
+    def _path(self, key: str) -> str:
+        return os.path.join(self.root, *check_key(key).split("/"))
+
+    def child(self, key: str) -> LocalStorage:
+        return LocalStorage(self._path(key))
+
+    def read_bytes(self, key: str) -> bytes:
+        path = self._path(key)
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            raise ObjectNotFound(f"{path} does not exist") from None
+        except IsADirectoryError:
+            raise StorageError(f"{path} is a folder, expected a file") from None
+
+    def write_bytes(self, key: str, data: bytes, if_absent: bool = False) -> bool:
+        path = self._path(key)
+        folder, name = os.path.split(path)
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise StorageError(f"cannot write {path}: a parent of it is a file") from None
+        tmp = os.path.join(folder, f".{name}{_TMP_MARK}{uuid.uuid4().hex}")
+        try:
+            with open(tmp, "xb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())  # the content is on disk before the name points at it
+            return _link_into_place(tmp, path) if if_absent else _rename_into_place(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def exists(self, key: str) -> bool:
+        return os.path.isfile(self._path(key))
+
+    def list(self, prefix: str = "") -> list[str]:
+        # Walk only the folder the prefix names, then filter by string prefix, as S3 does.
+        check_prefix(prefix)
+        start = os.path.join(self.root, *prefix.split("/")[:-1]) if "/" in prefix else self.root
+        keys = []
+        for folder, _dirs, files in os.walk(start):
+            rel = os.path.relpath(folder, self.root).replace(os.sep, "/")
+            for name in files:
+                key = name if rel == "." else f"{rel}/{name}"
+                if _TMP_MARK not in name and key.startswith(prefix):
+                    keys.append(key)
+        return sorted(keys)
+
+    def delete(self, key: str) -> None:
+        try:
+            os.unlink(self._path(key))
+        except FileNotFoundError:
+            pass
+
+    def arrow_filesystem(self) -> tuple[pyarrow.fs.FileSystem, str]:
+        import pyarrow.fs
+
+        return pyarrow.fs.LocalFileSystem(), self.root
+
+    def check_bucket(self) -> None:
+        if os.path.exists(self.root) and not os.path.isdir(self.root):
+            raise StorageError(
+                f"{self.root} is a file, expected a folder (or a path that does not exist yet)"
+            )
+
+
+def _rename_into_place(tmp: str, path: str) -> bool:
+    try:
+        os.replace(tmp, path)
+    except IsADirectoryError:
+        raise StorageError(f"cannot write {path}: it is a folder") from None
+    return True
+
+
+def _link_into_place(tmp: str, path: str) -> bool:
+    """Atomic create: a hard link fails if `path` exists, and never exposes a partial file."""
+    try:
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    except OSError:
+        pass  # a filesystem without hard links: fall back to O_EXCL (exclusive, not atomic content)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "wb") as f, open(tmp, "rb") as src:
+        f.write(src.read())
+    return True
