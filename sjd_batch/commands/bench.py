@@ -25,6 +25,7 @@ import torch
 
 from sjd_batch.api import GenerationResult, generate, split_params
 from sjd_batch.decoding import SampleStats
+from sjd_batch.decoding.jacobi import synced_clock
 from sjd_batch.models.registry import load_model
 
 HF_GENERATE = "hf-generate"
@@ -173,19 +174,16 @@ def hf_generate_results(
     """transformers' generate() through `model.hf_generate`, shaped like `generate()`'s results: one forward
     per token, wall time with the device synchronised, pixels decoded, layout checked per sample."""
     sampling, _ = split_params(model, "ar", params)
-    _sync(model.device)
-    t0 = time.perf_counter()
+    t0 = synced_clock(model.device)
     tokens = model.hf_generate(prompts, seed, sampling)
-    _sync(model.device)
-    decode_s = time.perf_counter() - t0
+    decode_s = synced_clock(model.device) - t0
     forced = torch.tensor(model.layout.forced)
     ok = [follows_layout(model.layout, row, forced) for row in tokens.cpu()]
     pixels: list[torch.Tensor | None] = [None] * len(prompts)
     if all(ok):  # a broken layout cannot be decoded; it is counted in `layout_violations` instead
         with torch.inference_mode():
             pixels = list(model.decode_pixels(tokens).cpu())
-    _sync(model.device)
-    pixel_s = time.perf_counter() - t0 - decode_s
+    pixel_s = synced_clock(model.device) - t0 - decode_s
     results = []
     for i, row in enumerate(tokens.cpu()):
         length = int(row.shape[0])
@@ -205,11 +203,6 @@ def follows_layout(layout: Any, tokens: torch.Tensor, forced: torch.Tensor) -> b
     free = forced < 0
     image = (tokens >= layout.image_start) & (tokens < layout.image_end)
     return bool(torch.equal(tokens[~free], forced[~free]) and image[free].all())
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _run(model: Any, spec: MethodSpec, prompts: list[str], ids: list[str] | None, seed: int,

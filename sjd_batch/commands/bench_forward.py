@@ -18,11 +18,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from dataclasses import asdict, dataclass
 
 import torch
 
+from sjd_batch.decoding.jacobi import synced_clock
 from sjd_batch.decoding.protocol import decode_window
 from sjd_batch.models.registry import load_model
 
@@ -69,11 +69,6 @@ def parse_pairs(text: str) -> dict[int, float]:
     return pairs
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def time_forward(model, batch: int, window: int, context: int, cfg: bool, repeats: int, warmup: int):
     """Median wall time of one `window`-token forward for `batch` samples over `context` key slots."""
     rows = batch * (2 if cfg else 1)
@@ -86,12 +81,11 @@ def time_forward(model, batch: int, window: int, context: int, cfg: bool, repeat
     win = decode_window(first, start, window, slots)
     times = []
     for i in range(warmup + repeats):
-        _sync(model.device)
-        t0 = time.perf_counter()
+        t0 = synced_clock(model.device)
         model.forward(cache, ids, win)
-        _sync(model.device)
+        elapsed = synced_clock(model.device) - t0
         if i >= warmup:
-            times.append(time.perf_counter() - t0)
+            times.append(elapsed)
     median = statistics.median(times)
     return ForwardTiming(batch, rows, window, context, median * 1e3, batch * window / median)
 

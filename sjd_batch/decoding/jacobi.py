@@ -99,7 +99,8 @@ def _start(model: ImageTokenModel, prefix: Prefix, seeds: torch.Tensor, sampling
     return run, p0[:, 0], first
 
 
-def _sync(device: torch.device) -> float:
+def synced_clock(device: torch.device) -> float:
+    """`time.perf_counter()` after the device's queued work is done (a no-op wait on CPU)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter()
@@ -114,9 +115,9 @@ def autoregressive_decode(
 ) -> DecodeOutput:
     """Plain sampling, one token per forward: the reference law every method must reproduce."""
     config = config or DecodeConfig(method="ar")
-    t0 = _sync(model.device)
+    t0 = synced_clock(model.device)
     run, _, first = _start(model, prefix, seeds, sampling, room=1)
-    t1 = _sync(model.device)
+    t1 = synced_clock(model.device)
     length = model.layout.length
     tokens = torch.empty(run.batch, length, dtype=torch.long, device=seeds.device)
     tokens[:, 0] = first
@@ -125,7 +126,7 @@ def autoregressive_decode(
         n = torch.full((run.batch,), a, dtype=torch.long, device=seeds.device)
         p = run.forward_probs(tokens[:, a - 1 : a], n)
         tokens[:, a] = rng.race(p[:, 0], rng.key(seeds, rng.AR, n))
-    t2 = _sync(model.device)
+    t2 = synced_clock(model.device)
     stats = [_ar_stats(length, config, sampling, run.batch, t1 - t0, t2 - t1) for _ in range(run.batch)]
     return DecodeOutput(tokens=tokens.cpu(), stats=stats)
 
@@ -175,9 +176,9 @@ def speculative_jacobi_decode(
     Returns:
         tokens [B, T] and one `SampleStats` per row.
     """
-    t0 = _sync(model.device)
+    t0 = synced_clock(model.device)
     run, p0, first = _start(model, prefix, seeds, sampling, room=config.window)
-    t1 = _sync(model.device)
+    t1 = synced_clock(model.device)
     state = _initial_state(run, p0, first, config)
     length = model.layout.length
     done = DoneCheck(lag=1 if model.device.type == "cuda" else 0)
@@ -185,7 +186,7 @@ def speculative_jacobi_decode(
     while not done(active):
         state.observe_iteration(active, _iteration(run, state, config))  # finished rows stay frozen
         active = state.n < length
-    t2 = _sync(model.device)
+    t2 = synced_clock(model.device)
     return DecodeOutput(
         tokens=state.seq[:, :length].cpu(), stats=_stats(state, run, config, t1 - t0, t2 - t1)
     )

@@ -63,3 +63,21 @@ def forward_window(lm: torch.nn.Module, cache: SlotCache, ids: torch.Tensor, win
         logits_to_keep=0 if window.generated else 1,
     )
     return out.logits
+
+
+def backbone_hidden(backbone: torch.nn.Module, cache: SlotCache, window: Window, **inputs) -> torch.Tensor:
+    """Final hidden states of an HF decoder `backbone` run on the slot cache at `window`.
+
+    For families whose logits do not come from the HF causal-LM head (Janus' generation head,
+    Lumina's unmasked `lm_head`). `inputs` is `input_ids=` or `inputs_embeds=`. After a prefill only
+    the last position is returned: it is the only law the engine reads.
+    """
+    cache.begin(window.slots)
+    hidden = backbone(
+        **inputs,
+        position_ids=window.positions,
+        attention_mask=window.visible,
+        past_key_values=cache,
+        use_cache=True,
+    ).last_hidden_state
+    return hidden if window.generated else hidden[:, -1:]

@@ -26,7 +26,7 @@ import torch
 
 from sjd_batch.decoding.protocol import Layout, Prefix, Window
 from sjd_batch.decoding.sampling import SamplingConfig
-from sjd_batch.models.hf_causal import SlotCache, new_slot_cache
+from sjd_batch.models.hf_causal import SlotCache, backbone_hidden, new_slot_cache
 from sjd_batch.models.llama_t2i import left_pad
 from sjd_batch.models.registry import FAMILIES
 
@@ -128,17 +128,7 @@ class JanusT2I:
             embeds = self.hf.prepare_embeddings_for_image_generation(ids)
         else:
             embeds = self.hf.get_input_embeddings()(ids)
-        cache.begin(window.slots)
-        hidden = self.lm(
-            inputs_embeds=embeds,
-            position_ids=window.positions,
-            attention_mask=window.visible,
-            past_key_values=cache,
-            use_cache=True,
-        ).last_hidden_state
-        if not window.generated:
-            hidden = hidden[:, -1:]  # only the law of offset 0 is read after a prefill
-        return self.hf.model.generation_head(hidden)
+        return self.hf.model.generation_head(backbone_hidden(self.lm, cache, window, inputs_embeds=embeds))
 
     def decode_pixels(self, tokens: torch.Tensor) -> torch.Tensor:
         """Codes [B, H*W] -> uint8 [B, S, S, 3] through the VQ decoder (channels-last, in [-1, 1])."""

@@ -30,7 +30,7 @@ import torch
 
 from sjd_batch.decoding.protocol import Prefix, Window
 from sjd_batch.decoding.sampling import SamplingConfig
-from sjd_batch.models.hf_causal import SlotCache, new_slot_cache
+from sjd_batch.models.hf_causal import SlotCache, backbone_hidden, new_slot_cache
 from sjd_batch.models.llama_t2i import left_pad
 from sjd_batch.models.lumina_tokens import ChameleonTokens, lumina_layout
 from sjd_batch.models.vqgan import VQGAN, load_vqgan, to_uint8
@@ -115,17 +115,7 @@ class LuminaMGPT:
     @torch.no_grad()  # not inference_mode: see hf_causal.forward_window
     def forward(self, cache: SlotCache, ids: torch.Tensor, window: Window) -> torch.Tensor:
         """Backbone on the slot cache, then `lm_head` on the hidden states: no image-logit mask."""
-        cache.begin(window.slots)
-        hidden = self.hf.model(
-            input_ids=ids,
-            position_ids=window.positions,
-            attention_mask=window.visible,
-            past_key_values=cache,
-            use_cache=True,
-        ).last_hidden_state
-        if not window.generated:
-            hidden = hidden[:, -1:]  # only the law of offset 0 is read after a prefill
-        return self.hf.lm_head(hidden)
+        return self.hf.lm_head(backbone_hidden(self.hf.model, cache, window, input_ids=ids))
 
     def codes(self, tokens: torch.Tensor) -> torch.Tensor:
         """Generated tokens [B, T] -> VQ codes [B, h, w]: drop the header and EOL column, apply bpe2img."""
