@@ -1,9 +1,11 @@
 """`sjd-batch eval --model shapes-t2i --methods ar,sjd,sjd-vp,mc-sjd --prompts N`: quality per method.
 
-All methods decode the same N held-out generator captions (generator seed 999) with the same job
-seed. Per method it reports:
+All methods decode the same N held-out generator captions (generator seed 999, or `--caption-seed`
+for tuning on other captions) with the same job seed and the model's default sampling (or the
+`--cfg-scale/--top-k/--top-p/--temperature` overrides). Per method it reports:
 - adherence: the fraction of images the `shapes` checker accepts (shape, colour and cell of every
-  object, nothing extra), plus step compression (AR forwards / method forwards) and accept length;
+  object, nothing extra), its 95% Wilson interval, and the per-attribute rates (colour, shape, cells)
+  that say how the rest failed; plus step compression (AR forwards / method forwards) and accept length;
 - two-sample tests against AR: permutation tests (image labels shuffled) of the total-variation
   distance between the two methods' pooled histograms of (a) detected object attributes (colour,
   shape, size, cell) and (b) image codes. A lossless method should not be distinguishable (p not
@@ -39,6 +41,7 @@ class MethodRun:
     codes: np.ndarray  # [N, K] code counts per image
     attributes: np.ndarray  # [N, A] detected attribute counts per image
     ok: np.ndarray  # [N] bool
+    attribute_ok: dict[str, float]  # colour / shape / cells right, over images
     nfe: int
     accept_len: float
     seconds: float
@@ -52,6 +55,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--window", type=int, default=16)
     parser.add_argument("--permutations", type=int, default=2000)
+    parser.add_argument("--caption-seed", type=int, default=HELDOUT_SEED,
+                        help="generator seed of the captions (999: the held-out evaluation set)")
+    overrides = (("--cfg-scale", float), ("--top-k", int), ("--top-p", float), ("--temperature", float))
+    for flag, kind in overrides:
+        parser.add_argument(flag, type=kind, default=None, help="override the model's default sampling")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
 
@@ -78,19 +86,38 @@ def cell_features(pixels: np.ndarray) -> np.ndarray:
     return np.asarray(out)
 
 
+def sampling_overrides(args: argparse.Namespace) -> dict[str, float]:
+    """The sampling flags that were given (the rest stay at the model's defaults)."""
+    keys = ("cfg_scale", "top_k", "top_p", "temperature")
+    return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+
+
+def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a binomial proportion (sane at 0 and n, unlike the normal one)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(centre - half), float(centre + half)
+
+
 def run_method(model, method: str, captions: list[str], args: argparse.Namespace) -> MethodRun:
     """Decode all captions with one method and collect its statistics."""
-    params = {} if method == "ar" else {"window": args.window}
+    params = ({} if method == "ar" else {"window": args.window}) | sampling_overrides(args)
     t0 = time.perf_counter()
     results = generate(model, captions, method=method, seed=args.seed, batch_size=args.batch_size, **params)
     seconds = time.perf_counter() - t0
     pixels = np.stack([r.pixels.numpy() for r in results])
     codes = model.codes(torch.stack([r.tokens for r in results])).reshape(len(results), -1)
     counts = np.stack([np.bincount(c.numpy(), minlength=model.vocab.num_codes) for c in codes])
+    verdicts = [check(p, c) for p, c in zip(pixels, captions, strict=True)]
     return MethodRun(
         method=method, pixels=pixels, codes=counts,
         attributes=np.stack([attribute_vector(p) for p in pixels]),
-        ok=np.array([check(p, c).ok for p, c in zip(pixels, captions, strict=True)]),
+        ok=np.array([v.ok for v in verdicts]),
+        attribute_ok={k: float(np.mean([getattr(v, f"{k}_ok") for v in verdicts]))
+                      for k in ("color", "shape", "position")},
         nfe=sum(r.stats.nfe for r in results),
         accept_len=float(np.mean([r.stats.accept_len_mean for r in results])),
         seconds=seconds,
@@ -135,8 +162,14 @@ def compare(ref: MethodRun, run: MethodRun, permutations: int) -> dict[str, floa
     _, p_attr = tv_permutation_test(ref.attributes, run.attributes, permutations)
     tv_code, p_code = tv_permutation_test(ref.codes, run.codes, permutations)
     feats = [np.stack([cell_features(p) for p in r.pixels]) for r in (ref, run)]
+    low, high = wilson(int(run.ok.sum()), len(run.ok))
     return {
         "adherence": float(run.ok.mean()),
+        "adherence_low": low,
+        "adherence_high": high,
+        "color_ok": run.attribute_ok["color"],
+        "shape_ok": run.attribute_ok["shape"],
+        "cells_ok": run.attribute_ok["position"],
         "step_compression": ref.nfe / run.nfe,
         "accept_len_mean": run.accept_len,
         "latency_speedup": ref.seconds / run.seconds,
@@ -151,18 +184,20 @@ def main(args: argparse.Namespace) -> int:
     """Run AR and every requested method on the same captions and seeds; print the comparison."""
     torch.set_num_threads(2)
     model = load_model(args.model)
-    captions = make_batch(HELDOUT_SEED, 0, args.prompts)[1]
+    captions = make_batch(args.caption_seed, 0, args.prompts)[1]
     methods = [m for m in args.methods.split(",") if m and m != "ar"]
     ref = run_method(model, "ar", captions, args)
     report = {"ar": compare(ref, ref, 1) | {"p_attributes": 1.0, "p_codes": 1.0}}
     for m in methods:
         report[m] = compare(ref, run_method(model, m, captions, args), args.permutations)
     if args.json:
-        header = {"prompts": args.prompts, "seed": args.seed, "window": args.window}
+        header = {"prompts": args.prompts, "seed": args.seed, "window": args.window,
+                  "caption_seed": args.caption_seed, "sampling": sampling_overrides(args)}
         print(json.dumps({**header, "methods": report}))
         return 0
     keys = list(report["ar"])
-    print(f"{args.prompts} held-out captions, seed {args.seed}, window {args.window}; two-sample tests vs ar")
+    print(f"{args.prompts} captions of generator seed {args.caption_seed}, job seed {args.seed}, window "
+          f"{args.window}, sampling {sampling_overrides(args) or 'model defaults'}; two-sample tests vs ar")
     print(f"{'method':10s} " + " ".join(f"{k:>16s}" for k in keys))
     for m, row in report.items():
         print(f"{m:10s} " + " ".join(f"{row[k]:16.4f}" for k in keys))

@@ -17,9 +17,20 @@ from sjd_batch.models.shapes.train import TrainConfig, train
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per `TrainConfig` field, typed from its default."""
     for f in fields(TrainConfig):
-        parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default,
+        kind = _flag_bool if isinstance(f.default, bool) else type(f.default)
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default,
                             help=f"default: {f.default}")
     parser.add_argument("--log", type=Path, default=None, help="also append the JSON log lines to this file")
+
+
+def _flag_bool(text: str) -> bool:
+    """`true`/`false` (also 1/0, yes/no): argparse's `type=bool` would read "false" as True."""
+    value = text.strip().lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def main(args: argparse.Namespace) -> int:

@@ -25,6 +25,7 @@ class SlotCache:
         self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
         self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
         self._index: torch.Tensor | None = None
+        self.prefix_length = 0  # slots of the prompt prefill; models that need layout offsets set it
 
     def begin(self, slots: torch.Tensor) -> None:
         """Set where the next forward writes: slots [R, W]."""
@@ -51,11 +52,21 @@ def new_slot_cache(lm: torch.nn.Module, rows: int, slots: int) -> SlotCache:
 
 
 @torch.no_grad()  # not inference_mode: compiled forwards (model.compile) mutate the KV cache
-def forward_window(lm: torch.nn.Module, cache: SlotCache, ids: torch.Tensor, window: Window) -> torch.Tensor:
-    """Logits [R, W, V] for ids [R, W] written at `window.slots` (only the last one for a prefill)."""
+def forward_window(
+    lm: torch.nn.Module,
+    cache: SlotCache,
+    ids: torch.Tensor,
+    window: Window,
+    embeds: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Logits [R, W, V] for ids [R, W] written at `window.slots` (only the last one for a prefill).
+
+    `embeds` [R, W, hidden], when given, replaces the embedding lookup of `ids`.
+    """
     cache.begin(window.slots)
+    inputs = {"input_ids": ids} if embeds is None else {"inputs_embeds": embeds}
     out = lm(
-        input_ids=ids,
+        **inputs,
         position_ids=window.positions,
         attention_mask=window.visible,
         past_key_values=cache,

@@ -5,6 +5,10 @@ Sequence: `[BOS] caption words [BOI]` then the image layout of Lumina-mGPT and E
 W codes, each row followed by an end-of-line token, then an end-of-image token. Image ids sit in
 their own range at the end of the vocabulary. The unconditional context for CFG is the empty
 caption `[BOS] [BOI]`, which caption dropout trains.
+
+Optionally (`GridPositions`) each image-layout token's input embedding also gets a learned row and
+column vector, an absolute 2-D position. The LM is still a plain `LlamaForCausalLM` (fed
+`inputs_embeds`); the two small tables are stored beside it.
 """
 
 from __future__ import annotations
@@ -40,12 +44,17 @@ class Vocabulary:
             are still forced tokens, so decoding is unchanged, but they tell a small model which
             row it is in without counting: at 16 rows, RoPE distance to [BOI] alone resolves rows
             poorly for a 1M-parameter model, and the grid cell is what the caption names.
+        positions: place names ("top left", ...). When given, a caption phrase "<words> at <place>"
+            is tokenised into position-bound tokens "<word>@<place>", one per word except "a",
+            appended after the row markers (see `bound_words`). Phrases without a known place keep
+            plain word ids.
     """
 
     words: tuple[str, ...]
     num_codes: int
     hash_words: bool = False
     row_markers: int = 0
+    positions: tuple[str, ...] = ()
 
     @property
     def code_start(self) -> int:
@@ -57,7 +66,22 @@ class Vocabulary:
 
     @property
     def size(self) -> int:
-        return self.code_end + self.row_markers
+        return self.code_end + self.row_markers + len(self.bound_words)
+
+    @cached_property
+    def bound_words(self) -> tuple[str, ...]:
+        """Position-bound token names "<word>@<place>", place-major, over the attribute words.
+
+        Why: a caption binds attributes to places through phrase structure ("a red circle at top
+        left and a blue square at center"). Real text-to-image models leave that binding to a large
+        text encoder (T5 in LlamaGen, the LLM itself in Lumina-mGPT); a 1M-parameter decoder without
+        one learnt colours and rows but kept drawing each object into several cells. With bound
+        tokens, the image token of a cell finds its object's attributes by content in one attention
+        hop. The tokens are still read from the caption text alone.
+        """
+        place_words = {w for p in self.positions for w in p.split()}
+        attributes = [w for w in self.words if w not in place_words and w not in _GLUE]
+        return tuple(f"{w}@{p}" for p in self.positions for w in attributes)
 
     def eol(self, row: int) -> int:
         """The end-of-line id that closes image row `row`."""
@@ -69,10 +93,27 @@ class Vocabulary:
 
     @cached_property
     def _index(self) -> dict[str, int]:
-        return {w: i + NUM_SPECIAL for i, w in enumerate(self.words)}
+        first_bound = self.code_end + self.row_markers
+        return {w: i + NUM_SPECIAL for i, w in enumerate(self.words)} | {
+            w: first_bound + i for i, w in enumerate(self.bound_words)}
 
     def word_ids(self, text: str) -> list[int]:
-        return [self._index.get(w, self._unknown(w)) for w in _WORD.findall(text.lower())]
+        """Caption ids: plain word ids, or bound ids per "... at <place>" phrase (with `positions`)."""
+        words = _WORD.findall(text.lower())
+        if not self.positions:
+            return [self._plain(w) for w in words]
+        ids: list[int] = []
+        for phrase in _phrases(words):
+            place = _place(phrase, self.positions)
+            if place is None:
+                ids += [self._plain(w) for w in phrase]
+            else:  # "a large red circle at top left" -> large@top left, red@top left, circle@top left
+                attrs = phrase[: len(phrase) - len(place.split()) - 1]
+                ids += [self._index.get(f"{w}@{place}", self._plain(w)) for w in attrs if w != "a"]
+        return ids
+
+    def _plain(self, word: str) -> int:
+        return self._index.get(word, self._unknown(word))
 
     def _unknown(self, word: str) -> int:
         if not self.hash_words or not self.words:
@@ -81,10 +122,88 @@ class Vocabulary:
         return NUM_SPECIAL + int.from_bytes(digest, "little") % len(self.words)
 
 
+_GLUE = ("a", "at", "and")  # words that carry no attribute of their own
+
+
+def _phrases(words: list[str]) -> list[list[str]]:
+    """Split a word list at "and" (the caption grammar's phrase separator)."""
+    out: list[list[str]] = [[]]
+    for w in words:
+        if w == "and":
+            out.append([])
+        else:
+            out[-1].append(w)
+    return [p for p in out if p]
+
+
+def _place(phrase: list[str], positions: tuple[str, ...]) -> str | None:
+    """The place a phrase ends with ("... at top left" -> "top left"), or None."""
+    for place in sorted(positions, key=len, reverse=True):
+        n = len(place.split())
+        if len(phrase) > n and phrase[-n - 1] == "at" and " ".join(phrase[-n:]) == place:
+            return place
+    return None
+
+
 def row_layout(height: int, width: int, vocab: Vocabulary) -> Layout:
     """H rows of (W free code slots + the row's end-of-line id), then EOI."""
     forced = [t for row in range(height) for t in [-1] * width + [vocab.eol(row)]] + [EOI]
     return Layout(height, width, tuple(forced), vocab.code_start, vocab.code_end, row_stride=width + 1)
+
+
+class GridPositions(torch.nn.Module):
+    """Learned absolute 2-D positions of the image layout: row[r] + col[c] for layout offset t.
+
+    Why: RoPE only gives relative distances, and the caption names absolute grid cells. A 1M-parameter
+    model learnt the row (per-row end-of-line ids tell it) but not the column: it painted a named
+    object into every cell of its row. Counting tokens since the last end-of-line through attention
+    is hard for a small model; an additive column vector makes "which column am I in" one lookup.
+    LlamaGen gets the same from 2-D RoPE (FoundationVision/LlamaGen); an additive table keeps the
+    backbone a stock transformers Llama. Offset t of a layout with row stride S is row t // S,
+    column t % S (the end-of-line is column W; the end-of-image token is row H, column 0).
+    """
+
+    def __init__(self, rows: int, row_stride: int, hidden: int) -> None:
+        super().__init__()
+        self.row_stride = row_stride
+        self.row = torch.nn.Parameter(torch.zeros(rows + 1, hidden))
+        self.col = torch.nn.Parameter(torch.zeros(row_stride, hidden))
+
+    @property
+    def length(self) -> int:
+        return (self.row.shape[0] - 1) * self.row_stride + 1
+
+    def forward(self, offsets: torch.Tensor) -> torch.Tensor:
+        """[..., hidden] for layout offsets [...]; offsets outside the layout (the prompt) get zeros."""
+        inside = (offsets >= 0) & (offsets < self.length)
+        t = torch.where(inside, offsets, 0)
+        vec = self.row[t // self.row_stride] + self.col[t % self.row_stride]
+        return vec * inside.unsqueeze(-1).to(vec.dtype)
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {"row": self.row.detach().contiguous(), "col": self.col.detach().contiguous()}
+
+    @classmethod
+    def from_state(cls, state: dict[str, torch.Tensor]) -> GridPositions:
+        rows, hidden = state["row"].shape
+        grid = cls(rows - 1, state["col"].shape[0], hidden)
+        grid.load_state_dict(state)
+        return grid
+
+
+def image_offsets(ids: torch.Tensor) -> torch.Tensor:
+    """Layout offset of every token of right-padded training rows [B, S]: position minus (BOI + 1).
+
+    Prompt tokens (and BOI) get negative offsets, which `GridPositions` maps to zero vectors.
+    """
+    first = (ids == BOI).int().argmax(dim=1, keepdim=True) + 1
+    return torch.arange(ids.shape[1], device=ids.device) - first
+
+
+def input_embeds(lm: torch.nn.Module, ids: torch.Tensor, grid: GridPositions, offsets: torch.Tensor):
+    """Token embeddings plus the grid positions of the layout tokens among them."""
+    embeds = lm.get_input_embeddings()(ids)
+    return embeds + grid(offsets).to(embeds.dtype)
 
 
 class LlamaT2IModel:
@@ -100,6 +219,7 @@ class LlamaT2IModel:
         default_sampling: SamplingConfig,
         max_prompt_tokens: int = 64,
         prompt_sampler: Callable[[int, int], list[str]] | None = None,
+        grid: GridPositions | None = None,
     ) -> None:
         if lm.config.vocab_size != vocab.size:
             raise ValueError(f"{name}: LM vocab {lm.config.vocab_size} != tokenizer vocab {vocab.size}")
@@ -115,6 +235,11 @@ class LlamaT2IModel:
         self._prompt_sampler = prompt_sampler
         param = next(lm.parameters())
         self.device, self.dtype = param.device, param.dtype
+        self.grid = grid.to(self.device, self.dtype).eval() if grid is not None else None
+        if grid is not None and grid.length != layout.length:
+            raise ValueError(
+                f"{name}: grid positions cover {grid.length} offsets, layout has {layout.length}"
+            )
 
     def example_prompts(self, count: int, seed: int = 0) -> list[str]:
         """`count` captions in the model's own language (benchmarks use them); deterministic in `seed`."""
@@ -146,7 +271,13 @@ class LlamaT2IModel:
         return new_slot_cache(self.lm, rows, slots)
 
     def forward(self, cache: SlotCache, ids: torch.Tensor, window: Window) -> torch.Tensor:
-        return forward_window(self.lm, cache, ids, window)
+        if self.grid is None:
+            return forward_window(self.lm, cache, ids, window)
+        if not window.generated:  # the prefill: layout offset t is written at slot prefix_length + t
+            cache.prefix_length = ids.shape[1]
+        with torch.no_grad():
+            embeds = input_embeds(self.lm, ids, self.grid, window.slots - cache.prefix_length)
+        return forward_window(self.lm, cache, ids, window, embeds=embeds)
 
     def codes(self, tokens: torch.Tensor) -> torch.Tensor:
         """Generated tokens [B, T] -> code indices [B, H, W] (0-based in the codebook)."""

@@ -119,7 +119,7 @@ FAMILIES: dict[str, Family] = {
         loader="sjd_batch.models.registry:load_shapes_folder",
         summary="sjd-batch's own text-to-image Llama with k-means patch codes (shapes-t2i)",
         loads_from="local folder: config.json + model.safetensors + codebook + vocabulary.json",
-        defaults=Defaults(tokens_per_image="16·17 + 1 = 273", resolution="64x64", top_k=0, cfg_scale=3.0),
+        defaults=Defaults(tokens_per_image="16·17 + 1 = 273", resolution="64x64", top_p=0.8, cfg_scale=1.0),
     ),
     "emu3": Family(
         name="emu3",

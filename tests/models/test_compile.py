@@ -24,11 +24,12 @@ def test_compile_key_parses_and_keeps_old_job_ids() -> None:
 
 
 @pytest.mark.slow
-def test_compiled_forward_decodes_like_eager() -> None:
+@pytest.mark.parametrize("name", ["tiny-random", "shapes-t2i"])  # shapes-t2i: the grid-position path
+def test_compiled_forward_decodes_like_eager(name: str) -> None:
     """Greedy SJD through a compiled forward (inductor on CPU: slow to compile) equals the eager run."""
-    prompts = ["a red circle", "two blue squares at the bottom"]
-    eager = sjd_batch.load_model("tiny-random")
-    compiled = compile_forward(sjd_batch.load_model("tiny-random"))
+    prompts = ["a large red circle at top left", "a small blue square at center and a red cross at top right"]
+    eager = sjd_batch.load_model(name)
+    compiled = compile_forward(sjd_batch.load_model(name))
     for method in ("ar", "sjd"):
         a = sjd_batch.generate(eager, prompts, method=method, seed=0, temperature=0.0, decode_images=False)
         b = sjd_batch.generate(compiled, prompts, method=method, seed=0, temperature=0.0, decode_images=False)

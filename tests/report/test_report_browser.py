@@ -123,7 +123,7 @@ def test_report_renders_in_chromium(chromium: str, report_file: Path, tmp_path: 
         expected = np.asarray(img.convert("RGB").resize((128, 128), Image.Resampling.NEAREST), np.int16)
         drawn = shot[top : top + 128, left : left + 128]
         assert np.abs(drawn - expected).mean() < 6, f"thumbnail {thumb['alt']} at {(top, left)} differs"
-        assert drawn.std() > 10  # a picture, not a flat box
+        assert drawn.std() > 3  # a picture, not a flat box (a dark background with one object: ~9)
     thumb_rows = {r for top, _ in boxes for r in range(top, top + 128)}
     plot_changes = changed[[r for r in range(HEIGHT) if r not in thumb_rows]].sum()
     assert plot_changes > 100_000, f"only {plot_changes} pixels of plots drawn"

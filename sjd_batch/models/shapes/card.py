@@ -21,7 +21,7 @@ from sjd_batch.models.shapes.checker import check, mismatched_caption
 from sjd_batch.models.shapes.data import make_batch, make_sample
 from sjd_batch.models.shapes.model import ASSETS, load_shapes, load_tokenizer
 from sjd_batch.models.shapes.tokenizer import psnr
-from sjd_batch.models.shapes.train import sequences
+from sjd_batch.models.shapes.train import next_logits, sequences
 
 HELDOUT = 999
 
@@ -78,7 +78,7 @@ def entropies(model: LlamaT2IModel, count: int, cfg_scale: float) -> tuple[np.nd
     start = model.vocab.code_start
 
     def code_logits(ids: torch.Tensor, lab: torch.Tensor) -> torch.Tensor:
-        logits = model.lm(input_ids=ids).logits[:, :-1, start:].float()
+        logits = next_logits(model.lm, model.grid, ids)[:, :, start:]
         return logits[lab[:, 1:] >= start]  # [positions, K], the same positions in both layouts
 
     c, u = code_logits(cond, labels), code_logits(uncond, ulabels)

@@ -1,7 +1,9 @@
 """Train `shapes-t2i` reproducibly: fit the patch codebook, then a small `LlamaForCausalLM`.
 
-Sequence per image: `[BOS] caption words [BOI]` (exactly `LlamaT2IModel.tokenize`), then 16 rows of
-16 codes each followed by EOL, then EOI. The loss covers everything after BOI (codes, EOL, EOI). A
+Sequence per image: `[BOS] caption tokens [BOI]` (exactly `LlamaT2IModel.tokenize`: position-bound
+tokens such as `red@top left`, see `Vocabulary.bound_words`), then 16 rows of 16 codes each followed
+by that row's end-of-line marker, then EOI. Image tokens also get learned row/column vectors
+(`GridPositions`). The loss covers everything after BOI (codes, EOL, EOI). A
 fraction of captions is dropped to the empty caption `[BOS] [BOI]`, which is the unconditional
 prompt of classifier-free guidance. Sequences are right-padded, so position ids start at 0 on BOS,
 as the decoder's left-padded windows give them (positions = slot - start). Training data streams
@@ -11,6 +13,7 @@ a pure function of the config. Held-out loss uses a different generator seed.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -23,17 +26,29 @@ from safetensors.torch import save_file
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from sjd_batch.decoding.sampling import SamplingConfig
-from sjd_batch.models.llama_t2i import BOI, BOS, EOI, PAD, LlamaT2IModel, Vocabulary, row_layout
+from sjd_batch.models.llama_t2i import (
+    BOI,
+    BOS,
+    EOI,
+    PAD,
+    GridPositions,
+    LlamaT2IModel,
+    Vocabulary,
+    image_offsets,
+    input_embeds,
+    row_layout,
+)
 from sjd_batch.models.shapes.data import (
     IMAGE_SIZE,
     JITTER,
+    POSITIONS,
     SIZES,
     Sample,
     caption_words,
     cell_center,
     make_batch,
 )
-from sjd_batch.models.shapes.model import ASSETS, ShapesMeta
+from sjd_batch.models.shapes.model import ASSETS, GRID_FILE, ShapesMeta, load_grid
 from sjd_batch.models.shapes.tokenizer import (
     PATCH,
     KMeansConfig,
@@ -61,6 +76,8 @@ class TrainConfig:
     heads: int = 4
     intermediate: int = 512
     row_markers: int = 16  # one end-of-line id per row (see Vocabulary.row_markers); 0 = shared EOL
+    grid_positions: bool = True  # learned row/column vectors on image tokens (see GridPositions)
+    bound_captions: bool = True  # position-bound caption tokens (see Vocabulary.bound_words)
     batch: int = 32
     steps: int = 8000
     lr: float = 2e-3
@@ -75,9 +92,11 @@ class TrainConfig:
     probe_seed: int = 998  # their generator seed: neither training (1) nor the eval set (999)
     threads: int = 2
     max_minutes: float = 85.0  # time budget: the schedule ends at whichever budget runs out first
-    cfg_scale: float = 3.0  # default sampling written into vocabulary.json
+    # default sampling, written into vocabulary.json and used by the probe: the shipped model's
+    # measured best (model card, "Sampling defaults"); CFG > 1 adds stray objects on this model
+    cfg_scale: float = 1.0
     top_k: int = 0
-    top_p: float = 1.0
+    top_p: float = 0.8
     out: str = str(ASSETS)
     resume_from: str = ""  # a saved asset folder: continue its weights and codebook instead of starting fresh
     data_offset: int = 0  # skip this many batches of the stream (a resumed run sees fresh images)
@@ -152,10 +171,23 @@ def lr_at(step: int, done: float, cfg: TrainConfig) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
 
 
+def next_logits(lm: LlamaForCausalLM, grid: GridPositions | None, ids: torch.Tensor) -> torch.Tensor:
+    """Float logits [B, S-1, V] of the next token at every position but the last."""
+    if grid is None:
+        return lm(input_ids=ids).logits[:, :-1].float()
+    return lm(inputs_embeds=input_embeds(lm, ids, grid, image_offsets(ids))).logits[:, :-1].float()
+
+
 @torch.no_grad()
-def code_nll(lm: LlamaForCausalLM, ids: torch.Tensor, labels: torch.Tensor, vocab: Vocabulary) -> float:
+def code_nll(
+    lm: LlamaForCausalLM,
+    grid: GridPositions | None,
+    ids: torch.Tensor,
+    labels: torch.Tensor,
+    vocab: Vocabulary,
+) -> float:
     """Mean NLL (nats) over image-code targets only (EOL/EOI are forced at sampling time)."""
-    logits = lm(input_ids=ids).logits[:, :-1].float()
+    logits = next_logits(lm, grid, ids)
     target = labels[:, 1:]
     is_code = (target >= vocab.code_start) & (target < vocab.code_end)
     nll = torch.nn.functional.cross_entropy(logits[is_code], target[is_code])
@@ -173,16 +205,17 @@ class HeldOut:
         self.uncond = sequences(captions, codes, vocab, torch.ones(n, dtype=torch.bool))
         self.vocab = vocab
 
-    def score(self, lm: LlamaForCausalLM) -> dict[str, float]:
+    def score(self, lm: LlamaForCausalLM, grid: GridPositions | None) -> dict[str, float]:
         lm.eval()
-        out = {"heldout_cond_nll": code_nll(lm, *self.cond, self.vocab),
-               "heldout_uncond_nll": code_nll(lm, *self.uncond, self.vocab)}
+        out = {"heldout_cond_nll": code_nll(lm, grid, *self.cond, self.vocab),
+               "heldout_uncond_nll": code_nll(lm, grid, *self.uncond, self.vocab)}
         lm.train()
         return out
 
 
 def probe_adherence(
-    lm: LlamaForCausalLM, tokenizer: PatchTokenizer, vocab: Vocabulary, cfg: TrainConfig
+    lm: LlamaForCausalLM, grid: GridPositions | None, tokenizer: PatchTokenizer, vocab: Vocabulary,
+    cfg: TrainConfig,
 ) -> dict[str, float]:
     """Checker-judged adherence of plain AR samples (default sampling) on held-out captions.
 
@@ -196,10 +229,11 @@ def probe_adherence(
     from sjd_batch.models.shapes.checker import check
     from sjd_batch.models.shapes.model import generator_captions
 
-    grid = IMAGE_SIZE // tokenizer.patch
+    side = IMAGE_SIZE // tokenizer.patch
     model = LlamaT2IModel(
-        "probe", lm, vocab, row_layout(grid, grid, vocab), tokenizer.decode,
+        "probe", lm, vocab, row_layout(side, side, vocab), tokenizer.decode,
         SamplingConfig(top_k=cfg.top_k, top_p=cfg.top_p, cfg_scale=cfg.cfg_scale),
+        grid=copy.deepcopy(grid),  # the model casts and moves its copy; training keeps its own
     )
     captions = generator_captions(cfg.probe_captions, cfg.probe_seed)
     lm.config._attn_implementation = "sdpa"  # the decoder's 4-D masks; eager is only for training speed
@@ -241,9 +275,12 @@ def object_weights(samples: list[Sample], drop: torch.Tensor, labels: torch.Tens
     return weights
 
 
-def weighted_loss(lm: LlamaForCausalLM, ids: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor):
+def weighted_loss(
+    lm: LlamaForCausalLM, grid: GridPositions | None, ids: torch.Tensor, labels: torch.Tensor,
+    weights: torch.Tensor,
+):
     """Next-token cross-entropy, averaged with per-label weights."""
-    logits = lm(input_ids=ids).logits[:, :-1].float()
+    logits = next_logits(lm, grid, ids)
     target, w = labels[:, 1:], weights[:, 1:]
     ce = torch.nn.functional.cross_entropy(
         logits.transpose(1, 2), target, ignore_index=IGNORE, reduction="none"
@@ -262,15 +299,23 @@ def training_batch(step: int, cfg: TrainConfig, tokenizer: PatchTokenizer, vocab
     return ids, labels, weights
 
 
-def save_assets(lm: LlamaForCausalLM, tokenizer: PatchTokenizer, cfg: TrainConfig, out: Path) -> None:
-    """Write config.json, model.safetensors, codebook.safetensors, vocabulary.json and train_config.json."""
+def save_assets(
+    lm: LlamaForCausalLM, grid: GridPositions | None, tokenizer: PatchTokenizer, vocab: Vocabulary,
+    cfg: TrainConfig, out: Path,
+) -> None:
+    """Write config.json, model.safetensors, codebook.safetensors, vocabulary.json, train_config.json
+    and (with grid positions) grid_positions.safetensors."""
     out.mkdir(parents=True, exist_ok=True)
     lm.save_pretrained(str(out), safe_serialization=True)
+    if grid is not None:
+        save_file(grid.state(), str(out / GRID_FILE))
+    else:
+        (out / GRID_FILE).unlink(missing_ok=True)
     save_file({"codebook": tokenizer.codebook.contiguous()}, str(out / "codebook.safetensors"))
-    grid = IMAGE_SIZE // tokenizer.patch
+    side = IMAGE_SIZE // tokenizer.patch
     meta = ShapesMeta(
-        caption_words(), tokenizer.num_codes, grid, grid, tokenizer.patch, cfg.cfg_scale, cfg.top_k,
-        cfg.top_p, cfg.row_markers,
+        vocab.words, tokenizer.num_codes, side, side, tokenizer.patch, cfg.cfg_scale, cfg.top_k,
+        cfg.top_p, vocab.row_markers, vocab.positions,
     )
     meta.write(out / "vocabulary.json")
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1) + "\n")
@@ -279,30 +324,65 @@ def save_assets(lm: LlamaForCausalLM, tokenizer: PatchTokenizer, cfg: TrainConfi
         (out / extra).unlink(missing_ok=True)
 
 
+@torch.no_grad()
+def add_bound_words(lm: LlamaForCausalLM, vocab: Vocabulary) -> Vocabulary:
+    """Give a resumed model without them the position-bound caption tokens (appended ids).
+
+    Each new embedding starts as its word's plus the mean of its place's words, so the model first
+    reads "red@top left" roughly as it read "red ... top left", and training sharpens the binding.
+    """
+    bound = Vocabulary(vocab.words, vocab.num_codes, vocab.hash_words, vocab.row_markers, POSITIONS)
+    old = vocab.size
+    lm.resize_token_embeddings(bound.size, mean_resizing=False)
+    table = lm.get_input_embeddings().weight
+    for i, name in enumerate(bound.bound_words):
+        word, place = name.split("@")
+        place_ids = [vocab.word_ids(w)[0] for w in place.split()]
+        table[old + i] = table[vocab.word_ids(word)[0]] + table[place_ids].mean(0)
+    return bound
+
+
 def _start(cfg: TrainConfig, log: Callable[[dict], None], t0: float):
-    """Fresh codebook and LM, or (with `resume_from`) the saved ones, trained further."""
+    """Fresh codebook and LM, or (with `resume_from`) the saved ones, trained further.
+
+    Grid positions start at zero, also when added to a resumed model that had none, and bound
+    caption tokens are added as new ids (`add_bound_words`): the resumed model's function on its old
+    inputs is unchanged at step 0.
+    """
     if cfg.resume_from:
         from sjd_batch.models.shapes.model import load_tokenizer
 
         tokenizer = load_tokenizer(Path(cfg.resume_from))
         lm = LlamaForCausalLM.from_pretrained(cfg.resume_from, local_files_only=True)
         lm.config._attn_implementation = "eager"  # see build_lm
-        log({"event": "resume", "from": cfg.resume_from, "data_offset": cfg.data_offset})
-        return tokenizer, lm, ShapesMeta.read(Path(cfg.resume_from) / "vocabulary.json").vocab
-    tokenizer, tok_psnr = fit_tokenizer(cfg)
-    log({"event": "tokenizer", "psnr_db": round(tok_psnr, 3), "num_codes": cfg.num_codes,
-         "seconds": round(time.time() - t0, 1)})
-    vocab = Vocabulary(caption_words(), cfg.num_codes, row_markers=cfg.row_markers)
-    return tokenizer, build_lm(cfg, vocab, max_len=512), vocab
+        vocab = ShapesMeta.read(Path(cfg.resume_from) / "vocabulary.json").vocab
+        grid = load_grid(Path(cfg.resume_from))
+        log({"event": "resume", "from": cfg.resume_from, "data_offset": cfg.data_offset,
+             "grid_positions": "loaded" if grid is not None else "new"})
+    else:
+        tokenizer, tok_psnr = fit_tokenizer(cfg)
+        log({"event": "tokenizer", "psnr_db": round(tok_psnr, 3), "num_codes": cfg.num_codes,
+             "seconds": round(time.time() - t0, 1)})
+        positions = POSITIONS if cfg.bound_captions else ()
+        vocab = Vocabulary(caption_words(), cfg.num_codes, row_markers=cfg.row_markers, positions=positions)
+        lm, grid = build_lm(cfg, vocab, max_len=512), None
+    if cfg.bound_captions and not vocab.positions:
+        vocab = add_bound_words(lm, vocab)
+        log({"event": "bound_captions", "added_tokens": len(vocab.bound_words), "vocab": vocab.size})
+    if cfg.grid_positions and grid is None:
+        side = IMAGE_SIZE // tokenizer.patch
+        grid = GridPositions(side, row_layout(side, side, vocab).row_stride, lm.config.hidden_size)
+    return tokenizer, lm, (grid if cfg.grid_positions else None), vocab
 
 
 def train(cfg: TrainConfig, log: Callable[[dict], None] = print) -> LlamaForCausalLM:
     """Fit the tokenizer, train the LM, log held-out loss, save the assets into `cfg.out`."""
     torch.set_num_threads(cfg.threads)
     t0 = time.time()
-    tokenizer, lm, vocab = _start(cfg, log, t0)
-    log({"event": "model", "params": sum(p.numel() for p in lm.parameters()), "vocab": vocab.size})
-    opt = torch.optim.AdamW(lm.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
+    tokenizer, lm, grid, vocab = _start(cfg, log, t0)
+    params = [*lm.parameters(), *(grid.parameters() if grid is not None else [])]
+    log({"event": "model", "params": sum(p.numel() for p in params), "vocab": vocab.size})
+    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
     heldout = HeldOut(cfg, tokenizer, vocab)
     lm.train()
     t_start, tokens = time.time(), 0
@@ -312,10 +392,10 @@ def train(cfg: TrainConfig, log: Callable[[dict], None] = print) -> LlamaForCaus
         lr = lr_at(step, done, cfg)
         for group in opt.param_groups:
             group["lr"] = lr
-        loss = weighted_loss(lm, ids, labels, weights)
+        loss = weighted_loss(lm, grid, ids, labels, weights)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(lm.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         tokens += int((ids != PAD).sum())
         elapsed = time.time() - t_start
@@ -324,9 +404,9 @@ def train(cfg: TrainConfig, log: Callable[[dict], None] = print) -> LlamaForCaus
             log({"event": "train", "step": step, "loss": round(loss.item(), 4), "lr": lr,
                  "tokens": tokens, "seconds": round(elapsed, 1), "progress": round(done, 4)})
         if (step + 1) % cfg.eval_every == 0 or last:
-            scores = {**heldout.score(lm), **probe_adherence(lm, tokenizer, vocab, cfg)}
+            scores = {**heldout.score(lm, grid), **probe_adherence(lm, grid, tokenizer, vocab, cfg)}
             log({"event": "eval", "step": step, **scores, "seconds": round(elapsed, 1)})
-            save_assets(lm, tokenizer, cfg, Path(cfg.out))
+            save_assets(lm, grid, tokenizer, vocab, cfg, Path(cfg.out))
         if last:
             break
     return lm.eval()
