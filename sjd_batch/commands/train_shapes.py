@@ -1,7 +1,9 @@
 """`sjd-batch train-shapes`: train the shipped `shapes-t2i` model from scratch, reproducibly.
 
-Every `TrainConfig` field is a flag (`--steps 3200 --hidden 128 ...`); the defaults reproduce the
-shipped weights. Progress goes to stdout as one JSON object per line (and to `--log` if given).
+Every `TrainConfig` field is a flag (`--steps 3200 --hidden 128 --grid-positions false ...`). The
+shipped weights came from four stages, each resuming the previous one (`--resume-from`); the model
+card (docs/models/shapes-t2i.md) lists their exact commands. Progress goes to stdout as one JSON
+object per line (and to `--log` if given).
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ from sjd_batch.models.shapes.train import TrainConfig, train
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per `TrainConfig` field, typed from its default."""
     for f in fields(TrainConfig):
-        kind = _flag_bool if isinstance(f.default, bool) else type(f.default)
+        is_bool = isinstance(f.default, bool)
+        kind = _flag_bool if is_bool else type(f.default)
+        shown = str(f.default).lower() if is_bool else f.default
         parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default,
-                            help=f"default: {f.default}")
+                            metavar="true|false" if is_bool else None, help=f"default: {shown}")
     parser.add_argument("--log", type=Path, default=None, help="also append the JSON log lines to this file")
 
 
