@@ -50,14 +50,15 @@ def _args(*argv: str) -> argparse.Namespace:
 
 
 def test_eval_runs_methods_side_by_side_on_the_shipped_model(capsys):
-    args = _args("--prompts", "4", "--methods", "ar,sjd", "--permutations", "50", "--batch-size", "4",
-                 "--caption-seed", "5", "--cfg-scale", "4.0", "--json")
+    args = _args("--prompts", "4", "--methods", "ar,sjd,sjd:init=vertical", "--permutations", "50",
+                 "--batch-size", "4", "--caption-seed", "5", "--cfg-scale", "4.0", "--json")
     assert main(args) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["caption_seed"] == 5 and out["sampling"] == {"cfg_scale": 4.0}
-    ar, sjd = out["methods"]["ar"], out["methods"]["sjd"]
+    ar, sjd, vertical = (out["methods"][m] for m in ("ar", "sjd", "sjd:init=vertical"))
     assert ar["step_compression"] == 1.0 and sjd["step_compression"] > 1.0
-    for row in (ar, sjd):
+    assert vertical["step_compression"] != sjd["step_compression"]  # the parameter reached the decoder
+    for row in (ar, sjd, vertical):
         assert row["adherence_low"] <= row["adherence"] <= row["adherence_high"]
         assert row["adherence"] <= min(row["color_ok"], row["shape_ok"], row["cells_ok"])
         assert 0 < row["p_codes"] <= 1 and 0 < row["p_attributes"] <= 1

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from sjd_batch.api import generate
+from sjd_batch.commands.bench import MethodSpec, parse_methods
 from sjd_batch.models.registry import load_model
 from sjd_batch.models.shapes.checker import cell_regions, check, detect, object_mask
 from sjd_batch.models.shapes.data import COLORS, GRID, SHAPES, SIZES, make_batch
@@ -49,7 +50,9 @@ class MethodRun:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="shapes-t2i")
-    parser.add_argument("--methods", default="ar,sjd,sjd-vp,mc-sjd", help="comma-separated; ar is always run")
+    parser.add_argument("--methods", default="ar,sjd,sjd-vp,mc-sjd",
+                        help="comma-separated, with optional parameters as in `bench` "
+                             "(mc-sjd:init=vertical); ar is always run")
     parser.add_argument("--prompts", type=int, default=64, help="held-out captions (generator seed 999)")
     parser.add_argument("--seed", type=int, default=0, help="job seed, shared by all methods")
     parser.add_argument("--batch-size", type=int, default=16)
@@ -102,18 +105,19 @@ def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return float(centre - half), float(centre + half)
 
 
-def run_method(model, method: str, captions: list[str], args: argparse.Namespace) -> MethodRun:
-    """Decode all captions with one method and collect its statistics."""
-    params = ({} if method == "ar" else {"window": args.window}) | sampling_overrides(args)
+def run_method(model, spec: MethodSpec, captions: list[str], args: argparse.Namespace) -> MethodRun:
+    """Decode all captions with one method (and its parameters) and collect its statistics."""
+    params = dict(spec.params) | sampling_overrides(args)
     t0 = time.perf_counter()
-    results = generate(model, captions, method=method, seed=args.seed, batch_size=args.batch_size, **params)
+    results = generate(model, captions, method=spec.method, seed=args.seed, batch_size=args.batch_size,
+                       **params)
     seconds = time.perf_counter() - t0
     pixels = np.stack([r.pixels.numpy() for r in results])
     codes = model.codes(torch.stack([r.tokens for r in results])).reshape(len(results), -1)
     counts = np.stack([np.bincount(c.numpy(), minlength=model.vocab.num_codes) for c in codes])
     verdicts = [check(p, c) for p, c in zip(pixels, captions, strict=True)]
     return MethodRun(
-        method=method, pixels=pixels, codes=counts,
+        method=spec.label, pixels=pixels, codes=counts,
         attributes=np.stack([attribute_vector(p) for p in pixels]),
         ok=np.array([v.ok for v in verdicts]),
         attribute_ok={k: float(np.mean([getattr(v, f"{k}_ok") for v in verdicts]))
@@ -185,11 +189,12 @@ def main(args: argparse.Namespace) -> int:
     torch.set_num_threads(2)
     model = load_model(args.model)
     captions = make_batch(args.caption_seed, 0, args.prompts)[1]
-    methods = [m for m in args.methods.split(",") if m and m != "ar"]
-    ref = run_method(model, "ar", captions, args)
+    ar, *others = parse_methods(args.methods, {"window": args.window})  # ar first, always
+    ref = run_method(model, ar, captions, args)
     report = {"ar": compare(ref, ref, 1) | {"p_attributes": 1.0, "p_codes": 1.0}}
-    for m in methods:
-        report[m] = compare(ref, run_method(model, m, captions, args), args.permutations)
+    for spec in others:
+        if spec.method != "ar":
+            report[spec.label] = compare(ref, run_method(model, spec, captions, args), args.permutations)
     if args.json:
         header = {"prompts": args.prompts, "seed": args.seed, "window": args.window,
                   "caption_seed": args.caption_seed, "sampling": sampling_overrides(args)}
@@ -198,7 +203,8 @@ def main(args: argparse.Namespace) -> int:
     keys = list(report["ar"])
     print(f"{args.prompts} captions of generator seed {args.caption_seed}, job seed {args.seed}, window "
           f"{args.window}, sampling {sampling_overrides(args) or 'model defaults'}; two-sample tests vs ar")
-    print(f"{'method':10s} " + " ".join(f"{k:>16s}" for k in keys))
+    width = max(10, *(len(m) for m in report))
+    print(f"{'method':{width}s} " + " ".join(f"{k:>16s}" for k in keys))
     for m, row in report.items():
-        print(f"{m:10s} " + " ".join(f"{row[k]:16.4f}" for k in keys))
+        print(f"{m:{width}s} " + " ".join(f"{row[k]:16.4f}" for k in keys))
     return 0
