@@ -42,7 +42,7 @@ class MethodRun:
     codes: np.ndarray  # [N, K] code counts per image
     attributes: np.ndarray  # [N, A] detected attribute counts per image
     ok: np.ndarray  # [N] bool
-    attribute_ok: dict[str, float]  # colour / shape / cells right, over images
+    attribute_ok: dict[str, float]  # color_ok / shape_ok / cells_ok: fraction of images right
     nfe: int
     accept_len: float
     seconds: float
@@ -120,8 +120,9 @@ def run_method(model, spec: MethodSpec, captions: list[str], args: argparse.Name
         method=spec.label, pixels=pixels, codes=counts,
         attributes=np.stack([attribute_vector(p) for p in pixels]),
         ok=np.array([v.ok for v in verdicts]),
-        attribute_ok={k: float(np.mean([getattr(v, f"{k}_ok") for v in verdicts]))
-                      for k in ("color", "shape", "position")},
+        attribute_ok={name: float(np.mean([getattr(v, field) for v in verdicts]))
+                      for name, field in (("color_ok", "color_ok"), ("shape_ok", "shape_ok"),
+                                          ("cells_ok", "position_ok"))},
         nfe=sum(r.stats.nfe for r in results),
         accept_len=float(np.mean([r.stats.accept_len_mean for r in results])),
         seconds=seconds,
@@ -171,9 +172,7 @@ def compare(ref: MethodRun, run: MethodRun, permutations: int) -> dict[str, floa
         "adherence": float(run.ok.mean()),
         "adherence_low": low,
         "adherence_high": high,
-        "color_ok": run.attribute_ok["color"],
-        "shape_ok": run.attribute_ok["shape"],
-        "cells_ok": run.attribute_ok["position"],
+        **run.attribute_ok,
         "step_compression": ref.nfe / run.nfe,
         "accept_len_mean": run.accept_len,
         "latency_speedup": ref.seconds / run.seconds,

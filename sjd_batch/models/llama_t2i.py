@@ -235,11 +235,11 @@ class LlamaT2IModel:
         self._prompt_sampler = prompt_sampler
         param = next(lm.parameters())
         self.device, self.dtype = param.device, param.dtype
-        self.grid = grid.to(self.device, self.dtype).eval() if grid is not None else None
         if grid is not None and grid.length != layout.length:
             raise ValueError(
                 f"{name}: grid positions cover {grid.length} offsets, layout has {layout.length}"
             )
+        self.grid = grid.to(self.device, self.dtype).eval() if grid is not None else None
 
     def example_prompts(self, count: int, seed: int = 0) -> list[str]:
         """`count` captions in the model's own language (benchmarks use them); deterministic in `seed`."""

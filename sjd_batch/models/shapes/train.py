@@ -13,7 +13,6 @@ a pure function of the config. Held-out loss uses a different generator seed.
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import time
@@ -233,7 +232,7 @@ def probe_adherence(
     model = LlamaT2IModel(
         "probe", lm, vocab, row_layout(side, side, vocab), tokenizer.decode,
         SamplingConfig(top_k=cfg.top_k, top_p=cfg.top_p, cfg_scale=cfg.cfg_scale),
-        grid=copy.deepcopy(grid),  # the model casts and moves its copy; training keeps its own
+        grid=grid,  # shared with training, like `lm`: same device and dtype, so nothing is cast
     )
     captions = generator_captions(cfg.probe_captions, cfg.probe_seed)
     lm.config._attn_implementation = "sdpa"  # the decoder's 4-D masks; eager is only for training speed
