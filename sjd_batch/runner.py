@@ -24,7 +24,7 @@ import time
 from typing import Any, Iterator, TextIO
 
 import ray
-from ray.exceptions import RayActorError, RayTaskError
+from ray.exceptions import AuthenticationError, RayActorError, RayTaskError
 
 from sjd_batch.config import JobConfig
 from sjd_batch.io.prompts import InputError, ShardSpec
@@ -234,33 +234,50 @@ class SubmitError(RuntimeError):
     """A job could not be submitted (e.g. the same submission id exists: never start a job twice)."""
 
 
-def submit_job(address: str, submission_id: str, **kwargs: Any) -> None:
-    """Submit through the Ray Jobs API, refusing a submission id that already exists."""
+@contextlib.contextmanager
+def _jobs_api(address: str) -> Iterator[Any]:
+    """A Ray Jobs client for `address`; the two usual failures, at any call, are told in words."""
     from ray.job_submission import JobSubmissionClient
 
-    client = JobSubmissionClient(address)
-    if submission_id in {j.submission_id for j in client.list_jobs()}:
-        status = client.get_job_status(submission_id).value
-        raise SubmitError(f"{submission_id} was already submitted ({status}): the same job is never started "
-                          "twice; pass --suffix to submit it again (committed shards are skipped)")
-    client.submit_job(submission_id=submission_id, **kwargs)
+    try:
+        yield JobSubmissionClient(address)
+    except AuthenticationError as e:
+        raise SubmitError(f"the Ray dashboard at {address} refused the request: {e} (a token cluster needs "
+                          "RAY_AUTH_MODE=token and RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH; infra/local-dev.sh "
+                          "prints them)") from e
+    except ConnectionError as e:
+        hint = "is the cluster up, and is that the dashboard's http://HOST:8265 address"
+        raise SubmitError(f"no Ray dashboard answers at {address}: {hint} (--address or "
+                          "RAY_API_SERVER_ADDRESS)?") from e
+
+
+def submit_job(address: str, submission_id: str, **kwargs: Any) -> None:
+    """Submit through the Ray Jobs API, refusing a submission id that already exists."""
+    with _jobs_api(address) as client:
+        if submission_id in {j.submission_id for j in client.list_jobs()}:
+            status = client.get_job_status(submission_id).value
+            raise SubmitError(f"{submission_id} was already submitted ({status}): the same job is never "
+                              "started twice; pass --suffix to submit it again (committed shards are "
+                              "skipped)")
+        client.submit_job(submission_id=submission_id, **kwargs)
 
 
 def follow_job(address: str, submission_id: str, out: TextIO, poll_s: float = 2.0) -> int:
     """Print a submitted job's driver log as it grows; 0 when it SUCCEEDED, else 1."""
-    from ray.job_submission import JobStatus, JobSubmissionClient
+    from ray.job_submission import JobStatus
 
-    client, shown = JobSubmissionClient(address), 0
-    while True:
-        status = client.get_job_status(submission_id)
-        logs = client.get_job_logs(submission_id)
-        out.write(logs[shown:])
-        out.flush()
-        shown = len(logs)
-        if status.is_terminal():
-            print(f"{submission_id}: {status.value}", file=sys.stderr)
-            return 0 if status == JobStatus.SUCCEEDED else 1
-        time.sleep(poll_s)
+    shown = 0
+    with _jobs_api(address) as client:
+        while True:
+            status = client.get_job_status(submission_id)
+            logs = client.get_job_logs(submission_id)
+            out.write(logs[shown:])
+            out.flush()
+            shown = len(logs)
+            if status.is_terminal():
+                print(f"{submission_id}: {status.value}", file=sys.stderr)
+                return 0 if status == JobStatus.SUCCEEDED else 1
+            time.sleep(poll_s)
 
 
 def _pool_size(config: JobConfig, shards: int) -> int:

@@ -435,6 +435,18 @@ def test_submit_follow(ray_head: str, tmp_path: Path, capsys: pytest.CaptureFixt
     assert "already submitted" in capsys.readouterr().err
 
 
+def test_submit_to_no_dashboard_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from tests.conftest import free_port
+
+    config = make_job([write_prompts(tmp_path / "in" / "a.parquet", 2)], str(tmp_path / "out"))
+    job = save_job(config, tmp_path / "job.yaml")
+    address = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    assert cli.main(["submit", str(job), "--address", address]) == 2
+    err = capsys.readouterr().err
+    assert f"no Ray dashboard answers at {address}" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()  # nothing was started or written
+
+
 def test_status_and_stats_errors(good_job: tuple[Path, Any], tmp_path: Path,
                                  capsys: pytest.CaptureFixture) -> None:
     _, config = good_job

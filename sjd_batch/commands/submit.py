@@ -46,9 +46,9 @@ def main(args: argparse.Namespace) -> int:
                 entrypoint_num_cpus=args.entrypoint_num_cpus,
                 metadata={"sjd_job_id": config.job_id, "sjd_job_name": config.name},
             )
+        print(submission_id)
+        print(f"job {config.name!r} ({config.job_id}) submitted to {args.address}", file=sys.stderr)
+        return follow_job(args.address, submission_id, sys.stdout) if args.follow else 0
     except (ConfigError, SubmitError) as e:
         print(f"sjd-batch submit: error: {e}", file=sys.stderr)
         return 2
-    print(submission_id)
-    print(f"job {config.name!r} ({config.job_id}) submitted to {args.address}", file=sys.stderr)
-    return follow_job(args.address, submission_id, sys.stdout) if args.follow else 0

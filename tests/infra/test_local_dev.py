@@ -166,6 +166,10 @@ def test_local_dev_submit_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyP
             return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
 
         client_env = {k: v for k, v in os.environ.items() if k not in unset} | values  # as after `eval`
+        wrong = subprocess.run([str(BIN / "sjd-batch"), "submit", str(job)], env=client_env | {
+            "RAY_AUTH_TOKEN": "0" * 32}, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        assert wrong.returncode == 2 and "refused the request" in wrong.stderr, wrong.stderr[-3000:]
+        assert "Traceback" not in wrong.stderr
         sub = subprocess.run([str(BIN / "sjd-batch"), "submit", str(job), "--follow"], env=client_env,
                              capture_output=True, text=True, timeout=240, cwd=tmp_path)
         assert sub.returncode == 0, sub.stdout[-3000:] + sub.stderr[-3000:]
