@@ -28,7 +28,7 @@ from sjd_batch.models.registry import load_model
 
 # Step compression of `sjd` on shapes-t2i by window (docs/benchmarks.md, window sweep); override
 # with --compression after re-measuring on new weights.
-DEFAULT_COMPRESSION = "1=1.0,16=2.86,32=3.11,64=3.38"
+DEFAULT_COMPRESSION = "1=1.0,16=2.86,32=3.34,64=3.60"
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """`sjd-batch train-shapes`: train the shipped `shapes-t2i` model from scratch, reproducibly.
 
 Every `TrainConfig` field is a flag (`--steps 3200 --hidden 128 --grid-positions false ...`). The
-shipped weights came from four stages, each resuming the previous one (`--resume-from`); the model
+shipped weights came from six stages, each resuming the previous one (`--resume-from`); the model
 card (docs/models/shapes-t2i.md) lists their exact commands. Progress goes to stdout as one JSON
 object per line (and to `--log` if given).
 """
