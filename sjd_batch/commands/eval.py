@@ -6,18 +6,25 @@ for tuning on other captions) with the same job seed and the model's default sam
 - adherence: the fraction of images the `shapes` checker accepts (shape, colour and cell of every
   object, nothing extra), its 95% Wilson interval, and the per-attribute rates (colour, shape, cells)
   that say how the rest failed; plus step compression (AR forwards / method forwards) and accept length;
-- two-sample tests against AR: permutation tests (image labels shuffled) of the total-variation
-  distance between the two methods' pooled histograms of (a) detected object attributes (colour,
-  shape, size, cell) and (b) image codes. A lossless method should not be distinguishable (p not
-  small);
+- two-sample tests against AR: permutation tests of the total-variation distance between the two
+  methods' pooled histograms of (a) detected object attributes (colour, shape, size, cell) and (b)
+  image codes. A lossless method should not be distinguishable (p not small);
 - a Fréchet distance to AR's images in a 36-d feature space: per 3×3 grid cell, the fraction of
   object pixels and the mean RGB (/255) of those pixels, as the checker defines object pixels.
+
+The tests and the Fréchet distance compare each method with a *second* AR run on the same captions
+under an independent job seed (`--test-seed`). Against AR at the same seed, the two image sets would
+share random streams, and the test would be conservative (p near 1 whatever the law). With
+independent draws, the two images of a caption are exchangeable under the null, so swapping them
+within captions is an exact permutation test. The `ar` row tests AR against that independent AR run:
+its p-values and Fréchet distance are the noise floor.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from dataclasses import dataclass
 
@@ -55,6 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(mc-sjd:init=vertical); ar is always run")
     parser.add_argument("--prompts", type=int, default=64, help="held-out captions (generator seed 999)")
     parser.add_argument("--seed", type=int, default=0, help="job seed, shared by all methods")
+    parser.add_argument("--test-seed", type=int, default=None,
+                        help="job seed of the independent AR run the two-sample tests compare with "
+                             "(default: --seed + 1)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--window", type=int, default=16)
     parser.add_argument("--permutations", type=int, default=2000)
@@ -105,12 +115,14 @@ def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return float(centre - half), float(centre + half)
 
 
-def run_method(model, spec: MethodSpec, captions: list[str], args: argparse.Namespace) -> MethodRun:
+def run_method(
+    model, spec: MethodSpec, captions: list[str], args: argparse.Namespace, seed: int | None = None
+) -> MethodRun:
     """Decode all captions with one method (and its parameters) and collect its statistics."""
     params = dict(spec.params) | sampling_overrides(args)
     t0 = time.perf_counter()
-    results = generate(model, captions, method=spec.method, seed=args.seed, batch_size=args.batch_size,
-                       **params)
+    results = generate(model, captions, method=spec.method, seed=args.seed if seed is None else seed,
+                       batch_size=args.batch_size, **params)
     seconds = time.perf_counter() - t0
     pixels = np.stack([r.pixels.numpy() for r in results])
     codes = model.codes(torch.stack([r.tokens for r in results])).reshape(len(results), -1)
@@ -132,22 +144,26 @@ def run_method(model, spec: MethodSpec, captions: list[str], args: argparse.Name
 def tv_permutation_test(
     a: np.ndarray, b: np.ndarray, permutations: int, seed: int = 0
 ) -> tuple[float, float]:
-    """Two-sample permutation test on pooled histograms. a: [N, K], b: [M, K] per-image counts.
+    """Paired two-sample permutation test on pooled histograms. a, b: [N, K] per-image counts.
+
+    Row i of `a` and of `b` are independent draws for the same caption i. Under the null (one law)
+    they are exchangeable, so each permutation swaps a random subset of pairs: an exact test that
+    also keeps the captions balanced between the two sides.
 
     Returns:
         (total-variation distance between the pooled normalised histograms, permutation p-value).
     """
-    both = np.concatenate([a, b])
-    n = len(a)
+    if a.shape != b.shape:
+        raise ValueError(f"paired test: both samples need one row per caption, got {a.shape} and {b.shape}")
 
-    def tv(rows_a: np.ndarray) -> float:
-        ha, hb = both[rows_a].sum(0), both[~rows_a].sum(0)
+    def tv(swap: np.ndarray) -> float:
+        ha = np.where(swap[:, None], b, a).sum(0)
+        hb = np.where(swap[:, None], a, b).sum(0)
         return 0.5 * float(np.abs(ha / max(ha.sum(), 1) - hb / max(hb.sum(), 1)).sum())
 
-    observed_mask = np.arange(len(both)) < n
-    observed = tv(observed_mask)
+    observed = tv(np.zeros(len(a), dtype=bool))
     rng = np.random.default_rng(seed)
-    exceed = sum(tv(rng.permutation(observed_mask)) >= observed for _ in range(permutations))
+    exceed = sum(tv(rng.random(len(a)) < 0.5) >= observed for _ in range(permutations))
     return observed, (exceed + 1) / (permutations + 1)
 
 
@@ -162,11 +178,12 @@ def frechet(x: np.ndarray, y: np.ndarray) -> float:
     return float(((mx - my) ** 2).sum() + np.trace(sx) + np.trace(sy) - 2 * cross)
 
 
-def compare(ref: MethodRun, run: MethodRun, permutations: int) -> dict[str, float]:
-    """One method's row of the report, against AR."""
-    _, p_attr = tv_permutation_test(ref.attributes, run.attributes, permutations)
-    tv_code, p_code = tv_permutation_test(ref.codes, run.codes, permutations)
-    feats = [np.stack([cell_features(p) for p in r.pixels]) for r in (ref, run)]
+def compare(ref: MethodRun, independent: MethodRun, run: MethodRun, permutations: int) -> dict[str, float]:
+    """One method's row of the report: speed against AR at the same seed (`ref`), law against AR at an
+    independent seed (`independent`)."""
+    _, p_attr = tv_permutation_test(independent.attributes, run.attributes, permutations)
+    tv_code, p_code = tv_permutation_test(independent.codes, run.codes, permutations)
+    feats = [np.stack([cell_features(p) for p in r.pixels]) for r in (independent, run)]
     low, high = wilson(int(run.ok.sum()), len(run.ok))
     return {
         "adherence": float(run.ok.mean()),
@@ -189,19 +206,27 @@ def main(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     captions = make_batch(args.caption_seed, 0, args.prompts)[1]
     ar, *others = parse_methods(args.methods, {"window": args.window})  # ar first, always
+    test_seed = args.seed + 1 if args.test_seed is None else args.test_seed
+    if test_seed == args.seed:
+        print("sjd-batch eval: error: --test-seed must differ from --seed: the two-sample tests need "
+              "independent draws", file=sys.stderr)
+        return 2
     ref = run_method(model, ar, captions, args)
-    report = {"ar": compare(ref, ref, 1) | {"p_attributes": 1.0, "p_codes": 1.0}}
+    independent = run_method(model, ar, captions, args, seed=test_seed)
+    report = {"ar": compare(ref, independent, ref, args.permutations)}
     for spec in others:
         if spec.method != "ar":
-            report[spec.label] = compare(ref, run_method(model, spec, captions, args), args.permutations)
+            run = run_method(model, spec, captions, args)
+            report[spec.label] = compare(ref, independent, run, args.permutations)
     if args.json:
-        header = {"prompts": args.prompts, "seed": args.seed, "window": args.window,
+        header = {"prompts": args.prompts, "seed": args.seed, "test_seed": test_seed, "window": args.window,
                   "caption_seed": args.caption_seed, "sampling": sampling_overrides(args)}
         print(json.dumps({**header, "methods": report}))
         return 0
     keys = list(report["ar"])
     print(f"{args.prompts} captions of generator seed {args.caption_seed}, job seed {args.seed}, window "
-          f"{args.window}, sampling {sampling_overrides(args) or 'model defaults'}; two-sample tests vs ar")
+          f"{args.window}, sampling {sampling_overrides(args) or 'model defaults'}; two-sample tests and "
+          f"Fréchet vs ar at job seed {test_seed}")
     width = max(10, *(len(m) for m in report))
     print(f"{'method':{width}s} " + " ".join(f"{k:>16s}" for k in keys))
     for m, row in report.items():
