@@ -116,25 +116,27 @@ def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 
 def run_method(
-    model, spec: MethodSpec, captions: list[str], args: argparse.Namespace, seed: int | None = None
+    model, spec: MethodSpec, captions: list[str], args: argparse.Namespace, seed: int
 ) -> MethodRun:
-    """Decode all captions with one method (and its parameters) and collect its statistics."""
+    """Decode all captions with one method (and its parameters) under job seed `seed`; collect statistics."""
     params = dict(spec.params) | sampling_overrides(args)
     t0 = time.perf_counter()
-    results = generate(model, captions, method=spec.method, seed=args.seed if seed is None else seed,
-                       batch_size=args.batch_size, **params)
+    results = generate(model, captions, method=spec.method, seed=seed, batch_size=args.batch_size, **params)
     seconds = time.perf_counter() - t0
     pixels = np.stack([r.pixels.numpy() for r in results])
     codes = model.codes(torch.stack([r.tokens for r in results])).reshape(len(results), -1)
     counts = np.stack([np.bincount(c.numpy(), minlength=model.vocab.num_codes) for c in codes])
     verdicts = [check(p, c) for p, c in zip(pixels, captions, strict=True)]
+
+    def rate(field: str) -> float:
+        return float(np.mean([getattr(v, field) for v in verdicts]))
+
     return MethodRun(
         method=spec.label, pixels=pixels, codes=counts,
         attributes=np.stack([attribute_vector(p) for p in pixels]),
         ok=np.array([v.ok for v in verdicts]),
-        attribute_ok={name: float(np.mean([getattr(v, field) for v in verdicts]))
-                      for name, field in (("color_ok", "color_ok"), ("shape_ok", "shape_ok"),
-                                          ("cells_ok", "position_ok"))},
+        attribute_ok={"color_ok": rate("color_ok"), "shape_ok": rate("shape_ok"),
+                      "cells_ok": rate("position_ok")},
         nfe=sum(r.stats.nfe for r in results),
         accept_len=float(np.mean([r.stats.accept_len_mean for r in results])),
         seconds=seconds,
@@ -211,12 +213,12 @@ def main(args: argparse.Namespace) -> int:
         print("sjd-batch eval: error: --test-seed must differ from --seed: the two-sample tests need "
               "independent draws", file=sys.stderr)
         return 2
-    ref = run_method(model, ar, captions, args)
-    independent = run_method(model, ar, captions, args, seed=test_seed)
+    ref = run_method(model, ar, captions, args, args.seed)
+    independent = run_method(model, ar, captions, args, test_seed)
     report = {"ar": compare(ref, independent, ref, args.permutations)}
     for spec in others:
         if spec.method != "ar":
-            run = run_method(model, spec, captions, args)
+            run = run_method(model, spec, captions, args, args.seed)
             report[spec.label] = compare(ref, independent, run, args.permutations)
     if args.json:
         header = {"prompts": args.prompts, "seed": args.seed, "test_seed": test_seed, "window": args.window,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -330,7 +330,7 @@ def add_bound_words(lm: LlamaForCausalLM, vocab: Vocabulary) -> Vocabulary:
     Each new embedding starts as its word's plus the mean of its place's words, so the model first
     reads "red@top left" roughly as it read "red ... top left", and training sharpens the binding.
     """
-    bound = Vocabulary(vocab.words, vocab.num_codes, vocab.hash_words, vocab.row_markers, POSITIONS)
+    bound = replace(vocab, positions=POSITIONS)
     old = vocab.size
     lm.resize_token_embeddings(bound.size, mean_resizing=False)
     table = lm.get_input_embeddings().weight
