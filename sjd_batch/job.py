@@ -7,7 +7,6 @@ versions and git revision that made it); `record_failure` notes a shard that fai
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import difflib
 import importlib.metadata
 import json
@@ -18,8 +17,9 @@ import time
 
 from sjd_batch.config import ConfigError, JobConfig, redact_uri
 from sjd_batch.io import results
-from sjd_batch.io.prompts import ShardSpec, expand_inputs, find_duplicate_ids, plan_shards, read_shard
+from sjd_batch.io.prompts import ShardSpec
 from sjd_batch.io.storage import Storage
+from sjd_batch.planning import check_inputs, plan_job
 
 JOB_FILE = "job.json"
 FAILURES_PREFIX = "_failures"  # shards that failed after all retries in the last run (for `status`)
@@ -60,25 +60,14 @@ def prepare_job(config: JobConfig) -> tuple[Storage, list[ShardSpec], dict[int, 
     existing = _read_manifest(storage)
     if existing is not None:
         _check_owner(storage, config, existing)  # cheap, so before reading any input
-    files = expand_inputs(list(config.input.uris))
-    shards = plan_shards(files, config.input.shard_size)
-    if not shards or all(s.num_rows == 0 for s in shards):
+    plan = plan_job(config)
+    if plan.rows == 0:
         raise JobError(f"input.uris: {list(config.input.uris)} hold no rows: nothing to generate")
     if existing is None:  # first run: the plan is fixed from here on, check the inputs once
-        check_inputs(files)
+        check_inputs(plan, config)
+    shards = list(plan)
     claim_output(storage, config, shards)
     return storage, shards, results.committed_shards(storage)
-
-
-def check_inputs(files: list[str]) -> None:
-    """Refuse, before any work, inputs whose schema is wrong (an empty shard of each file reads only
-    its footer) or whose ids repeat across files."""
-    with cf.ThreadPoolExecutor(min(16, len(files))) as pool:
-        list(pool.map(lambda f: read_shard(ShardSpec(index=-1, source=f, row_start=0, row_end=0)), files))
-    dupes = find_duplicate_ids(files)
-    if dupes:
-        raise JobError(f"input: the `id` column repeats {dupes} across {files}: every sample needs "
-                       "a unique id (it names the image and the stats row)")
 
 
 def claim_output(storage: Storage, config: JobConfig, shards: list[ShardSpec]) -> None:
@@ -92,6 +81,21 @@ def claim_output(storage: Storage, config: JobConfig, shards: list[ShardSpec]) -
             return  # else another driver claimed it first: check its claim below
     existing = _read_manifest(storage) or {}
     _check_owner(storage, config, existing)
+    _check_plan(storage, config, existing, plan)
+
+
+def check_claim(storage: Storage, config: JobConfig, shards: list[ShardSpec]) -> bool:
+    """What `claim_output` checks, without writing: whether the output holds this job's `job.json`
+    (JobError when it holds another job's, or a different plan)."""
+    existing = _read_manifest(storage)
+    if existing is not None:
+        _check_owner(storage, config, existing)
+        _check_plan(storage, config, existing, [[s.index, redact_uri(s.source), s.row_start, s.row_end]
+                                                for s in shards])
+    return existing is not None
+
+
+def _check_plan(storage: Storage, config: JobConfig, existing: dict, plan: list[list]) -> None:
     if existing.get("shards") != plan:
         raise JobError(
             f"the input of job {config.job_id} changed since {storage.join(JOB_FILE)} was written (the shard "

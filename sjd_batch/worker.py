@@ -30,6 +30,7 @@ from sjd_batch.api import GenerationResult, generate
 from sjd_batch.config import JobConfig, redact_uri
 from sjd_batch.decoding import sample_seed
 from sjd_batch.io import results
+from sjd_batch.io.ids import IdRules
 from sjd_batch.io.prompts import BadRow, PromptRow, ShardSpec, read_shard
 from sjd_batch.io.storage import Storage
 from sjd_batch.job import PARTIAL_PREFIX
@@ -70,6 +71,7 @@ class ShardWorker:
         self.config, self.actor, self.node = config, actor, node
         self.job_id = config.job_id
         self.tar = config.output.image_format == "webdataset"
+        self.id_rules = IdRules.for_format(config.output.image_format)
         self.device = _pick_device(config.model.device)
         _set_precision_flags(self.device, config.run.cpus_per_actor)
         model = config.model
@@ -91,7 +93,8 @@ class ShardWorker:
         t0, started_at = time.perf_counter(), time.time()
         if self.storage.exists(results.commit_key(spec.index)):  # one HEAD, not a read of every marker
             return self._report(spec, attempt, [], 0, 0, False, t0)
-        rows = read_shard(spec)  # InputError (corrupt file, no `prompt`) is permanent: not retried
+        # InputError (corrupt file, no `prompt`) is permanent: not retried. Ids follow the format's rules.
+        rows = read_shard(spec, self.id_rules)
         good = [r for r in rows if isinstance(r, PromptRow)]
         bad = [r for r in rows if isinstance(r, BadRow)]
         done = self._done_samples(spec.index)

@@ -20,6 +20,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -337,8 +338,30 @@ def test_duplicate_ids_across_files(tmp_path: Path, capsys: pytest.CaptureFixtur
     b = write_prompts(tmp_path / "in" / "b.parquet", prompt_table(3, start=2))  # p0002 again
     config = make_job([a, b], str(tmp_path / "out"))
     code, _, err = cli_run(capsys, save_job(config, tmp_path / "job.yaml"))
-    assert code == 2 and "repeats ['p0002']" in err and "unique id" in err
+    assert code == 2 and f"'p0002' at {a} row 2 and at {b} row 0" in err and "unique id" in err
     assert not (tmp_path / "out" / "job.json").exists()
+
+
+def test_explicit_id_equal_to_a_generated_id(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Generated ids are part of the duplicate check: `gen-00000001` would overwrite that row's image."""
+    gen = write_prompts(tmp_path / "in" / "gen.parquet", prompt_table(3).drop_columns(["id"]))
+    named = write_prompts(tmp_path / "in" / "named.parquet", prompt_table(1).set_column(
+        0, "id", pa.array(["gen-00000001"])))
+    config = make_job([gen, named], str(tmp_path / "out"))
+    code, _, err = cli_run(capsys, save_job(config, tmp_path / "job.yaml"))
+    assert code == 2 and f"'gen-00000001' at {gen} row 1 (generated: that file has no `id` column)" in err
+    assert not (tmp_path / "out" / "job.json").exists()
+
+
+def test_output_inside_the_input_prefix_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Its stats Parquet files would be read as prompts on the rerun."""
+    write_prompts(tmp_path / "data" / "a.parquet", 4)
+    config = make_job([str(tmp_path / "data")], str(tmp_path / "data" / "out"))
+    code, _, err = cli_run(capsys, save_job(config, tmp_path / "job.yaml"))
+    assert code == 2 and f"output.uri {tmp_path / 'data' / 'out'} is inside the input prefix" in err
+    assert not (tmp_path / "data" / "out").exists()
+    beside = make_job([str(tmp_path / "data")], str(tmp_path / "data-out"))  # a sibling is fine
+    assert cli_run(capsys, save_job(beside, tmp_path / "job.yaml"))[0] == 0
 
 
 def test_empty_inputs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

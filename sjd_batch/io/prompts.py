@@ -1,29 +1,35 @@
-"""Parquet prompt inputs: files -> deterministic shards -> validated rows.
+"""Parquet prompt inputs: files -> a shard plan -> validated rows.
 
 Input schema: a `prompt` column (string or binary), and optional `id` (any type, used as `str`),
 `seed` (integer) and `negative_prompt` (string or binary) columns. Other columns are ignored.
 
 Sample ids are stable: the `id` column when present, else `f"{file_stem}-{row:08d}"`, the file's name
 without `.parquet` and the row's index inside that file (so `prompts/part-0.parquet` row 7 is
-`part-0-00000007`). Without an `id` column, two input files must not share a stem; `plan_shards`
-refuses that, since their samples would collide.
+`part-0-00000007`). Without an `id` column, two input files must not share a stem; `plan_inputs`
+refuses that, since their samples would collide. The id rules (bytes, characters) depend on the output
+format: see `sjd_batch.io.ids`. Ids repeated across shards, explicit or generated, are found before
+any work by `sjd_batch.io.id_scan`.
 
-Shards never cross files: `plan_shards` cuts each file (in the sorted order `expand_inputs` returns)
+Shards never cross files: `plan_inputs` cuts each file (in the sorted order `expand_inputs` returns)
 into runs of `shard_size` rows, so a plan depends only on the input files, their row counts and the
-shard size. Only Parquet footers are read to plan.
+shard size. Only Parquet footers are read to plan, and the `ShardPlan` (`sjd_batch.io.shards`) holds
+one entry per file, not per shard: planning 100M rows costs what planning 100 files does.
 
-A row that cannot become a sample (null, empty, whitespace-only or non-UTF-8 prompt; a null, unsafe or
+A row that cannot become a sample (null, empty, whitespace-only or non-UTF-8 prompt; a null, unusable or
 duplicate id) is returned as a `BadRow` with the reason, so the job can skip and record it. A file that
 cannot be read at all (corrupt, or no `prompt` column) raises `InputError` naming the file.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from sjd_batch.io.ids import IdRules, generated_id, id_problem, id_text
+from sjd_batch.io.shards import InputFile, ShardPlan, ShardSpec
 from sjd_batch.io.storage import Storage, StorageError, arrow_error, split_uri
 
 if TYPE_CHECKING:
@@ -31,7 +37,6 @@ if TYPE_CHECKING:
     import pyarrow.parquet as pq
 
 _TEXT_TYPES = ("string", "large_string", "string_view", "binary", "large_binary", "binary_view")
-_MAX_ID_CHARS = 200
 
 
 class InputError(StorageError):
@@ -58,20 +63,6 @@ class BadRow:
     source: str
     row: int
     reason: str
-
-
-@dataclass(frozen=True)
-class ShardSpec:
-    """Rows `[row_start, row_end)` of the Parquet file at URI `source`; `index` is the shard number."""
-
-    index: int
-    source: str
-    row_start: int
-    row_end: int
-
-    @property
-    def num_rows(self) -> int:
-        return self.row_end - self.row_start
 
 
 def expand_inputs(uris: list[str]) -> list[str]:
@@ -107,44 +98,49 @@ def _is_data_file(key: str) -> bool:
     return key.endswith(".parquet") and not any(p.startswith(("_", ".")) for p in parts)
 
 
-def plan_shards(files: list[str], shard_size: int) -> list[ShardSpec]:
-    """Cut files into shards of at most `shard_size` rows, in the given file order (see module doc)."""
+def plan_inputs(files: list[str], shard_size: int, rules: IdRules | None = None) -> ShardPlan:
+    """Cut files into shards of at most `shard_size` rows, in the given order, from their footers only.
+
+    Raises `InputError` when two files without an `id` column share a stem, or when the ids generated
+    for a file's rows would break `rules` (e.g. a dot in the stem with WebDataset output).
+    """
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
-    specs: list[ShardSpec] = []
-    stems: dict[str, str] = {}
+    rules = rules or IdRules()
     with ThreadPoolExecutor(max_workers=min(16, max(1, len(files)))) as pool:
-        footers = list(pool.map(lambda uri: _open(uri).metadata, files))  # S3 latency, not CPU, dominates
-    for uri, meta in zip(files, footers, strict=True):
-        if "id" not in meta.schema.names:
-            _claim_stem(stems, uri)
-        for start in range(0, meta.num_rows, shard_size):
-            end = min(start + shard_size, meta.num_rows)
-            specs.append(ShardSpec(index=len(specs), source=uri, row_start=start, row_end=end))
-    return specs
+        inputs = list(pool.map(_describe, files))  # S3 latency, not CPU, dominates
+    stems: dict[str, str] = {}
+    for f in inputs:
+        if not f.has_id:
+            _claim_stem(stems, f.uri)
+            _check_generated(f, rules)
+    return ShardPlan(tuple(inputs), shard_size)
 
 
-def find_duplicate_ids(files: list[str], limit: int = 10) -> list[str]:
-    """Up to `limit` ids that occur more than once across `files` (their `id` columns only).
+def plan_shards(files: list[str], shard_size: int) -> list[ShardSpec]:
+    """Every shard of `plan_inputs` as a list: O(shards) memory, for small jobs and tests."""
+    return list(plan_inputs(files, shard_size))
 
-    `read_shard` already turns a repeat inside one shard into a `BadRow`; this finds repeats across
-    shards and files, which would otherwise give two samples one id. Files without `id` are skipped:
-    their generated ids are unique by construction (see `plan_shards`).
-    """
-    seen: set[str] = set()
-    dupes: list[str] = []
-    for uri in files:
-        pf = _open(uri)
-        if "id" not in pf.schema_arrow.names:
-            continue
-        for value in pf.read(columns=["id"]).column("id").drop_null().to_pylist():
-            sid = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-            if sid in seen and sid not in dupes:
-                dupes.append(sid)
-                if len(dupes) >= limit:
-                    return dupes
-            seen.add(sid)
-    return dupes
+
+def _describe(uri: str) -> InputFile:
+    import pyarrow as pa
+
+    pf, size = _open_sized(uri)
+    meta = pf.metadata
+    sink = pa.BufferOutputStream()
+    meta.write_metadata_file(sink)  # the footer, re-serialised: a stable identity of the content
+    footer = hashlib.blake2b(sink.getvalue().to_pybytes(), digest_size=8).hexdigest()
+    return InputFile(uri, meta.num_rows, "id" in meta.schema.names, size, footer)
+
+
+def _check_generated(f: InputFile, rules: IdRules) -> None:
+    """Generated ids differ only in their row digits: checking the last row's checks them all."""
+    if f.rows == 0:
+        return
+    problem = id_problem(generated_id(file_stem(f.uri), f.rows - 1), rules)
+    if problem:
+        raise InputError(f"{f.uri} has no `id` column, and the ids generated from its name would not work: "
+                         f"{problem}; add an `id` column or rename the file")
 
 
 def _claim_stem(stems: dict[str, str], uri: str) -> None:
@@ -165,6 +161,11 @@ def file_stem(uri: str) -> str:
 
 def _open(uri: str) -> pq.ParquetFile:
     """Open a Parquet file through the Storage's arrow filesystem; corrupt files raise InputError."""
+    return _open_sized(uri)[0]
+
+
+def _open_sized(uri: str) -> tuple[pq.ParquetFile, int]:
+    """`_open`, plus the file's size in bytes."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -172,7 +173,8 @@ def _open(uri: str) -> pq.ParquetFile:
     storage = Storage.from_uri(parent)
     fs, root = storage.arrow_filesystem()
     try:
-        return pq.ParquetFile(fs.open_input_file(f"{root}/{name}"))
+        source = fs.open_input_file(f"{root}/{name}")
+        return pq.ParquetFile(source), source.size()
     except FileNotFoundError:
         storage.check_bucket()  # "bucket ... does not exist" is the clearer error when it applies
         raise InputError(f"{uri} does not exist: expected a Parquet file") from None
@@ -182,8 +184,12 @@ def _open(uri: str) -> pq.ParquetFile:
         raise arrow_error(uri, e) from e
 
 
-def read_shard(spec: ShardSpec) -> list[PromptRow | BadRow]:
-    """Read and validate the rows of one shard, in row order (see module doc for the rules)."""
+def read_shard(spec: ShardSpec, rules: IdRules | None = None) -> list[PromptRow | BadRow]:
+    """Read and validate the rows of one shard, in row order (see module doc for the rules).
+
+    `rules` are the output format's id rules (`IdRules.for_format`); png's by default.
+    """
+    rules = rules or IdRules()
     pf = _open(spec.source)
     columns = _check_schema(spec.source, pf.schema_arrow)
     table = _read_rows(pf, columns, spec.row_start, spec.row_end, spec.source)
@@ -192,7 +198,7 @@ def read_shard(spec: ShardSpec) -> list[PromptRow | BadRow]:
     out: list[PromptRow | BadRow] = []
     for i in range(table.num_rows):
         values = {c: data[c][i] for c in columns}
-        out.append(_make_row(values, spec.source, spec.row_start + i, stem, seen))
+        out.append(_make_row(values, spec.source, spec.row_start + i, stem, seen, rules))
     return out
 
 
@@ -234,16 +240,18 @@ def _read_rows(pf: pq.ParquetFile, columns: list[str], start: int, end: int, uri
     except OSError as e:
         raise arrow_error(uri, e) from e
     table = table.select(columns).slice(start - (first or 0), end - start)
-    for col in ("prompt", "negative_prompt"):
-        if col in columns:  # bytes, so that invalid UTF-8 in a "string" column is caught per row
+    for col in ("prompt", "negative_prompt", "id"):
+        if col in columns and (col != "id" or str(table.schema.field(col).type) in _TEXT_TYPES):
+            # bytes, so that invalid UTF-8 in a "string" column is caught per row
             i = table.schema.get_field_index(col)
             table = table.set_column(i, col, table.column(col).cast(pa.large_binary()))
     return table
 
 
-def _make_row(values: dict, source: str, row: int, stem: str, seen: dict[str, int]) -> PromptRow | BadRow:
+def _make_row(values: dict, source: str, row: int, stem: str, seen: dict[str, int],
+              rules: IdRules) -> PromptRow | BadRow:
     """Validate one row; `seen` maps the ids of this shard to their row, to catch duplicates."""
-    sample_id, reason = _sample_id(values, row, stem)
+    sample_id, reason = _sample_id(values, row, stem, rules)
     if reason is None and sample_id in seen:
         reason = f"duplicate id {sample_id!r} (first at row {seen[sample_id]})"
     if reason is None:
@@ -256,22 +264,16 @@ def _make_row(values: dict, source: str, row: int, stem: str, seen: dict[str, in
     return PromptRow(sample_id, prompt, values.get("seed"), negative or None, source, row)
 
 
-def _sample_id(values: dict, row: int, stem: str) -> tuple[str, str | None]:
-    """The row's sample id, and why it is unusable (None when it is fine)."""
-    generated = f"{stem}-{row:08d}"
+def _sample_id(values: dict, row: int, stem: str, rules: IdRules) -> tuple[str, str | None]:
+    """The row's sample id, and why it is unusable (None when it is fine). An unusable row keeps
+    its generated id, which names it in the errors file."""
+    generated = generated_id(stem, row)
     if "id" not in values:
         return generated, None
-    raw = values["id"]
-    if raw is None:
-        return generated, "id is null"
-    sid = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
-    bad = not sid.strip() or sid in (".", "..") or len(sid) > _MAX_ID_CHARS
-    if bad or any(ch in sid for ch in "/\\") or any(ord(ch) < 32 for ch in sid):
-        return generated, (
-            f"id {sid[:80]!r} is not usable as an object name: expected no '/', '\\' or control "
-            f"characters, not empty, '.' or '..', and at most {_MAX_ID_CHARS} characters"
-        )
-    return sid, None
+    sid, reason = id_text(values["id"])
+    if reason is None:
+        reason = id_problem(sid, rules)
+    return (generated, reason) if reason else (sid, None)
 
 
 def _text(raw: bytes | None, column: str, required: bool = True) -> tuple[str | None, str | None]:

@@ -240,10 +240,11 @@ def read_errors(storage: Storage, committed_only: bool = True) -> pa.Table:
 def _dataset(storage: Storage, folder: str, schema: pa.Schema, committed_only: bool) -> ds.Dataset:
     import pyarrow.dataset as ds
 
-    keys = [k for k in storage.list(folder) if k.endswith(".parquet") and _SHARD_RE.search(k)]
-    if committed_only:
-        done = set(committed_shards(storage))
-        keys = [k for k in keys if int(_SHARD_RE.search(k).group(1)) in done]
+    from sjd_batch.io import compaction
+
+    # The latest compaction's files plus the per-shard files it does not cover (see io/compaction.py)
+    committed = compaction.committed_indices(storage) if committed_only else None
+    keys = compaction.current_keys(storage, folder.rstrip("/"), committed)
     fs, root = storage.arrow_filesystem()
     full_schema = pa.unify_schemas([schema, PARTITION_SCHEMA])
     partitioning = ds.partitioning(PARTITION_SCHEMA, flavor="hive")

@@ -12,7 +12,7 @@ from sjd_batch.io.prompts import (
     ShardSpec,
     expand_inputs,
     file_stem,
-    find_duplicate_ids,
+    plan_inputs,
     plan_shards,
     read_shard,
 )
@@ -259,10 +259,66 @@ def test_nonexistent_bucket_in_a_shard_source(s3_endpoint: str) -> None:
         read_shard(ShardSpec(0, uri, 0, 1))
 
 
-def test_find_duplicate_ids_across_files(store: Storage) -> None:
-    a = put_parquet(store, "in/a.parquet", pa.table({"id": ["x", "y", None], "prompt": ["p"] * 3}))
-    b = put_parquet(store, "in/b.parquet", pa.table({"id": ["z", "y", "x"], "prompt": ["p"] * 3}))
-    c = put_parquet(store, "in/c.parquet", _prompts(3))  # generated ids: never duplicates
-    assert find_duplicate_ids([a, b, c]) == ["y", "x"]
-    assert find_duplicate_ids([a, b], limit=1) == ["y"]
-    assert find_duplicate_ids([a, c]) == []
+def test_plan_is_one_entry_per_file_and_computes_shards_on_demand(store: Storage) -> None:
+    a = put_parquet(store, "in/a.parquet", _prompts(10), row_group_size=3)
+    b = put_parquet(store, "in/b.parquet", pa.table({"id": ["x", "y", "z"], "prompt": ["p"] * 3}))
+    plan = plan_inputs([a, b], shard_size=4)
+    assert [(f.uri, f.rows, f.has_id) for f in plan.files] == [(a, 10, False), (b, 3, True)]
+    assert len(plan) == 4 and plan.rows == 13 and list(plan) == plan_shards([a, b], 4)
+    assert plan[3] == ShardSpec(3, b, 0, 3) and plan.shards_of(0) == range(0, 3)
+    assert plan.first_rows() == (0, 10, 13)
+    with pytest.raises(IndexError, match="shard 4 is not in this plan of 4 shards"):
+        plan[4]
+
+
+def test_plan_memory_does_not_grow_with_rows() -> None:
+    """A plan of 10^11 rows is as small as its file list: shards are computed, never stored."""
+    import tracemalloc
+
+    from sjd_batch.io.shards import InputFile, ShardPlan
+
+    files = tuple(InputFile(f"s3://b/part-{k:03d}.parquet", 10**9, True, 1, "0" * 16) for k in range(100))
+    tracemalloc.start()
+    plan = ShardPlan(files, shard_size=64)
+    last = plan[len(plan) - 1]
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert len(plan) == 100 * 15_625_000 and last.row_end == 10**9 and last.source.endswith("099.parquet")
+    assert peak < 100_000, f"planning 10^11 rows took {peak} bytes"
+
+
+def test_footer_digest_and_size_identify_the_content(store: Storage) -> None:
+    a = put_parquet(store, "in/a.parquet", _prompts(5))
+    first = plan_inputs([a], 2).files[0]
+    assert first.size == len(store.read_bytes("in/a.parquet"))
+    put_parquet(store, "in/a.parquet", _prompts(5, start=1))  # same rows, other prompts
+    second = plan_inputs([a], 2).files[0]
+    assert first.rows == second.rows and first.footer != second.footer
+    assert plan_inputs([a], 2).files[0] == second  # stable for unchanged content
+
+
+def test_generated_ids_must_follow_the_format_rules(store: Storage) -> None:
+    from sjd_batch.io.ids import IdRules
+
+    dotted = put_parquet(store, "in/part.0.parquet", _prompts(2))  # ids part.0-00000000, ...
+    assert len(plan_inputs([dotted], 2, IdRules.for_format("png"))) == 1
+    with pytest.raises(InputError, match=r"part\.0\.parquet has no `id` column.*output format webdataset"):
+        plan_inputs([dotted], 2, IdRules.for_format("webdataset"))
+    long_stem = put_parquet(store, "in/" + "é" * 96 + ".parquet", _prompts(1))  # 192 bytes + 9
+    with pytest.raises(InputError, match=r"201 bytes"):
+        plan_inputs([long_stem], 2)
+
+
+def test_ids_are_checked_in_bytes_for_the_output_format(store: Storage) -> None:
+    from sjd_batch.io.ids import IdRules
+
+    ids = ["é" * 100, "é" * 100 + "x", "a.b", b"\xff\xfe".decode("latin-1")]  # 200 bytes, 201, a dot, ÿþ
+    uri = put_parquet(store, "in/ids.parquet", pa.table({"id": ids, "prompt": ["p"] * 4}))
+    png = _reasons(read_shard(ShardSpec(0, uri, 0, 4)))
+    assert list(png) == ["ids-00000001"] and "(201 bytes) is not usable" in png["ids-00000001"]
+    tar = _reasons(read_shard(ShardSpec(0, uri, 0, 4), IdRules.for_format("webdataset")))
+    assert set(tar) == {"ids-00000001", "ids-00000002"} and "'.'" in tar["ids-00000002"]
+    raw = put_parquet(store, "in/raw.parquet", pa.table({"id": pa.array([b"ok", b"\xff"], pa.binary()),
+                                                         "prompt": ["p", "q"]}))
+    assert _reasons(read_shard(ShardSpec(0, raw, 0, 2))) == {
+        "raw-00000001": "id is not valid UTF-8 (byte 0xff at offset 0)"}
