@@ -32,6 +32,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench-runner": ("sjd_batch.commands.bench_runner", "runner samples/s with 1, 2, 4 CPU actors"),
     "train-shapes": ("sjd_batch.commands.train_shapes", "train the shipped shapes-t2i model from scratch"),
     "eval": ("sjd_batch.commands.eval", "per-method adherence, two-sample tests and Fréchet distance vs AR"),
+    "calibrate": (
+        "sjd_batch.commands.calibrate",
+        "a model's decoding statistics (entropy, SJD compression, accept lengths, TV) beside real models'",
+    ),
     "models": ("sjd_batch.commands.models", "registered model families and models with their defaults"),
     "report": ("sjd_batch.commands.report", "a self-contained HTML report of job outputs"),
 }
