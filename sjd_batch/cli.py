@@ -31,6 +31,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench-plan": ("sjd_batch.commands.bench_plan", "time `sjd-batch plan` on a generated many-row input"),
     "bench-runner": ("sjd_batch.commands.bench_runner", "runner samples/s with 1, 2, 4 CPU actors"),
     "train-shapes": ("sjd_batch.commands.train_shapes", "train the shipped shapes-t2i model from scratch"),
+    "train-textures": (
+        "sjd_batch.commands.train_textures",
+        "train the textures-t2i model in resumable stages (see its model card)",
+    ),
     "eval": ("sjd_batch.commands.eval", "per-method adherence, two-sample tests and Fréchet distance vs AR"),
     "calibrate": (
         "sjd_batch.commands.calibrate",

@@ -10,15 +10,22 @@ from __future__ import annotations
 
 import argparse
 import json
+from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
+from typing import Callable, Iterator
 
 from sjd_batch.models.shapes.train import TrainConfig, train
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per `TrainConfig` field, typed from its default."""
-    for f in fields(TrainConfig):
+    add_config_arguments(parser, TrainConfig)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, config: type) -> None:
+    """One flag per field of the dataclass `config`, typed from its default, plus `--log`."""
+    for f in fields(config):
         is_bool = isinstance(f.default, bool)
         kind = _flag_bool if is_bool else type(f.default)
         shown = str(f.default).lower() if is_bool else f.default
@@ -40,7 +47,15 @@ def _flag_bool(text: str) -> bool:
 def main(args: argparse.Namespace) -> int:
     """Train, logging JSON lines; the assets land in `--out`."""
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
-    sink = args.log.open("a") if args.log else None
+    with json_log(args.log) as log:
+        train(cfg, log)
+    return 0
+
+
+@contextmanager
+def json_log(path: Path | None) -> Iterator[Callable[[dict], None]]:
+    """A logger that prints one JSON object per line and, with `path`, appends it there too."""
+    sink = path.open("a") if path else None
 
     def log(record: dict) -> None:
         line = json.dumps(record)
@@ -50,8 +65,7 @@ def main(args: argparse.Namespace) -> int:
             sink.flush()
 
     try:
-        train(cfg, log)
+        yield log
     finally:
         if sink:
             sink.close()
-    return 0

@@ -101,8 +101,11 @@ class TrainConfig:
     data_offset: int = 0  # skip this many batches of the stream (a resumed run sees fresh images)
 
 
-def fit_tokenizer(cfg: TrainConfig) -> tuple[PatchTokenizer, float]:
-    """Fit the codebook on generator images; return it with its held-out PSNR (dB)."""
+def fit_tokenizer(
+    cfg: TrainConfig, make_batch: Callable = make_batch
+) -> tuple[PatchTokenizer, float]:
+    """Fit the codebook on generator images (`make_batch`: another generator with the same signature,
+    for textures-t2i); return it with its held-out PSNR (dB)."""
     pixels = torch.from_numpy(make_batch(cfg.data_seed + 10_000, 0, cfg.kmeans_images)[0])
     points = to_patches(pixels).reshape(-1, PATCH * PATCH * 3)
     kmeans = KMeansConfig(cfg.num_codes, cfg.kmeans_iterations, cfg.seed)
@@ -196,7 +199,10 @@ def code_nll(
 class HeldOut:
     """A fixed held-out set from a different generator seed, scored with and without captions."""
 
-    def __init__(self, cfg: TrainConfig, tokenizer: PatchTokenizer, vocab: Vocabulary) -> None:
+    def __init__(
+        self, cfg: TrainConfig, tokenizer: PatchTokenizer, vocab: Vocabulary,
+        make_batch: Callable = make_batch,
+    ) -> None:
         pixels, captions, _ = make_batch(cfg.heldout_seed, 0, cfg.eval_images)
         codes = tokenizer.encode(torch.from_numpy(pixels))
         n = len(captions)
@@ -287,7 +293,10 @@ def weighted_loss(
     return (ce * w).sum() / w.sum()
 
 
-def training_batch(step: int, cfg: TrainConfig, tokenizer: PatchTokenizer, vocab: Vocabulary):
+def training_batch(
+    step: int, cfg: TrainConfig, tokenizer: PatchTokenizer, vocab: Vocabulary,
+    make_batch: Callable = make_batch,
+):
     """Batch `step` of the stream, as (ids, labels, weights): a pure function of (config, step)."""
     pixels, captions, samples = make_batch(cfg.data_seed, (cfg.data_offset + step) * cfg.batch, cfg.batch)
     codes = tokenizer.encode(torch.from_numpy(pixels))
