@@ -66,3 +66,10 @@ def test_importing_the_package_is_cheap():
     code = "import sys, sjd_batch; print(','.join(m for m in ('torch', 'ray') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_only_training_commands_import_the_training_package():
+    # training code (generators, checkers' training data, training loops) stays off the runtime path
+    allowed = {"commands/train_textures.py"}
+    hits = {p for p in _modules_importing(("sjd_batch.training",)) if not p.startswith("training/")}
+    assert hits <= allowed, hits
