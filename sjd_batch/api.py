@@ -68,12 +68,17 @@ def split_params(
     base.update({k: v for k, v in params.items() if k in SAMPLING_KEYS})
     sampling = SamplingConfig(**base)
     config = resolve_method(method, **{k: v for k, v in params.items() if k in DECODING_KEYS})
+    check_sampling(model, sampling)
+    return sampling, config
+
+
+def check_sampling(model: ImageTokenModel, sampling: SamplingConfig) -> None:
+    """Raise a ValueError for sampling settings the model cannot honour (CFG without an uncond prompt)."""
     if sampling.uses_cfg and not model.has_uncond:
         raise ValueError(
             f"cfg_scale={sampling.cfg_scale} needs an unconditional prompt, and model {model.name} has none; "
             "set cfg_scale=1.0"
         )
-    return sampling, config
 
 
 def generate(
@@ -116,7 +121,7 @@ def generate(
     results: list[GenerationResult] = []
     for rows in _batches(len(prompts), batch_size):
         negatives = [negative_prompts[i] for i in rows] if negative_prompts is not None else None
-        results += _generate_batch(
+        results += generate_batch(
             model,
             [prompts[i] for i in rows],
             negatives,
@@ -129,7 +134,7 @@ def generate(
     return results
 
 
-def _generate_batch(
+def generate_batch(
     model: ImageTokenModel,
     prompts: list[str],
     negatives: list[str | None] | None,
@@ -137,8 +142,15 @@ def _generate_batch(
     seeds: list[int],
     sampling: SamplingConfig,
     config: DecodeConfig,
-    decode_images: bool,
+    decode_images: bool = True,
 ) -> list[GenerationResult]:
+    """Decode one batch with settings already resolved (what `generate` and the job worker call).
+
+    Args:
+        prompts, negatives, ids, seeds: one entry per sample (`negatives` None: the model's empty caption).
+        sampling: the final sampling settings (model defaults already applied, see `check_sampling`).
+        config: the method.
+    """
     prefix = model.encode(prompts, negatives, with_uncond=sampling.uses_cfg)
     out = decode(model, prefix, seed_tensor(seeds, model.device), sampling, config)
     pixels: list[torch.Tensor | None] = [None] * len(prompts)

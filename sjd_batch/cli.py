@@ -42,6 +42,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "models": ("sjd_batch.commands.models", "registered model families and models with their defaults"),
     "report": ("sjd_batch.commands.report", "a self-contained HTML report of job outputs"),
+    "schema": ("sjd_batch.commands.schema", "the job file's JSON Schema (docs/job-schema.json)"),
 }
 
 

@@ -1,125 +1,206 @@
-"""`JobConfig`: one job YAML, validated on load.
+"""`JobConfig`: one job YAML, validated on load into typed sections.
 
-A job file has six sections (see `jobs/demo.yaml`): `name`, `model`, `method`, `sampling`, `input`,
-`output` and `run`. Every error names the key path and the file, e.g.
-``jobs/demo.yaml: method.windw: unknown key (did you mean 'window'?)``.
+A job file has seven sections (see `jobs/demo.yaml`): `name`, `model`, `method`, `sampling`, `input`,
+`output` and `run`. The schema is the pydantic models below; `sjd-batch schema` prints it as JSON Schema
+(`docs/job-schema.json`). Every error names the file, the key path and what was expected, e.g.
+``jobs/demo.yaml: method.windw: unknown key (did you mean 'window'?)`` (`config_errors.py`).
 
-`job_id` hashes what determines the outputs (model, method, sampling, input, output, shard size,
-image format, seed, batch size), and not how the job is executed (actors, GPUs, CPUs, retries): a job
-can be resumed on a different cluster, but never with different settings into the same output.
+The typed path of one parameter: YAML `sampling.top_p` -> `SamplingSection.top_p` ->
+`SamplingSection.over(model.default_sampling)` -> `SamplingConfig.top_p`, which the sampler reads.
+Method parameters likewise end in the engine's `DecodeConfig` (`MethodSection.decode_config`).
+
+The job id is not here: it also covers the inputs' identity (`sjd_batch.identity`).
 """
 
 from __future__ import annotations
 
-import collections.abc
-import dataclasses
-import difflib
-import hashlib
 import json
 import os
 import re
-import typing
-from dataclasses import dataclass, field, fields
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Annotated, Any, Literal, Sequence, TypeVar
 
 import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from sjd_batch.config_errors import ConfigError, describe
 from sjd_batch.decoding import DecodeConfig, SamplingConfig, resolve_method
+from sjd_batch.decoding.methods import COUPLINGS, INIT_LAWS, INIT_SCHEMES, METHODS, VERIFIERS, VP_FORMS
+from sjd_batch.decoding.sampling import CFG_MODES
+
+__all__ = ["ConfigError", "JobConfig", "load_job", "parse_job"]
 
 IMAGE_FORMATS = ("png", "webdataset")
 _URI_USERINFO = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@")
+T = TypeVar("T")
 
 
-class ConfigError(ValueError):
-    """A job file (or a --set override) is invalid; the message names the file and the key path."""
+class _Section(BaseModel):
+    # strict: a YAML `true` is not an int and "8" is not a number; ints still widen to floats.
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
 
-@dataclass(frozen=True)
-class ModelConfig:
-    """Which model to load: a registered name, `family:source`, a local folder, an s3:// prefix or a hub
-    id (see `sjd_batch.models.registry`), plus the family's loader options (e.g. Emu3's `image_area`)."""
+class ModelSection(_Section):
+    """Which model to load (see `sjd_batch.models.registry`), plus the family's loader options."""
 
-    name: str
-    dtype: str = "float32"
-    device: str = "auto"  # "auto": cuda when the actor has a GPU, else cpu
-    options: Mapping[str, Any] = field(default_factory=dict)
-    compile: bool = False  # torch.compile the window forward (sjd_batch.models.compiled); for GPUs
-
-
-@dataclass(frozen=True)
-class MethodConfig:
-    """The decoding method and its overrides (DecodeConfig fields; unset ones keep the preset)."""
-
-    name: str = "sjd-vp"
-    params: Mapping[str, Any] = field(default_factory=dict)
+    name: str = Field(description="a registered name, family:source, a local model folder, an s3:// "
+                                  "prefix or a hub id")
+    dtype: str = Field("float32", description="float32 | bfloat16 | float16 (checked against the registry)")
+    device: str = Field("auto", description="auto: cuda when the actor holds a GPU, else cpu")
+    options: dict[str, Any] = Field(default_factory=dict, description="family loader options, e.g. "
+                                                                       "{image_area: 262144} for emu3")
+    compile: bool = Field(False, description="torch.compile the window forward (GPU)")
 
 
-@dataclass(frozen=True)
-class InputConfig:
+def _not_blank(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must not be empty")
+    return text
+
+
+NonBlank = Annotated[str, Field(min_length=1), AfterValidator(_not_blank)]
+
+
+def _pick(value: T | None, default: T) -> T:
+    return default if value is None else value
+
+
+class MethodSection(_Section):
+    """The decoding method and its parameters; an unset parameter keeps the method's preset.
+
+    The fields mirror `DecodeConfig` (a test keeps them in step); see its docstring for their meaning.
+    """
+
+    name: str = Field("sjd-vp", json_schema_extra={"enum": sorted(METHODS)}, description="the method")
+    window: int | None = Field(None, description="L, tokens per forward (last committed + L-1 drafts), >= 2")
+    init: Literal[INIT_SCHEMES] | None = Field(None, description="how a draft entering the window is chosen")
+    init_law: Literal[INIT_LAWS] | None = Field(None, description="law stored for random init drafts")
+    vp_lambda: float | None = Field(None, description="SJD-VP strength; 0 is plain SJD")
+    vp_form: Literal[VP_FORMS] | None = Field(None, description="SJD-VP form")
+    vp_clip: float | None = Field(None, description="clip c of the log-probability change (exp form)")
+    vp_lossy: bool | None = Field(None, description="LOSSY on purpose: draw from q~, verify against P")
+    coupling: Literal[COUPLINGS] | None = Field(None, description="independent | maximal (MC-SJD)")
+    verifier: Literal[VERIFIERS] | None = Field(None, description="speculative | exact")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_only(cls, raw: Any) -> Any:
+        return {"name": raw} if isinstance(raw, str) else raw  # `method: sjd`
+
+    @model_validator(mode="after")
+    def _resolves(self) -> MethodSection:
+        self.decode_config()  # unknown method, window < 2, ...: a ValueError naming the parameter
+        return self
+
+    def decode_config(self) -> DecodeConfig:
+        """The engine's settings: the named preset with every parameter set here on top."""
+        p = resolve_method(self.name)
+        return replace(
+            p, window=_pick(self.window, p.window), init=_pick(self.init, p.init),
+            init_law=_pick(self.init_law, p.init_law), vp_lambda=_pick(self.vp_lambda, p.vp_lambda),
+            vp_form=_pick(self.vp_form, p.vp_form), vp_clip=_pick(self.vp_clip, p.vp_clip),
+            vp_lossy=_pick(self.vp_lossy, p.vp_lossy), coupling=_pick(self.coupling, p.coupling),
+            verifier=_pick(self.verifier, p.verifier),
+        )
+
+    def params(self) -> dict[str, Any]:
+        """The parameters set in the job (for job.json and the YAML form)."""
+        return self.model_dump(exclude_none=True, exclude={"name"})
+
+
+class SamplingSection(_Section):
+    """Sampling settings; an unset one keeps the model's default (`ImageTokenModel.default_sampling`).
+
+    The fields mirror `SamplingConfig` (a test keeps them in step); see its docstring.
+    """
+
+    temperature: float | None = Field(None, description="0 means greedy")
+    top_k: int | None = Field(None, description="0 is off")
+    top_p: float | None = Field(None, description="nucleus mass in (0, 1]")
+    cfg_scale: float | None = Field(None, description="classifier-free guidance s; 1 disables CFG")
+    cfg_mode: Literal[CFG_MODES] | None = Field(None, description="raw | log-softmax")
+
+    @model_validator(mode="after")
+    def _valid(self) -> SamplingSection:
+        self.over(SamplingConfig())  # range checks live in SamplingConfig
+        return self
+
+    def over(self, base: SamplingConfig) -> SamplingConfig:
+        """These settings on top of `base` (the model's defaults)."""
+        return replace(
+            base, temperature=_pick(self.temperature, base.temperature), top_k=_pick(self.top_k, base.top_k),
+            top_p=_pick(self.top_p, base.top_p), cfg_scale=_pick(self.cfg_scale, base.cfg_scale),
+            cfg_mode=_pick(self.cfg_mode, base.cfg_mode),
+        )
+
+
+class InputSection(_Section):
     """Parquet files or prefixes (local or s3://) with a `prompt` column, split into shards."""
 
-    uris: tuple[str, ...]
-    shard_size: int = 64
+    uris: Annotated[tuple[StrictStr, ...], Field(strict=False, min_length=1)] = Field(
+        description="Parquet files or prefixes, local or s3:// (one URI may be given as a string)")
+    shard_size: int = Field(64, ge=1, description="rows per shard; shards never cross files")
+
+    @field_validator("uris", mode="before")
+    @classmethod
+    def _one_uri(cls, raw: Any) -> Any:
+        return [raw] if isinstance(raw, str) else raw
 
 
-@dataclass(frozen=True)
-class OutputConfig:
+class OutputSection(_Section):
     """Where images, stats and commit markers go (local folder or s3://bucket/prefix)."""
 
-    uri: str
-    image_format: str = "png"
+    uri: NonBlank = Field(description="local folder or s3://bucket/prefix")
+    image_format: Literal[IMAGE_FORMATS] = Field("png", description="png (one object per sample) | "
+                                                                     "webdataset (one tar per shard)")
 
 
-@dataclass(frozen=True)
-class RunConfig:
-    """How the job executes: none of this changes the outputs, so it is not part of `job_id`."""
+class RunSection(_Section):
+    """How the job executes. Only `seed` changes what it produces (see `sjd_batch.identity`)."""
 
-    batch_size: int = 8
-    num_actors: int = 1
-    gpus_per_actor: float = 0.0
-    cpus_per_actor: float = 1.0
-    seed: int = 0
-    max_retries: int = 2
-    upload_threads: int = 4
+    batch_size: int = Field(8, ge=1, description="samples decoded together per actor")
+    num_actors: int = Field(1, ge=1, description="Ray actors")
+    gpus_per_actor: float = Field(0.0, ge=0, description="1 on GPU clusters: one actor per GPU")
+    cpus_per_actor: float = Field(1.0, ge=0, description="CPUs reserved per actor (torch threads)")
+    seed: int = Field(0, description="job seed; sample seed = blake2b(seed, sample_id)")
+    max_retries: int = Field(2, ge=0, description="retries of a failing shard before the job reports it")
+    upload_threads: int = Field(4, ge=1, description="threads encoding and uploading images")
 
 
-@dataclass(frozen=True)
-class JobConfig:
-    """A whole job, as loaded from YAML (see the module docstring for the layout)."""
+class JobConfig(_Section):
+    """A whole job, as loaded from YAML (see the module docstring)."""
 
-    name: str
-    model: ModelConfig
-    input: InputConfig
-    output: OutputConfig
-    method: MethodConfig = field(default_factory=MethodConfig)
-    sampling: Mapping[str, Any] = field(default_factory=dict)
-    run: RunConfig = field(default_factory=RunConfig)
+    name: NonBlank = Field(description="the job's name (shown in summaries and reports)")
+    model: ModelSection
+    input: InputSection
+    output: OutputSection
+    method: MethodSection = Field(default_factory=MethodSection)
+    sampling: SamplingSection = Field(default_factory=SamplingSection)
+    run: RunSection = Field(default_factory=RunSection)
 
-    @property
-    def job_id(self) -> str:
-        """A stable id of what the job produces (16 hex digits of blake2b)."""
-        identity = self.to_dict()
-        run = identity.pop("run")
-        identity["seed"], identity["batch_size"] = run["seed"], run["batch_size"]
-        blob = json.dumps(identity, sort_keys=True, separators=(",", ":")).encode()
-        return hashlib.blake2b(blob, digest_size=8).hexdigest()
-
-    @property
-    def generate_params(self) -> dict[str, Any]:
-        """Keyword arguments for `sjd_batch.generate` (decoding overrides plus sampling)."""
-        return {**dict(self.method.params), **dict(self.sampling)}
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_sections(cls, raw: Any) -> Any:
+        if isinstance(raw, dict):  # `sampling:` with nothing under it is an empty section
+            optional = ("method", "sampling", "run")
+            return {k: ({} if v is None and k in optional else v) for k, v in raw.items()}
+        return raw
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data; URIs lose any user:password@ part, so no credential is ever stored."""
-        data = dataclasses.asdict(self)
-        data["model"]["options"] = dict(self.model.options)
-        if not data["model"]["options"]:
-            del data["model"]["options"]  # jobs without options keep the job_id they had before the key
-        if not data["model"]["compile"]:
-            del data["model"]["compile"]  # likewise
-        data["method"]["params"] = dict(self.method.params)
-        data["sampling"] = dict(self.sampling)
+        """The job file's data (method parameters inline); URIs lose any user:password@ part."""
+        data = self.model_dump(exclude={"method", "sampling"})
+        data["method"] = {"name": self.method.name, **self.method.params()}
+        data["sampling"] = self.sampling.model_dump(exclude_none=True)
         data["input"]["uris"] = [redact_uri(u) for u in self.input.uris]
         data["output"]["uri"] = redact_uri(self.output.uri)
         return data
@@ -128,11 +209,9 @@ class JobConfig:
         return json.dumps(self.to_dict(), sort_keys=True, indent=2)
 
     def to_yaml(self) -> str:
-        """A job file that loads back to this config (method parameters inline, as in the YAML)."""
+        """A job file that loads back to this config (URIs as given: redaction would change the job)."""
         data = self.to_dict()
-        method = data.pop("method")
-        data["method"] = {"name": method["name"], **method["params"]}
-        data["input"]["uris"] = list(self.input.uris)  # as given: redaction would change the job
+        data["input"]["uris"] = list(self.input.uris)
         data["output"]["uri"] = self.output.uri
         return yaml.safe_dump(data, sort_keys=False)
 
@@ -140,6 +219,11 @@ class JobConfig:
 def redact_uri(uri: str) -> str:
     """Drop the userinfo of a URI (s3://KEY:SECRET@bucket -> s3://bucket)."""
     return _URI_USERINFO.sub(r"\1", uri)
+
+
+def job_schema() -> dict[str, Any]:
+    """The job file's JSON Schema (what `sjd-batch schema` prints and docs/job-schema.json holds)."""
+    return JobConfig.model_json_schema()
 
 
 def load_job(path: str | Path, overrides: Sequence[str] = ()) -> JobConfig:
@@ -164,18 +248,25 @@ def load_job(path: str | Path, overrides: Sequence[str] = ()) -> JobConfig:
     return absolute_paths(parse_job(raw, str(path)))
 
 
+def parse_job(raw: Any, source: str = "<job>") -> JobConfig:
+    """Validate raw YAML data into a JobConfig (see `load_job`)."""
+    try:
+        return JobConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError("\n".join(describe(err, source, JobConfig) for err in e.errors())) from None
+
+
 def absolute_paths(job: JobConfig) -> JobConfig:
     """Local relative paths become absolute (relative to the current directory), so that every
-    actor, whatever its working directory, reads and writes the same files."""
+    actor, whatever its working directory, reads and writes the same files. The job id does not
+    depend on them (`sjd_batch.identity`), so a job run from another folder is the same job."""
 
     def fix(uri: str) -> str:
         return uri if "://" in uri or os.path.isabs(uri) else os.path.abspath(uri)
 
-    return dataclasses.replace(
-        job,
-        input=dataclasses.replace(job.input, uris=tuple(fix(u) for u in job.input.uris)),
-        output=dataclasses.replace(job.output, uri=fix(job.output.uri)),
-    )
+    inputs = job.input.model_copy(update={"uris": tuple(fix(u) for u in job.input.uris)})
+    output = job.output.model_copy(update={"uri": fix(job.output.uri)})
+    return job.model_copy(update={"input": inputs, "output": output})
 
 
 def apply_override(raw: dict[str, Any], item: str, source: str = "--set") -> None:
@@ -190,136 +281,12 @@ def apply_override(raw: dict[str, Any], item: str, source: str = "--set") -> Non
     parts = key.strip().split(".")
     node = raw
     for i, part in enumerate(parts[:-1]):
-        child = node.setdefault(part, {})
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if isinstance(child, str) and part == "method" and i == 0:
+            child = node[part] = {"name": child}  # `method: sjd` in the file, `--set method.window=8`
         if not isinstance(child, dict):
             raise ConfigError(f"{source}: --set {key}: {'.'.join(parts[: i + 1])} is not a section")
         node = child
     node[parts[-1]] = value
-
-
-def parse_job(raw: Mapping[str, Any], source: str = "<job>") -> JobConfig:
-    """Validate raw YAML data into a JobConfig (see `load_job`)."""
-    raw = dict(raw)
-    if isinstance(raw.get("input"), dict) and isinstance(raw["input"].get("uris"), str):
-        raw["input"] = {**raw["input"], "uris": [raw["input"]["uris"]]}  # one URI is a list of one
-    method_raw = raw.pop("method", {}) or {}
-    sampling_raw = raw.pop("sampling", {}) or {}
-    job = _build(JobConfig, raw, source, "", skip={"method", "sampling"})
-    method = _parse_method(method_raw, source)
-    sampling = _parse_params(sampling_raw, SamplingConfig, source, "sampling")
-    job = dataclasses.replace(job, method=method, sampling=sampling)
-    _check_values(job, source)
-    return job
-
-
-def _parse_method(raw: Any, source: str) -> MethodConfig:
-    if isinstance(raw, str):
-        raw = {"name": raw}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: method: expected a mapping or a method name, got {type(raw).__name__}")
-    raw = dict(raw)
-    name = raw.pop("name", MethodConfig.name)
-    if not isinstance(name, str):
-        raise ConfigError(f"{source}: method.name: expected str, got {type(name).__name__} ({name!r})")
-    params = _parse_params(raw, DecodeConfig, source, "method", skip={"method"}, extra=["name"])
-    try:
-        resolve_method(name, **params)
-    except (ValueError, TypeError) as e:
-        raise ConfigError(f"{source}: method: {e}") from e
-    return MethodConfig(name=name, params=params)
-
-
-def _parse_params(
-    raw: Any, cls: type, source: str, path: str, skip: set[str] = frozenset(), extra: Sequence[str] = ()
-) -> dict[str, Any]:
-    """Check a flat override mapping against the fields (and types) of a core dataclass."""
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: {path}: expected a mapping, got {type(raw).__name__}")
-    hints = typing.get_type_hints(cls)
-    allowed = [f.name for f in fields(cls) if f.name not in skip]
-    out: dict[str, Any] = {}
-    for key, value in raw.items():
-        if key not in allowed:
-            raise ConfigError(_unknown(source, f"{path}.{key}", str(key), [*allowed, *extra]))
-        out[key] = _coerce(value, hints[key], source, f"{path}.{key}")
-    if cls is SamplingConfig:
-        try:
-            SamplingConfig(**out)
-        except (ValueError, TypeError) as e:
-            raise ConfigError(f"{source}: sampling: {e}") from e
-    return out
-
-
-def _build(cls: type, raw: Any, source: str, path: str, skip: set[str] = frozenset()) -> Any:
-    """Build a frozen dataclass from a mapping, naming the key path of the first problem."""
-    where = path or "the job"
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: {where}: expected a mapping, got {type(raw).__name__}")
-    hints = typing.get_type_hints(cls)
-    known = [f.name for f in fields(cls)]
-    for key in raw:
-        if key not in known:
-            raise ConfigError(_unknown(source, _join(path, str(key)), str(key), known))
-    kwargs: dict[str, Any] = {}
-    for f in fields(cls):
-        if f.name in skip:
-            continue
-        key = _join(path, f.name)
-        if f.name not in raw:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ConfigError(f"{source}: {key}: missing required field")
-            continue
-        hint = hints[f.name]
-        if dataclasses.is_dataclass(hint):
-            kwargs[f.name] = _build(hint, raw[f.name] if raw[f.name] is not None else {}, source, key)
-        else:
-            kwargs[f.name] = _coerce(raw[f.name], hint, source, key)
-    return cls(**kwargs)
-
-
-def _coerce(value: Any, hint: Any, source: str, key: str) -> Any:
-    """Check a YAML scalar against a type hint; ints widen to float, lists become tuples."""
-    origin = typing.get_origin(hint)
-    if origin is collections.abc.Mapping:
-        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-            raise ConfigError(f"{source}: {key}: expected a mapping of names to values, got {value!r}")
-        return dict(value)
-    if origin is tuple:
-        items = [value] if isinstance(value, str) else value
-        if not isinstance(items, list) or not items:
-            raise ConfigError(f"{source}: {key}: expected a non-empty list of strings, got {value!r}")
-        return tuple(_coerce(v, typing.get_args(hint)[0], source, f"{key}[{i}]") for i, v in enumerate(items))
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint in (int, float) and isinstance(value, bool) or not isinstance(value, hint):
-        name = getattr(hint, "__name__", str(hint))
-        raise ConfigError(f"{source}: {key}: expected {name}, got {type(value).__name__} ({value!r})")
-    return value
-
-
-def _check_values(job: JobConfig, source: str) -> None:
-    checks = [
-        (job.input.shard_size >= 1, "input.shard_size", "must be >= 1"),
-        (job.run.batch_size >= 1, "run.batch_size", "must be >= 1"),
-        (job.run.num_actors >= 1, "run.num_actors", "must be >= 1"),
-        (job.run.gpus_per_actor >= 0, "run.gpus_per_actor", "must be >= 0"),
-        (job.run.cpus_per_actor >= 0, "run.cpus_per_actor", "must be >= 0"),
-        (job.run.max_retries >= 0, "run.max_retries", "must be >= 0"),
-        (job.run.upload_threads >= 1, "run.upload_threads", "must be >= 1"),
-        (job.output.image_format in IMAGE_FORMATS, "output.image_format", f"must be one of {IMAGE_FORMATS}"),
-        (bool(job.name.strip()), "name", "must not be empty"),
-        (bool(job.output.uri.strip()), "output.uri", "must not be empty"),
-    ]
-    for ok, key, why in checks:
-        if not ok:
-            raise ConfigError(f"{source}: {key}: {why}")
-
-
-def _unknown(source: str, key: str, name: str, allowed: Sequence[str]) -> str:
-    close = difflib.get_close_matches(name, list(allowed), n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return f"{source}: {key}: unknown key{hint}; allowed: {sorted(allowed)}"
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key

@@ -1,8 +1,9 @@
 """The job-level side of an output, shared by the runner (Ray), `run_local` and `status`.
 
-`prepare_job` checks the model, plans the shards and claims the output with `job.json` (with the package
-versions and git revision that made it); `record_failure` notes a shard that failed after its retries;
-`sweep_partials` tidies up partial files of committed shards. The per-shard work is `worker.ShardWorker`.
+`prepare_job` checks the model, plans the shards, computes the job id (`sjd_batch.identity`) and claims
+the output with `job.json` (with the package versions and git revision that made it); `record_failure`
+notes a shard that failed after its retries; `sweep_partials` tidies up partial files of committed
+shards. The per-shard work is `worker.ShardWorker`.
 """
 
 from __future__ import annotations
@@ -14,16 +15,15 @@ import os
 import platform
 import subprocess
 import time
+from dataclasses import dataclass
+from typing import Sequence
 
 from sjd_batch.config import ConfigError, JobConfig, redact_uri
-from sjd_batch.io import results
-from sjd_batch.io.prompts import ShardSpec
-from sjd_batch.io.storage import Storage
+from sjd_batch.identity import identity, job_id
+from sjd_batch.io import layout, results
+from sjd_batch.io.shards import InputFile, ShardPlan, ShardSpec
+from sjd_batch.io.storage import Storage, split_uri
 from sjd_batch.planning import check_inputs, plan_job
-
-JOB_FILE = "job.json"
-FAILURES_PREFIX = "_failures"  # shards that failed after all retries in the last run (for `status`)
-PARTIAL_PREFIX = "_partial"  # per-sample stats rows of uncommitted shards (sample-level resume)
 
 
 def check_model(config: JobConfig) -> None:
@@ -49,56 +49,78 @@ class JobError(RuntimeError):
     """A job that cannot start: its output belongs to another job, or its input changed or is empty."""
 
 
-def prepare_job(config: JobConfig) -> tuple[Storage, list[ShardSpec], dict[int, dict]]:
-    """Check the model and the output, plan the shards and claim the output with `job.json`.
+@dataclass(frozen=True)
+class PreparedJob:
+    """A job ready to run: its id, its output, every shard of its plan and the committed ones."""
 
-    Returns the output storage, every shard of the plan and the committed ones (shard -> commit info).
-    """
+    config: JobConfig
+    job_id: str
+    storage: Storage
+    shards: list[ShardSpec]
+    committed: dict[int, dict]  # shard -> its commit marker
+
+    @property
+    def todo(self) -> list[ShardSpec]:
+        return [s for s in self.shards if s.index not in self.committed]
+
+
+def resolve_job_id(config: JobConfig) -> str:
+    """The job id (reads the inputs' footers: the id covers their identity)."""
+    return job_id(config, plan_job(config).files)
+
+
+def prepare_job(config: JobConfig) -> PreparedJob:
+    """Check the model and the output, plan the shards and claim the output with `job.json`."""
     check_model(config)
     storage = Storage.from_uri(config.output.uri)
     storage.check_bucket()  # a missing bucket or bad credentials fail here, naming the URI
+    plan = plan_job(config)  # footers only; a corrupt one fails here, naming the file
+    jid = job_id(config, plan.files)
     existing = _read_manifest(storage)
     if existing is not None:
-        _check_owner(storage, config, existing)  # cheap, so before reading any input
-    plan = plan_job(config)
+        _check_owner(storage, jid, identity(config, plan.files), existing)  # before reading any row
     if plan.rows == 0:
         raise JobError(f"input.uris: {list(config.input.uris)} hold no rows: nothing to generate")
     if existing is None:  # first run: the plan is fixed from here on, check the inputs once
         check_inputs(plan, config)
     shards = list(plan)
-    claim_output(storage, config, shards)
-    return storage, shards, results.committed_shards(storage)
+    claim_output(storage, config, jid, plan.files, shards)
+    return PreparedJob(config, jid, storage, shards, results.committed_shards(storage))
 
 
-def claim_output(storage: Storage, config: JobConfig, shards: list[ShardSpec]) -> None:
+def claim_output(storage: Storage, config: JobConfig, jid: str, inputs: Sequence[InputFile],
+                 shards: list[ShardSpec]) -> None:
     """Write `job.json`, or check that the one there is this job's (jobs never mix in one output)."""
     plan = [[s.index, redact_uri(s.source), s.row_start, s.row_end] for s in shards]
-    if not storage.exists(JOB_FILE):
-        manifest = {"job_id": config.job_id, "schema_version": results.SCHEMA_VERSION,
+    if not storage.exists(layout.JOB_FILE):
+        manifest = {"job_id": jid, "layout_version": layout.LAYOUT_VERSION,
+                    "schema_version": results.SCHEMA_VERSION,
                     "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "config": config.to_dict(),
-                    "versions": package_versions(), "git_revision": git_revision(), "shards": plan}
-        if storage.write_bytes(JOB_FILE, json.dumps(manifest, indent=2).encode(), if_absent=True):
+                    "identity": identity(config, inputs), "versions": package_versions(),
+                    "git_revision": git_revision(), "shards": plan}
+        if storage.write_bytes(layout.JOB_FILE, json.dumps(manifest, indent=2).encode(), if_absent=True):
             return  # else another driver claimed it first: check its claim below
     existing = _read_manifest(storage) or {}
-    _check_owner(storage, config, existing)
-    _check_plan(storage, config, existing, plan)
+    _check_owner(storage, jid, identity(config, inputs), existing)
+    _check_plan(storage, jid, existing, plan)
 
 
-def check_claim(storage: Storage, config: JobConfig, shards: list[ShardSpec]) -> bool:
+def check_claim(storage: Storage, config: JobConfig, plan: ShardPlan) -> bool:
     """What `claim_output` checks, without writing: whether the output holds this job's `job.json`
     (JobError when it holds another job's, or a different plan)."""
     existing = _read_manifest(storage)
     if existing is not None:
-        _check_owner(storage, config, existing)
-        _check_plan(storage, config, existing, [[s.index, redact_uri(s.source), s.row_start, s.row_end]
-                                                for s in shards])
+        jid = job_id(config, plan.files)
+        _check_owner(storage, jid, identity(config, plan.files), existing)
+        _check_plan(storage, jid, existing, [[s.index, redact_uri(s.source), s.row_start, s.row_end]
+                                             for s in plan])
     return existing is not None
 
 
-def _check_plan(storage: Storage, config: JobConfig, existing: dict, plan: list[list]) -> None:
-    if existing.get("shards") != plan:
+def _check_plan(storage: Storage, jid: str, existing: dict, plan: list[list]) -> None:
+    if _where_free(existing.get("shards", [])) != _where_free(plan):
         raise JobError(
-            f"the input of job {config.job_id} changed since {storage.join(JOB_FILE)} was written (the shard "
+            f"the input of job {jid} changed since {storage.join(layout.JOB_FILE)} was written (the shard "
             "plan differs): a job's shards must never change between runs; write to a new output.uri"
         )
 
@@ -107,7 +129,7 @@ def sweep_partials(storage: Storage) -> int:
     """Delete partial files of committed shards: a worker killed between its commit and its own
     clean-up leaves them behind, and a rerun skips that shard. Returns how many were deleted."""
     committed = results.committed_shards(storage)
-    stale = [k for k in storage.list(f"{PARTIAL_PREFIX}/") if int(k.split("/")[1]) in committed]
+    stale = [k for k in storage.list(layout.PARTIAL) if layout.shard_of(k) in committed]
     for key in stale:
         storage.delete(key)
     return len(stale)
@@ -117,20 +139,41 @@ def record_failure(storage: Storage, shard: int, error: str, attempts: int) -> N
     """Note a shard that failed after all its retries; `status` reports it until it commits."""
     body = {"shard": shard, "error": error, "attempts": attempts,
             "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    storage.write_bytes(f"{FAILURES_PREFIX}/shard={shard:05d}.json", json.dumps(body).encode())
+    storage.write_bytes(layout.failure_key(shard), json.dumps(body).encode())
+
+
+def _where_free(plan: list[list]) -> list[tuple]:
+    """A shard plan without the inputs' folders: a job read from another folder plans the same shards."""
+    return [(index, split_uri(source)[1], start, end) for index, source, start, end in plan]
 
 
 def _read_manifest(storage: Storage) -> dict | None:
-    return json.loads(storage.read_bytes(JOB_FILE)) if storage.exists(JOB_FILE) else None
+    return json.loads(storage.read_bytes(layout.JOB_FILE)) if storage.exists(layout.JOB_FILE) else None
 
 
-def _check_owner(storage: Storage, config: JobConfig, existing: dict) -> None:
-    if existing.get("job_id") != config.job_id:
-        other = existing.get("config", {}).get("name", "?")
+def _check_owner(storage: Storage, jid: str, mine: dict, existing: dict) -> None:
+    """Refuse an output whose job.json is another job's, saying what differs when it can."""
+    if existing.get("job_id") == jid:
+        return
+    where, old = storage.join(layout.JOB_FILE), existing.get("job_id")
+    version = existing.get("layout_version", 1)
+    if version != layout.LAYOUT_VERSION:
         raise JobError(
-            f"{storage.join(JOB_FILE)} belongs to job {existing.get('job_id')} ({other!r}), not to this job "
-            f"{config.job_id} ({config.name!r}): jobs never mix in one output; choose another output.uri"
+            f"{where} was written by an older sjd-batch (output layout version {version}; this one writes "
+            f"version {layout.LAYOUT_VERSION} and computes job ids from the inputs' content): it cannot be "
+            "resumed; choose another output.uri"
         )
+    theirs, mine = existing.get("identity", {}), json.loads(json.dumps(mine))  # JSON types on both sides
+    if {**theirs, "inputs": None} == {**mine, "inputs": None}:
+        raise JobError(
+            f"the input of job {old} changed since {where} was written (file names, sizes or Parquet footers "
+            "differ): a job's inputs must never change between runs; write to a new output.uri"
+        )
+    name = existing.get("config", {}).get("name", "?")
+    raise JobError(
+        f"{where} belongs to job {old} ({name!r}), not to this job {jid}: jobs never mix in one output; "
+        "choose another output.uri"
+    )
 
 
 def package_versions() -> dict[str, str]:

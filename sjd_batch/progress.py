@@ -1,7 +1,8 @@
 """What a run reports: `JobSummary` (the outcome of one run of a job) and `JobTracker` (the live
-progress bar and the summary bookkeeping that `runner.run_job` and `runner.run_local` share).
+progress bar and the summary bookkeeping that `runner.run_job` and `driver.run_local` share).
 
-No Ray here: the runner feeds the tracker shard reports, failures and live per-shard sample counts.
+No Ray here: the drivers feed the tracker shard reports, retries, failures and live per-shard sample
+counts, through its five methods; nothing else of it is theirs to touch.
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ from dataclasses import dataclass, field
 from tqdm import tqdm
 
 from sjd_batch.io.prompts import ShardSpec
-from sjd_batch.io.storage import Storage
-from sjd_batch.job import record_failure, sweep_partials
+from sjd_batch.job import PreparedJob, record_failure, sweep_partials
 from sjd_batch.worker import ShardReport
 
 
@@ -30,15 +30,20 @@ class JobSummary:
     failed: dict[int, str] = field(default_factory=dict)  # shard -> last error, after all retries
     samples: int = 0
     bad_rows: int = 0
+    failed_samples: int = 0  # samples recorded with an error instead of an image
     retries: int = 0
     seconds: float = 0.0
     step_compression_sum: float = 0.0
     generated: int = 0
-    storage: Storage | None = field(default=None, repr=False)  # the output, for failure records
 
     @property
     def ok(self) -> bool:
         return not self.failed
+
+    @property
+    def complete_before(self) -> bool:
+        """Every shard was committed by earlier runs: this run had nothing to do."""
+        return self.shards_skipped == self.shards_total
 
     @property
     def images_per_s(self) -> float:
@@ -54,8 +59,13 @@ class JobSummary:
             f"job {self.job_id} -> {self.output}: {'OK' if self.ok else 'FAILED'}",
             f"  shards: {self.shards_total} total, {self.shards_skipped} already committed, "
             f"{self.shards_committed} committed now, {len(self.failed)} failed ({self.retries} retries)",
+        ]
+        if self.complete_before:
+            lines.append("  the job was already complete: every shard is committed, nothing was written")
+            return "\n".join(lines)
+        lines += [
             f"  samples: {self.samples} written ({self.generated} generated now), "
-            f"{self.bad_rows} bad rows skipped",
+            f"{self.bad_rows} bad rows skipped, {self.failed_samples} samples failed",
             f"  {self.seconds:.1f} s, {self.images_per_s:.2f} images/s, "
             f"mean step compression {self.step_compression_mean:.2f}",
         ]
@@ -66,12 +76,15 @@ class JobSummary:
 class JobTracker:
     """Progress bar and summary bookkeeping shared by `run_job` and `run_local`."""
 
-    def __init__(self, summary: JobSummary, todo: list[ShardSpec], progress: bool) -> None:
-        self.summary, self.done = summary, 0
+    def __init__(self, plan: PreparedJob, progress: bool) -> None:
+        todo = plan.todo
+        self.storage, self.done = plan.storage, 0
+        self.summary = JobSummary(plan.job_id, plan.storage.uri, len(plan.shards),
+                                  shards_skipped=len(plan.shards) - len(todo))
         self.rows = {s.index: s.num_rows for s in todo}  # shards not finished yet
         self.counted: dict[int, int] = {}  # shard -> samples shown on the bar
         self.bar = tqdm(total=sum(s.num_rows for s in todo), unit="img", disable=not progress,
-                        desc=f"job {summary.job_id}", dynamic_ncols=True, file=sys.stderr)
+                        desc=f"job {plan.job_id}", dynamic_ncols=True, file=sys.stderr)
         self._postfix()
 
     def progress(self, done: dict[int, int]) -> None:
@@ -86,20 +99,28 @@ class JobTracker:
             self.bar.update(delta)
 
     def observe(self, spec: ShardSpec, report: ShardReport) -> None:
+        """A shard finished (committed now, or found committed by an earlier attempt)."""
         s = self.summary
         s.shards_committed += 1
         s.samples += report.samples
         s.generated += report.generated
         s.bad_rows += report.bad_rows
+        s.failed_samples += report.failed
         s.step_compression_sum += report.step_compression_sum
         self.done += 1
         self._advance(spec.index, spec.num_rows)
         self.rows.pop(spec.index, None)
         self._postfix()
 
+    def retry(self, spec: ShardSpec, attempt: int, error: str) -> None:
+        """Attempt `attempt` of a shard failed and the shard goes back in the queue."""
+        self.summary.retries += 1
+        self.bar.write(f"shard {spec.index} attempt {attempt} failed, retrying: {error}")
+
     def fail(self, spec: ShardSpec, error: str, attempts: int) -> None:
+        """A shard failed for good (after `attempts` attempts); `status` reports it until it commits."""
         self.summary.failed[spec.index] = error
-        record_failure(self.summary.storage, spec.index, error, attempts)
+        record_failure(self.storage, spec.index, error, attempts)
         self._advance(spec.index, spec.num_rows)
         self.rows.pop(spec.index, None)
         self._postfix()
@@ -114,9 +135,9 @@ class JobTracker:
 
     def close(self, t0: float) -> JobSummary:
         self.bar.close()
-        sweep_partials(self.summary.storage)
+        sweep_partials(self.storage)  # leftovers of shards committed by a killed worker; writes nothing
         # Parts of uploads whose actor was killed are invisible to LIST, yet stored and billed.
-        self.summary.storage.abort_multipart_uploads()
+        self.storage.abort_multipart_uploads()
         self.summary.seconds = time.perf_counter() - t0
         return self.summary
 

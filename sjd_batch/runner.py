@@ -8,29 +8,31 @@ one shard in flight per actor and hands the next one to whichever actor finishes
 slow actor never holds the job, and an actor gets shards only once it has started, so a shard never waits
 on an actor the cluster has no room for. A shard whose actor died is retried on another actor, up to
 `run.max_retries` times; a shard that keeps failing is reported, and the job ends non-zero while every
-committed shard stays valid. `run_local(config)` runs the same plan in-process, without Ray.
-The progress bar and the `JobSummary` it fills live in `sjd_batch.progress`; the Ray Jobs API
-helpers (`submit_job`, `follow_job`) stay here because they import Ray.
+committed shard stays valid. `driver.run_local(config)` runs the same plan in-process, without Ray,
+with the same `ShardQueue`. The progress bar and the `JobSummary` it fills live in `sjd_batch.progress`;
+the Ray Jobs API helpers (`submit_job`, `follow_job`) stay here because they import Ray.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import os
 import re
 import sys
 import time
-from typing import Any, Iterator, TextIO
+from typing import Any, Callable, Iterator, TextIO
 
 import ray
 from ray.exceptions import AuthenticationError, RayActorError, RayTaskError
 
 from sjd_batch.config import JobConfig
+from sjd_batch.driver import ShardOutcome, ShardQueue, run_local
 from sjd_batch.io.prompts import InputError, ShardSpec
 from sjd_batch.job import JobError, prepare_job
 from sjd_batch.progress import JobSummary, JobTracker
 from sjd_batch.worker import ShardReport, ShardWorker
+
+__all__ = ["SubmitError", "follow_job", "local_ray", "run_job", "run_local", "submit_job"]
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # Ray colours its error texts
 EMBEDDED_OBJECT_STORE = 256 * 1024**2  # actors return small reports; images go straight to storage
@@ -43,10 +45,10 @@ FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_D
 class _ShardActor:
     """A Ray actor around one ShardWorker; records its own actor and node ids in the stats."""
 
-    def __init__(self, config: JobConfig, index: int) -> None:
+    def __init__(self, config: JobConfig, job_id: str, index: int) -> None:
         ctx = ray.get_runtime_context()
         actor = f"actor-{index}-{ctx.get_actor_id()[:8]}"
-        self.worker = ShardWorker(config, actor=actor, node=ctx.get_node_id()[:12])
+        self.worker = ShardWorker(config, job_id, actor=actor, node=ctx.get_node_id()[:12])
 
     def ready(self) -> str:
         return self.worker.node
@@ -76,40 +78,17 @@ def run_job(config: JobConfig, progress: bool = True, ray_init: dict[str, Any] |
             empty input, unknown model, missing bucket, bad credentials).
     """
     t0 = time.perf_counter()
-    summary, todo = _plan(config)
-    tracker = JobTracker(summary, todo, progress)
-    if todo:
+    plan = prepare_job(config)
+    tracker = JobTracker(plan, progress)
+    queue = ShardQueue(plan.todo, config.run.max_retries, tracker)
+    if queue:  # a complete job starts no Ray at all
         started = _connect(ray_init)
         try:
-            _drive(config, todo, tracker)
+            _drive(config, plan.job_id, queue, tracker)
         finally:
             if started:
                 ray.shutdown()
     return tracker.close(t0)
-
-
-def run_local(config: JobConfig, progress: bool = True) -> JobSummary:
-    """Run (or resume) a job in this process, shard after shard, with the same retries but no Ray."""
-    t0 = time.perf_counter()
-    summary, todo = _plan(config)
-    tracker = JobTracker(summary, todo, progress)
-    worker = ShardWorker(config) if todo else None
-    queue = collections.deque((spec, 0) for spec in todo)
-    while queue and worker is not None:
-        spec, attempt = queue.popleft()
-        try:
-            tracker.observe(spec, worker.run_shard(spec, attempt, lambda s, n: tracker.progress({s: n})))
-        except Exception as e:  # noqa: BLE001 - any shard failure is retried, then reported
-            _retry_or_fail(config, tracker, queue, spec, attempt, _describe(e), permanent=_permanent(e))
-    return tracker.close(t0)
-
-
-def _plan(config: JobConfig) -> tuple[JobSummary, list[ShardSpec]]:
-    storage, shards, committed = prepare_job(config)
-    todo = [s for s in shards if s.index not in committed]
-    summary = JobSummary(config.job_id, storage.uri, len(shards), shards_skipped=len(shards) - len(todo))
-    summary.storage = storage
-    return summary, todo
 
 
 @contextlib.contextmanager
@@ -140,92 +119,109 @@ def _connect(ray_init: dict[str, Any] | None) -> bool:
 
 class _ActorPool:
     """Shard actors. An actor takes shards only once it is ready (model loaded): a shard never waits
-    on an actor the cluster has no room for yet, and actors that start late simply join in."""
+    on an actor the cluster has no room for yet, and actors that start late simply join in.
 
-    def __init__(self, config: JobConfig, size: int) -> None:
+    The driver sees four things: `can_take` (an idle actor), `submit`, `busy`/`alive` counts, and
+    `next_outcome`, which waits for the next finished attempt (a dead actor is replaced in here)."""
+
+    def __init__(self, config: JobConfig, job_id: str, size: int) -> None:
         env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
         self.remote = ray.remote(_ShardActor).options(
             num_cpus=config.run.cpus_per_actor, num_gpus=config.run.gpus_per_actor,
             max_restarts=0, max_task_retries=0,  # retries are ours: per shard, counted, reported
             runtime_env={"env_vars": env} if env else None,
         )
-        self.config, self.spawned, self.init_error = config, 0, ""
+        self.config, self.job_id, self.spawned, self.init_error = config, job_id, 0, ""
         self.board = ray.remote(_ProgressBoard).options(num_cpus=0).remote()
-        self.starting: dict[Any, Any] = {}  # ready() ref -> actor
-        self.idle: list[Any] = []
-        self.inflight: dict[Any, tuple[Any, ShardSpec, int]] = {}  # run_shard ref -> (actor, spec, attempt)
+        self._starting: dict[Any, Any] = {}  # ready() ref -> actor
+        self._idle: list[Any] = []
+        self._inflight: dict[Any, tuple[Any, ShardSpec, int]] = {}  # run_shard ref -> (actor, spec, attempt)
         for _ in range(size):
-            self.spawn()
+            self._spawn()
 
-    def spawn(self) -> None:
-        actor = self.remote.remote(self.config, self.spawned)
+    def _spawn(self) -> None:
+        actor = self.remote.remote(self.config, self.job_id, self.spawned)
         self.spawned += 1
-        self.starting[actor.ready.remote()] = actor
+        self._starting[actor.ready.remote()] = actor
 
-    def submit(self, spec: ShardSpec, attempt: int) -> None:
-        actor = self.idle.pop()
-        self.inflight[actor.run_shard.remote(spec, attempt, self.board)] = (actor, spec, attempt)
+    @property
+    def can_take(self) -> bool:
+        return bool(self._idle)
 
-    def next_ready(self, tracker: JobTracker, poll_s: float = 1.0, warn_s: float = 60.0) -> Any:
-        waited = 0.0
-        while True:
-            ready, _ = ray.wait([*self.starting, *self.inflight], num_returns=1, timeout=poll_s)
-            if ready:
-                return ready[0]
-            tracker.progress(ray.get(self.board.snapshot.remote()))
-            waited += poll_s
-            if waited >= warn_s and not self.idle and not self.inflight:
-                waited = 0.0
-                print(f"waiting for cluster resources: {len(self.starting)} actor(s) not started yet "
-                      f"({self.config.run.cpus_per_actor} CPU, {self.config.run.gpus_per_actor} GPU each)",
-                      file=sys.stderr)
-
-    def on_started(self, ref: Any) -> None:
-        """An actor finished starting; if its constructor failed (e.g. the model cannot load), drop it."""
-        actor = self.starting.pop(ref)
-        try:
-            ray.get(ref)
-            self.idle.append(actor)
-        except RayActorError as e:
-            self.init_error = _describe(e)
+    @property
+    def busy(self) -> int:
+        return len(self._inflight)
 
     @property
     def alive(self) -> int:
-        return len(self.starting) + len(self.idle) + len(self.inflight)
+        return len(self._starting) + len(self._idle) + len(self._inflight)
+
+    def submit(self, spec: ShardSpec, attempt: int) -> None:
+        actor = self._idle.pop()
+        self._inflight[actor.run_shard.remote(spec, attempt, self.board)] = (actor, spec, attempt)
+
+    def next_outcome(self, on_progress: Callable[[dict[int, int]], None]) -> ShardOutcome | None:
+        """Wait for the next event: a finished attempt (returned), or an actor that started (None)."""
+        ref = self._wait(on_progress)
+        if ref in self._starting:
+            self._on_started(ref)
+            return None
+        actor, spec, attempt = self._inflight.pop(ref)
+        try:
+            report = ray.get(ref)
+            self._idle.append(actor)
+            return ShardOutcome(spec, attempt, report)
+        except RayActorError as e:  # the process died (killed, OOM, node lost): replace it
+            ray.kill(actor)
+            self._spawn()
+            return ShardOutcome(spec, attempt, error=_describe(e))
+        except RayTaskError as e:  # run_shard raised: the actor itself is fine
+            self._idle.append(actor)
+            return ShardOutcome(spec, attempt, error=_describe(e), permanent=_permanent(e))
+
+    def _wait(self, on_progress: Callable[[dict[int, int]], None], poll_s: float = 1.0,
+              warn_s: float = 60.0) -> Any:
+        waited = 0.0
+        while True:
+            ready, _ = ray.wait([*self._starting, *self._inflight], num_returns=1, timeout=poll_s)
+            if ready:
+                return ready[0]
+            on_progress(ray.get(self.board.snapshot.remote()))
+            waited += poll_s
+            if waited >= warn_s and not self._idle and not self._inflight:
+                waited = 0.0
+                print(f"waiting for cluster resources: {len(self._starting)} actor(s) not started yet "
+                      f"({self.config.run.cpus_per_actor} CPU, {self.config.run.gpus_per_actor} GPU each)",
+                      file=sys.stderr)
+
+    def _on_started(self, ref: Any) -> None:
+        """An actor finished starting; if its constructor failed (e.g. the model cannot load), drop it."""
+        actor = self._starting.pop(ref)
+        try:
+            ray.get(ref)
+            self._idle.append(actor)
+        except RayActorError as e:
+            self.init_error = _describe(e)
 
     def shutdown(self) -> None:
-        for actor in [*self.starting.values(), *self.idle, *(a for a, _, _ in self.inflight.values())]:
+        for actor in [*self._starting.values(), *self._idle, *(a for a, _, _ in self._inflight.values())]:
             ray.kill(actor)
         ray.kill(self.board)
 
 
-def _drive(config: JobConfig, todo: list[ShardSpec], tracker: JobTracker) -> None:
-    """Keep one shard in flight per ready actor; replace dead actors; retry failed shards."""
-    pool = _ActorPool(config, _pool_size(config, len(todo)))
-    queue = collections.deque((spec, 0) for spec in todo)
+def _drive(config: JobConfig, job_id: str, queue: ShardQueue, tracker: JobTracker) -> None:
+    """Keep one shard in flight per ready actor; the pool replaces dead actors, the queue retries."""
+    pool = _ActorPool(config, job_id, _pool_size(config, len(queue.pending)))
     try:
-        while queue or pool.inflight:
-            while queue and pool.idle:
-                pool.submit(*queue.popleft())
+        while queue or pool.busy:
+            while queue and pool.can_take:
+                pool.submit(*queue.pop())
             if not pool.alive:  # every actor failed to start: no shard can run
-                for spec, attempt in queue:
-                    tracker.fail(spec, f"no actor could start: {pool.init_error}", attempt)
+                queue.fail_all(f"no actor could start: {pool.init_error}")
                 return
-            ref = pool.next_ready(tracker)
-            if ref in pool.starting:
-                pool.on_started(ref)
-                continue
-            actor, spec, attempt = pool.inflight.pop(ref)
-            try:
-                tracker.observe(spec, ray.get(ref))
-                pool.idle.append(actor)
-            except RayActorError as e:  # the process died (killed, OOM, node lost): replace it
-                ray.kill(actor)
-                pool.spawn()
-                _retry_or_fail(config, tracker, queue, spec, attempt, _describe(e), permanent=False)
-            except RayTaskError as e:  # run_shard raised: the actor itself is fine
-                pool.idle.append(actor)
-                _retry_or_fail(config, tracker, queue, spec, attempt, _describe(e), permanent=_permanent(e))
+            outcome = pool.next_outcome(tracker.progress)
+            if outcome is not None:
+                queue.settle(outcome)
     finally:
         pool.shutdown()
 
@@ -308,16 +304,6 @@ def _pool_size(config: JobConfig, shards: int) -> int:
         print(f"run.num_actors={run.num_actors}, but the cluster fits {capacity}: using {capacity}",
               file=sys.stderr)
     return max(1, min(run.num_actors, capacity, shards))
-
-
-def _retry_or_fail(config: JobConfig, tracker: JobTracker, queue: collections.deque, spec: ShardSpec,
-                   attempt: int, error: str, permanent: bool) -> None:
-    if permanent or attempt >= config.run.max_retries:
-        tracker.fail(spec, error, attempt + 1)
-    else:
-        tracker.summary.retries += 1
-        tracker.bar.write(f"shard {spec.index} attempt {attempt} failed, retrying: {error}")
-        queue.append((spec, attempt + 1))
 
 
 def _permanent(e: BaseException) -> bool:

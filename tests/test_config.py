@@ -1,4 +1,5 @@
-"""JobConfig: YAML loading, clear errors naming file and key path, --set overrides, job_id, no credentials."""
+"""JobConfig: YAML loading, clear errors naming file and key path, --set overrides, the typed path to the
+engine's settings, the job id, the published JSON Schema, no credentials."""
 
 from __future__ import annotations
 
@@ -8,7 +9,19 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sjd_batch.config import ConfigError, JobConfig, apply_override, load_job, parse_job
+from sjd_batch.config import (
+    ConfigError,
+    JobConfig,
+    MethodSection,
+    SamplingSection,
+    apply_override,
+    job_schema,
+    load_job,
+    parse_job,
+)
+from sjd_batch.decoding import DecodeConfig, SamplingConfig
+from sjd_batch.identity import job_id
+from sjd_batch.io.shards import InputFile
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,15 +51,16 @@ def with_(key: str, value: object) -> dict:
 def test_example_jobs_load() -> None:
     for path in sorted((REPO / "jobs").glob("*.yaml")):
         job = load_job(path)
-        assert job.name and len(job.job_id) == 16
+        assert job.name and len(job_id(job, INPUTS)) == 16
 
 
 def test_defaults_and_types(tmp_path: Path) -> None:
     job = load_job(write_job(tmp_path, BASE))
     assert isinstance(job, JobConfig)
-    assert job.method.name == "sjd" and dict(job.method.params) == {"window": 8}
+    assert job.method.name == "sjd" and job.method.params() == {"window": 8}
     assert job.run.gpus_per_actor == 0.0 and job.output.image_format == "png"
-    assert job.generate_params == {"window": 8, "cfg_scale": 3.0}
+    assert job.method.decode_config() == DecodeConfig(method="sjd", window=8)
+    assert job.sampling.over(SamplingConfig(top_p=0.8)) == SamplingConfig(top_p=0.8, cfg_scale=3.0)
     # relative local paths become absolute, so actors in other directories see the same files
     assert job.input.uris == (str(Path.cwd() / "in.parquet"),)
 
@@ -102,7 +116,7 @@ def test_set_overrides(tmp_path: Path) -> None:
     path = write_job(tmp_path, BASE)
     sets = ["method.window=32", "run.seed=7", "sampling.top_k=5", "input.uris=[a.parquet, b.parquet]"]
     job = load_job(path, sets)
-    assert job.method.params["window"] == 32 and job.run.seed == 7 and job.sampling["top_k"] == 5
+    assert job.method.window == 32 and job.run.seed == 7 and job.sampling.top_k == 5
     assert [Path(u).name for u in job.input.uris] == ["a.parquet", "b.parquet"]
     with pytest.raises(ConfigError, match=r"--set 'run.seed': expected KEY.SUB=VALUE"):
         load_job(path, ["run.seed"])
@@ -112,15 +126,59 @@ def test_set_overrides(tmp_path: Path) -> None:
         load_job(path, ["name.x=1"])
 
 
-def test_job_id_tracks_outputs_not_resources(tmp_path: Path) -> None:
+INPUTS = [InputFile("/a/in.parquet", 10, True, 1234, "0" * 16)]
+
+
+def test_job_id_tracks_outputs_not_execution(tmp_path: Path) -> None:
     path = write_job(tmp_path, BASE)
-    base = load_job(path).job_id
-    assert load_job(path).job_id == base  # stable
-    for same in ["run.num_actors=7", "run.gpus_per_actor=1", "run.cpus_per_actor=2", "run.max_retries=9"]:
-        assert load_job(path, [same]).job_id == base, same
+    base = job_id(load_job(path), INPUTS)
+    assert job_id(load_job(path), INPUTS) == base  # stable
+    for same in ["run.num_actors=7", "run.gpus_per_actor=1", "run.cpus_per_actor=2", "run.max_retries=9",
+                 "run.batch_size=5", "run.upload_threads=1", "name=other", "output.uri=/elsewhere",
+                 "input.uris=[/some/other/folder/in.parquet]", "method.window=8"]:
+        assert job_id(load_job(path, [same]), INPUTS) == base, same
     for other in ["run.seed=1", "method.window=4", "sampling.cfg_scale=2", "input.shard_size=5",
-                  "model.dtype=bf16", "output.image_format=webdataset"]:
-        assert load_job(path, [other]).job_id != base, other
+                  "model.dtype=bf16", "output.image_format=webdataset", "method.name=mc-sjd",
+                  "method.vp_lambda=0.5", "sampling.top_p=0.9"]:
+        assert job_id(load_job(path, [other]), INPUTS) != base, other
+    # the inputs' identity: name, size and footer digest, in plan order
+    assert job_id(load_job(path), [InputFile("/elsewhere/in.parquet", 10, True, 1234, "0" * 16)]) == base
+    for inputs in ([InputFile("/a/in.parquet", 10, True, 1235, "0" * 16)],
+                   [InputFile("/a/in.parquet", 10, True, 1234, "1" * 16)],
+                   [InputFile("/a/other.parquet", 10, True, 1234, "0" * 16)], INPUTS * 2):
+        assert job_id(load_job(path), inputs) != base, inputs
+
+
+def test_method_presets_and_overrides_resolve_once(tmp_path: Path) -> None:
+    """The same method written two ways is the same job: the id hashes the resolved DecodeConfig."""
+    a = parse_job(with_("method", "sjd-vp"))
+    b = parse_job(with_("method", {"name": "sjd", "vp_lambda": 0.5}))
+    assert a.method.decode_config().vp_lambda == b.method.decode_config().vp_lambda == 0.5
+    assert parse_job(with_("method", "sjd")).method == MethodSection(name="sjd")
+
+
+def test_sections_mirror_the_engine_configs() -> None:
+    """Every engine parameter is settable in a job, with the engine's type (one typed path, no dicts)."""
+    import dataclasses
+    import typing
+
+    pairs = ((MethodSection, DecodeConfig, {"method"}), (SamplingSection, SamplingConfig, set()))
+    for section, engine, skip in pairs:
+        names = [f.name for f in dataclasses.fields(engine) if f.name not in skip]
+        assert [n for n in section.model_fields if n != "name"] == names, section
+        hints = typing.get_type_hints(engine)
+        for name in names:
+            allowed = typing.get_args(section.model_fields[name].annotation)
+            base = {typing.get_origin(a) or a for a in allowed} - {type(None)}
+            assert base <= {hints[name], typing.Literal}, (section, name, allowed)
+
+
+def test_published_schema_is_current() -> None:
+    published = json.loads((REPO / "docs" / "job-schema.json").read_text())
+    current = json.loads(json.dumps(job_schema()))
+    assert published == current, "regenerate it: sjd-batch schema > docs/job-schema.json"
+    assert published["properties"]["run"]["$ref"].endswith("RunSection")
+    assert published["$defs"]["RunSection"]["properties"]["batch_size"]["minimum"] == 1
 
 
 def test_no_credentials_in_json(tmp_path: Path) -> None:
@@ -128,10 +186,9 @@ def test_no_credentials_in_json(tmp_path: Path) -> None:
     job = parse_job(raw)
     text = job.to_json()
     assert "hunter2" not in text and "AKIASECRET" not in text and "s3://bucket/out" in text
-    assert "hunter2" not in job.job_id
 
 
 def test_yaml_round_trip(tmp_path: Path) -> None:
     job = load_job(write_job(tmp_path, BASE), ["method.vp_lambda=0.5"])
     again = load_job(write_job(tmp_path, yaml.safe_load(job.to_yaml()), "again.yaml"))
-    assert again == job and again.job_id == job.job_id
+    assert again == job and job_id(again, INPUTS) == job_id(job, INPUTS)

@@ -49,7 +49,7 @@ def test_plan_reports_what_is_left_and_an_estimate(tmp_path: Path, capsys: pytes
     run_local(config, progress=False)
     write_prompts(tmp_path / "in" / "b.parquet", prompt_table(4, start=8))  # the input changed
     code, _, err = _plan(capsys, save_job(config, tmp_path / "job.yaml"))
-    assert code == 2 and "shard plan differs" in err
+    assert code == 2 and "changed since" in err and "must never change between runs" in err
     (tmp_path / "in" / "b.parquet").unlink()
     (tmp_path / "out" / "_commits" / "shard=00001.json").unlink()  # as if shard 1 never committed
     code, out, _ = _plan(capsys, save_job(config, tmp_path / "job.yaml"))

@@ -26,6 +26,7 @@ import pytest
 import yaml
 
 from sjd_batch import cli
+from sjd_batch.config import load_job
 from sjd_batch.io import results
 from sjd_batch.io.storage import Storage
 from tests.test_worker import check_output, digest, make_job, prompt_table, write_prompts
@@ -65,6 +66,11 @@ def ids(n: int) -> set[str]:
 def save_job(config, path: Path) -> Path:  # noqa: ANN001
     path.write_text(config.to_yaml())
     return path
+
+
+def job_id_in(config) -> str:  # noqa: ANN001
+    """The id of the job that wrote `config`'s output (from its job.json)."""
+    return json.loads((Path(config.output.uri) / "job.json").read_text())["job_id"]
 
 
 @pytest.mark.ray
@@ -291,22 +297,28 @@ def test_missing_prompt_column(tmp_path: Path, capsys: pytest.CaptureFixture) ->
 
 
 def test_input_error_mid_job_fails_only_its_shard(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    """A file that breaks after planning fails its shard (not retried); the rest commits."""
+    """A file that breaks while the job runs fails its shard (not retried); the rest commits. (Between
+    two runs the change is caught at planning: the input's identity is part of the job id.)"""
     write_prompts(tmp_path / "in" / "a.parquet", 4)
     bad = Path(write_prompts(tmp_path / "in" / "b.parquet", prompt_table(4, start=4)))
     config = make_job([str(tmp_path / "in")], str(tmp_path / "out"))
+    from sjd_batch.driver import run_local
     from sjd_batch.job import prepare_job
 
-    prepare_job(config)  # the plan is fixed (job.json written); now the file loses its prompts
+    plan = prepare_job(config)  # the plan is fixed (job.json written); now the file loses its prompts
     pq.write_table(prompt_table(4, start=4).rename_columns(["id", "caption"]), bad)
-    code, out, _ = cli_run(capsys, save_job(config, tmp_path / "job.yaml"))
-    assert code == 1 and f"{bad} has no `prompt` column" in out
+    summary = run_local(config, progress=False, plan=plan)
+    out = summary.text()
+    assert not summary.ok and f"{bad} has no `prompt` column" in out
     assert "0 retries" in out  # an input error is permanent: not retried
     storage = Storage.from_uri(config.output.uri)
     check_output(storage, ids(4), shards=1)  # the good file's shard is committed and valid
+    capsys.readouterr()
     assert cli.main(["status", config.output.uri]) == 0
     status = capsys.readouterr().out
     assert "1 committed, 1 failed, 0 pending" in status and "no `prompt` column" in status
+    code, _, err = cli_run(capsys, save_job(config, tmp_path / "job.yaml"))  # a rerun: refused up front
+    assert code == 2 and "changed since" in err
 
 
 def test_corrupt_parquet_keeps_committed(good_job: tuple[Path, Any], capsys: pytest.CaptureFixture) -> None:
@@ -322,15 +334,47 @@ def test_changed_input_refused(good_job: tuple[Path, Any], capsys: pytest.Captur
     job, config = good_job
     write_prompts(Path(config.input.uris[0]) / "b.parquet", prompt_table(3, start=100))
     code, _, err = cli_run(capsys, job)
-    assert code == 2 and "changed since" in err and "shard plan differs" in err
+    assert code == 2 and "changed since" in err and "must never change between runs" in err
     check_output(Storage.from_uri(config.output.uri), ids(8), shards=2)
 
 
 def test_other_job_refused(good_job: tuple[Path, Any], capsys: pytest.CaptureFixture) -> None:
     job, config = good_job
     code, _, err = cli_run(capsys, job, "run.seed=99")
-    assert code == 2 and "jobs never mix in one output" in err and config.job_id in err
+    assert code == 2 and "jobs never mix in one output" in err and job_id_in(config) in err
     check_output(Storage.from_uri(config.output.uri), ids(8), shards=2)
+
+
+def _snapshot(root: Path) -> dict[str, tuple[bytes, int]]:
+    files = [p for p in root.rglob("*") if p.is_file()]
+    return {str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mtime_ns) for p in files}
+
+
+def test_rerun_with_another_batch_size_is_complete(good_job: tuple[Path, Any],
+                                                   capsys: pytest.CaptureFixture) -> None:
+    """The job id covers what the job produces, not how it is batched: nothing to do, nothing written."""
+    from sjd_batch.runner import run_job
+
+    job, config = good_job
+    out = Path(config.output.uri)
+    before = _snapshot(out)
+    code, text, err = cli_run(capsys, job, "run.batch_size=3")
+    assert code == 0 and "already complete" in text and "nothing was written" in text, text + err
+    summary = run_job(load_job(job, ["run.batch_size=1"]), progress=False)  # the Ray path starts no Ray
+    assert summary.ok and summary.complete_before and summary.shards_committed == 0
+    assert _snapshot(out) == before  # not one byte, not one mtime
+
+
+def test_inputs_read_from_another_folder_are_the_same_job(good_job: tuple[Path, Any], tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    """What `ray job submit` does: the same files under another (temporary) folder are the same job."""
+    import shutil
+
+    job, config = good_job
+    elsewhere = tmp_path / "ray-working-dir" / "prompts"
+    shutil.copytree(config.input.uris[0], elsewhere)
+    code, text, err = cli_run(capsys, job, f"input.uris=[{elsewhere}]")
+    assert code == 0 and "already complete" in text, text + err
 
 
 def test_duplicate_ids_across_files(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -452,7 +496,7 @@ def test_submit_follow(ray_head: str, tmp_path: Path, capsys: pytest.CaptureFixt
     capsys.readouterr()
     assert cli.main(["submit", str(job), "--address", ray_head, "--follow"]) == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[0] == f"sjd-{config.job_id}" and "OK" in out
+    assert out.splitlines()[0] == f"sjd-{job_id_in(config)}" and "OK" in out
     check_output(Storage.from_uri(config.output.uri), ids(6), shards=2)
     assert cli.main(["submit", str(job), "--address", ray_head]) == 2  # never started twice
     assert "already submitted" in capsys.readouterr().err

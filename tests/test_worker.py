@@ -18,11 +18,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from sjd_batch.config import JobConfig, absolute_paths, parse_job
-from sjd_batch.io import results
+from sjd_batch.io import layout, results
 from sjd_batch.io.prompts import expand_inputs, plan_shards
 from sjd_batch.io.storage import Storage
 from sjd_batch.io.storage_local import LocalStorage
-from sjd_batch.job import PARTIAL_PREFIX, prepare_job, sweep_partials
+from sjd_batch.job import prepare_job, resolve_job_id, sweep_partials
 from sjd_batch.worker import VOLATILE_COLUMNS, ShardWorker
 
 
@@ -53,10 +53,18 @@ def make_job(inputs: list[str], out: str, **sections: dict[str, Any]) -> JobConf
     return absolute_paths(parse_job(raw))
 
 
+def job_id_of(config: JobConfig) -> str:
+    return resolve_job_id(config)
+
+
+def new_worker(config: JobConfig) -> ShardWorker:
+    return ShardWorker(config, job_id_of(config))
+
+
 def run_all_shards(config: JobConfig, worker: ShardWorker | None = None) -> list:
-    _, shards, _ = prepare_job(config)
-    worker = worker or ShardWorker(config)
-    return [worker.run_shard(spec) for spec in shards]
+    plan = prepare_job(config)
+    worker = worker or ShardWorker(config, plan.job_id)
+    return [worker.run_shard(spec) for spec in plan.shards]
 
 
 def check_output(storage: Storage, expected_ids: set[str], shards: int, fmt: str = "png") -> pa.Table:
@@ -70,8 +78,8 @@ def check_output(storage: Storage, expected_ids: set[str], shards: int, fmt: str
     if fmt == "png":
         images = {k for k in keys if k.startswith("images/")}
         assert images == set(table.column("image_key").to_pylist())
-    assert not [k for k in keys if k.startswith(PARTIAL_PREFIX)], "partial files left behind"
-    assert "job.json" in keys
+    assert not [k for k in keys if k.startswith(layout.PARTIAL)], "partial files left behind"
+    assert layout.JOB_FILE in keys
     return table
 
 
@@ -81,7 +89,7 @@ def digest(storage: Storage) -> dict[str, tuple]:
     out = {}
     for row in table.to_pylist():
         image = hashlib.sha256(storage.read_bytes(row["image_key"])).hexdigest()
-        stable = {k: v for k, v in row.items() if k not in (*VOLATILE_COLUMNS, "job_id")}  # id: output URI
+        stable = {k: v for k, v in row.items() if k not in VOLATILE_COLUMNS}
         out[row["sample_id"]] = (image, json.dumps(stable, sort_keys=True, default=str))
     return out
 
@@ -103,15 +111,17 @@ def test_worker_local_end_to_end(prompts: str, tmp_path: Path) -> None:
     assert json.loads(row["params_json"])["window"] == 8 and row["prompt"].startswith("a small red")
     png = storage.read_bytes(row["image_key"])
     assert results.decode_png(png).shape == (32, 32, 3)
-    job = json.loads(storage.read_bytes("job.json"))
-    assert job["job_id"] == config.job_id and job["versions"]["torch"] and "git_revision" in job
+    job = json.loads(storage.read_bytes(layout.JOB_FILE))
+    assert job["job_id"] == job_id_of(config) and job["versions"]["torch"] and "git_revision" in job
+    assert job["layout_version"] == layout.LAYOUT_VERSION
+    assert job["identity"]["inputs"][0]["name"] == "prompts.parquet"
     commit = results.committed_shards(storage)[0]
-    assert commit["rows"] == 4 and commit["stats_key"] == results.stats_key(config.job_id, 0)
+    assert commit["rows"] == 4 and commit["stats_key"] == layout.stats_key(job_id_of(config), 0)
 
 
 def test_rerun_is_exactly_once(prompts: str, tmp_path: Path) -> None:
     config = make_job([prompts], str(tmp_path / "out"))
-    worker = ShardWorker(config)
+    worker = new_worker(config)
     run_all_shards(config, worker)
     storage = Storage.from_uri(config.output.uri)
     before = digest(storage)
@@ -123,9 +133,9 @@ def test_rerun_is_exactly_once(prompts: str, tmp_path: Path) -> None:
 
 def test_progress_callback(prompts: str, tmp_path: Path) -> None:
     config = make_job([prompts], str(tmp_path / "out"))
-    _, shards, _ = prepare_job(config)
+    shards = prepare_job(config).shards
     calls: list[tuple[int, int]] = []
-    ShardWorker(config).run_shard(shards[0], progress=lambda shard, n: calls.append((shard, n)))
+    new_worker(config).run_shard(shards[0], progress=lambda shard, n: calls.append((shard, n)))
     assert calls == [(0, 2), (0, 4)]  # after each batch of 2: samples done so far in shard 0
 
 
@@ -148,8 +158,8 @@ def test_crash_mid_shard_resumes_samples(prompts: str, tmp_path: Path) -> None:
     clean = make_job([prompts], str(tmp_path / "clean"))
     run_all_shards(clean)
     config = make_job([prompts], str(tmp_path / "crashed"))
-    _, shards, _ = prepare_job(config)
-    worker = ShardWorker(config)
+    shards = prepare_job(config).shards
+    worker = new_worker(config)
     worker.storage = CrashAfter(config.output.uri, limit=2)  # shard 0: 2 of 4 images, then crash
     with pytest.raises(OSError, match="simulated crash"):
         worker.run_shard(shards[0])
@@ -175,13 +185,13 @@ class NoDelete(LocalStorage):
 
 def test_partials_of_committed_shards_are_swept(prompts: str, tmp_path: Path) -> None:
     config = make_job([prompts], str(tmp_path / "out"))
-    _, shards, _ = prepare_job(config)
-    worker = ShardWorker(config)
+    shards = prepare_job(config).shards
+    worker = new_worker(config)
     worker.storage = NoDelete(config.output.uri)
     assert worker.run_shard(shards[0]).committed
     storage = Storage.from_uri(config.output.uri)
-    assert len(storage.list(PARTIAL_PREFIX + "/")) == 2  # committed, but its partial files remain (1/batch)
-    assert sweep_partials(storage) == 2 and not storage.list(PARTIAL_PREFIX + "/")
+    assert len(storage.list(layout.PARTIAL)) == 2  # committed, but its partial files remain (1/batch)
+    assert sweep_partials(storage) == 2 and not storage.list(layout.PARTIAL)
 
 
 def test_bad_rows_are_recorded(tmp_path: Path) -> None:
@@ -226,12 +236,12 @@ def test_webdataset_tars(prompts: str, tmp_path: Path) -> None:
     run_all_shards(config)
     storage = Storage.from_uri(config.output.uri)
     table = check_output(storage, {f"p{i:04d}" for i in range(10)}, shards=3, fmt="webdataset")
-    assert sorted(k for k in storage.list("images/")) == [results.tar_key(i) for i in range(3)]
-    members = results.read_tar_shard(storage.read_bytes(results.tar_key(0)))
+    assert sorted(k for k in storage.list(layout.IMAGES)) == [layout.tar_key(i) for i in range(3)]
+    members = results.read_tar_shard(storage.read_bytes(layout.tar_key(0)))
     assert sorted(members) == ["p0000", "p0001", "p0002", "p0003"]
     assert json.loads(members["p0000"]["json"])["prompt"].startswith("a small red")
     assert results.decode_png(members["p0000"]["png"]).shape == (32, 32, 3)
-    assert table.column("image_key").to_pylist()[0] == results.tar_image_ref(0, "p0000")
+    assert table.column("image_key").to_pylist()[0] == layout.tar_image_ref(0, "p0000")
 
 
 @pytest.mark.s3
@@ -247,8 +257,8 @@ def test_worker_s3_end_to_end(s3_endpoint: str, bucket: str, s3_client: Any, tmp
     table = check_output(storage, {f"p{i:04d}" for i in range(6)}, shards=2)
     listed = {o["Key"] for o in s3_client.list_objects_v2(Bucket=bucket, Prefix="out/")["Contents"]}
     expected = {f"out/{k}" for k in table.column("image_key").to_pylist()}
-    expected |= {f"out/{results.stats_key(config.job_id, i)}" for i in range(2)}
-    expected |= {f"out/{results.commit_key(i)}" for i in range(2)} | {"out/job.json"}
+    expected |= {f"out/{layout.stats_key(job_id_of(config), i)}" for i in range(2)}
+    expected |= {f"out/{layout.commit_key(i)}" for i in range(2)} | {"out/job.json"}
     assert listed == expected  # every object, and nothing else
     job_json = s3_client.get_object(Bucket=bucket, Key="out/job.json")["Body"].read().decode()
     assert "testsecret" not in job_json and "testkey" not in job_json

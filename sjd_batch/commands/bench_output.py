@@ -32,17 +32,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def fabricate(storage: Storage, shards: range, rows: int, committed: bool = True,
               threads: int = 16, job_id: str = JOB_ID) -> None:
     """Write the stats file and (if `committed`) the commit marker of each shard, plus `job.json`."""
-    from sjd_batch.io import results
+    from sjd_batch.io import layout, results
+    from sjd_batch.io.records import StatsRecord
 
-    if not storage.exists("job.json"):
-        storage.write_bytes("job.json", json.dumps({"job_id": job_id, "config": {"name": "fabricated"},
-                                                    "shards": []}).encode())
+    if not storage.exists(layout.JOB_FILE):
+        storage.write_bytes(layout.JOB_FILE, json.dumps({"job_id": job_id, "config": {"name": "fabricated"},
+                                                         "shards": []}).encode())
+
+    def record(shard: int, i: int) -> StatsRecord:
+        return StatsRecord(
+            sample_id=f"s{shard:06d}-{i}", prompt=f"prompt {i}", negative_prompt=None, seed=shard * 1000 + i,
+            source="fabricated.parquet", row=i, attempt=0, actor="actor", node="node", model="fabricated",
+            method="sjd", image_key=None, error=None, step_compression=2.0 + i / 10, accept_lens=[1, 2, 3])
 
     def one(shard: int) -> None:
-        stats = [{"sample_id": f"s{shard:06d}-{i}", "prompt": f"prompt {i}", "seed": shard * 1000 + i,
-                  "row": i, "method": "sjd", "step_compression": 2.0 + i / 10, "accept_lens": [1, 2, 3]}
-                 for i in range(rows)]
-        key = results.stats_key(job_id, shard)
+        stats = [record(shard, i) for i in range(rows)]
+        key = layout.stats_key(job_id, shard)
         results.write_stats(storage, key, stats, {"job_id": job_id})
         if committed:
             results.write_commit(storage, shard, {"rows": rows, "errors": 0, "stats_key": key,

@@ -62,27 +62,30 @@ def _prompts(n: int) -> list[str]:
 
 
 def _write_prompts(path: Path, texts: list[str]) -> str:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    from sjd_batch.io.prompts import write_prompts
 
-    pq.write_table(pa.table({"id": [f"b{i:05d}" for i in range(len(texts))], "prompt": texts}), path)
-    return str(path)
+    return write_prompts(str(path), texts, [f"b{i:05d}" for i in range(len(texts))])
 
 
 def _direct(config: JobConfig, prompts: list[str]) -> dict[str, float]:
     """Seconds per sample of `generate()` alone (one torch thread, like a 1-CPU actor)."""
     import torch
 
-    from sjd_batch.api import generate
+    from sjd_batch.api import generate_batch
+    from sjd_batch.decoding import sample_seed
     from sjd_batch.models.registry import load_model
 
     torch.set_num_threads(1)
     model = load_model(config.model.name, "cpu", config.model.dtype)
-    n = len(prompts)
-    kwargs = dict(seed=0, batch_size=config.run.batch_size, **config.generate_params)
+    n, size = len(prompts), config.run.batch_size
+    ids = [f"b{i:05d}" for i in range(n)]
+    seeds = [sample_seed(config.run.seed, i) for i in ids]
+    sampling, method = config.sampling.over(model.default_sampling), config.method.decode_config()
     # No warm-up call: an actor's first shard runs on a cold model too (it is inside the steady span).
     t0 = time.perf_counter()
-    generate(model, prompts, config.method.name, sample_ids=[f"b{i:05d}" for i in range(n)], **kwargs)
+    for s in range(0, n, size):
+        generate_batch(model, prompts[s : s + size], None, ids[s : s + size], seeds[s : s + size], sampling,
+                       method)
     seconds = time.perf_counter() - t0
     return {"seconds": seconds, "samples_per_s": n / seconds, "s_per_sample": seconds / n}
 

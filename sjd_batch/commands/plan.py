@@ -53,18 +53,20 @@ class PlanReport:
 
 def make_report(config: JobConfig, check_ids: bool = False) -> PlanReport:
     """Plan the job and read what its output holds; raises what `sjd-batch run` would raise."""
+    from sjd_batch.identity import job_id
     from sjd_batch.io import results
+    from sjd_batch.io.layout import JOB_FILE
     from sjd_batch.io.storage import Storage
-    from sjd_batch.job import JOB_FILE, check_claim
+    from sjd_batch.job import check_claim
     from sjd_batch.planning import check_inputs, plan_job
 
     t0 = time.perf_counter()
     storage = Storage.from_uri(config.output.uri)
     storage.check_bucket()
     plan = plan_job(config)
-    started = check_claim(storage, config, list(plan))
-    report = PlanReport(config.job_id, config.name, redact_uri(config.output.uri), len(plan.files), plan.rows,
-                        plan.shard_size, len(plan), started=started)
+    started = check_claim(storage, config, plan)
+    report = PlanReport(job_id(config, plan.files), config.name, redact_uri(config.output.uri),
+                        len(plan.files), plan.rows, plan.shard_size, len(plan), started=started)
     report.seconds["plan"] = time.perf_counter() - t0
     if not started or check_ids:
         t1 = time.perf_counter()

@@ -24,12 +24,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from sjd_batch.job import JobError
-    from sjd_batch.runner import run_job, run_local
 
+    if args.local:
+        from sjd_batch.driver import run_local as run
+    else:
+        from sjd_batch.runner import run_job as run
     try:
         config = load_job(args.job, args.overrides)
-        print(f"job {config.name!r}: id {config.job_id}, output {config.output.uri}", file=sys.stderr)
-        summary = (run_local if args.local else run_job)(config, progress=not args.no_progress)
+        print(f"job {config.name!r}: output {config.output.uri}", file=sys.stderr)
+        summary = run(config, progress=not args.no_progress)
     except (ConfigError, JobError, StorageError) as e:
         print(f"sjd-batch run: error: {e}", file=sys.stderr)
         return 2

@@ -16,15 +16,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def job_status(storage: Storage) -> dict:
     """Shard counts from `job.json` (the plan), the commit markers and the failure records."""
-    from sjd_batch.io import results
-    from sjd_batch.job import FAILURES_PREFIX, JOB_FILE
+    from sjd_batch.io import layout, results
 
-    if not storage.exists(JOB_FILE):
-        raise StorageError(f"{storage.join(JOB_FILE)} does not exist: {storage.uri} is not a job output")
-    job = json.loads(storage.read_bytes(JOB_FILE))
+    if not storage.exists(layout.JOB_FILE):
+        where = storage.join(layout.JOB_FILE)
+        raise StorageError(f"{where} does not exist: {storage.uri} is not a job output")
+    job = json.loads(storage.read_bytes(layout.JOB_FILE))
     committed = results.committed_shards(storage)
     failed = {}
-    for key in storage.list(f"{FAILURES_PREFIX}/"):
+    for key in storage.list(layout.FAILURES):
         record = json.loads(storage.read_bytes(key))
         if record["shard"] not in committed:
             failed[record["shard"]] = record["error"]

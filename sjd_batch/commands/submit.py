@@ -32,11 +32,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from sjd_batch.io.storage import StorageError
+    from sjd_batch.job import resolve_job_id
     from sjd_batch.runner import SubmitError, follow_job, submit_job
 
     try:
         config = load_job(args.job, args.overrides)
-        submission_id = f"sjd-{config.job_id}" + (f"-{args.suffix}" if args.suffix else "")
+        job_id = resolve_job_id(config)  # reads the inputs' footers: the id covers their identity
+        submission_id = f"sjd-{job_id}" + (f"-{args.suffix}" if args.suffix else "")
         with tempfile.TemporaryDirectory(prefix="sjd-submit-") as workdir:
             Path(workdir, "job.yaml").write_text(config.to_yaml(), encoding="utf-8")
             env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
@@ -44,11 +47,11 @@ def main(args: argparse.Namespace) -> int:
                 args.address, submission_id, entrypoint="sjd-batch run job.yaml --no-progress",
                 runtime_env={"working_dir": workdir, "env_vars": env},
                 entrypoint_num_cpus=args.entrypoint_num_cpus,
-                metadata={"sjd_job_id": config.job_id, "sjd_job_name": config.name},
+                metadata={"sjd_job_id": job_id, "sjd_job_name": config.name},
             )
         print(submission_id)
-        print(f"job {config.name!r} ({config.job_id}) submitted to {args.address}", file=sys.stderr)
+        print(f"job {config.name!r} ({job_id}) submitted to {args.address}", file=sys.stderr)
         return follow_job(args.address, submission_id, sys.stdout) if args.follow else 0
-    except (ConfigError, SubmitError) as e:
+    except (ConfigError, StorageError, SubmitError) as e:
         print(f"sjd-batch submit: error: {e}", file=sys.stderr)
         return 2

@@ -1,14 +1,5 @@
-"""A job's output: key layout, image encoding, the stats Parquet dataset and shard commit markers.
-
-Layout under the output root (every key is a pure function of the job spec, so a retry rewrites the
-same objects and never adds new ones):
-
-    job.json                                               resolved config (written by the runner)
-    images/shard=00003/<sample_id>.png                     one PNG per sample (image_format="png")
-    images/shard-00003.tar                                 or one WebDataset tar per shard
-    stats/job_id=<job>/shard=00003/part-0.parquet          one stats row per sample (hive partitions)
-    errors/job_id=<job>/shard=00003/part-0.parquet         skipped input rows and their reason
-    _commits/shard=00003.json                              commit marker, written last, create-only
+"""A job's output files: image encoding, the stats and errors Parquet datasets, shard commit markers
+and WebDataset tars. Their keys come from `layout`, their rows from `records`.
 
 A shard's outputs count only once its commit marker exists: `read_stats` reads committed shards only.
 `job_id` and `shard` are hive partition columns: they live in the path, not in the files, so pyarrow,
@@ -22,13 +13,21 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import tarfile
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from sjd_batch.io import layout
+from sjd_batch.io.records import (
+    ERRORS_SCHEMA,
+    PARTITION_SCHEMA,
+    SCHEMA_VERSION,
+    STATS_SCHEMA,
+    StatsRecord,
+    stats_table,
+)
 from sjd_batch.io.storage import Storage, StorageError
 
 if TYPE_CHECKING:
@@ -37,90 +36,7 @@ if TYPE_CHECKING:
 
     from sjd_batch.io.prompts import BadRow
 
-SCHEMA_VERSION = "1"
 VERSION_KEY = b"sjd_batch.schema_version"
-JOB_KEY = "job.json"
-_SHARD_RE = re.compile(r"shard=(\d+)")
-
-PARTITION_SCHEMA = pa.schema([("job_id", pa.string()), ("shard", pa.int32())])
-
-# One row per sample. Engine statistics (see `SampleStats.to_row`) are null for rows that failed.
-STATS_SCHEMA = pa.schema(
-    [
-        ("sample_id", pa.string()),
-        ("prompt", pa.string()),
-        ("negative_prompt", pa.string()),
-        ("seed", pa.int64()),
-        ("source", pa.string()),  # input Parquet URI
-        ("row", pa.int64()),  # row index inside `source`
-        ("attempt", pa.int32()),  # 0 for a shard's first try
-        ("actor", pa.string()),
-        ("node", pa.string()),
-        ("model", pa.string()),
-        ("method", pa.string()),
-        ("image_key", pa.string()),
-        ("error", pa.string()),  # null when the sample succeeded
-        ("tokens", pa.int64()),
-        ("nfe", pa.int64()),
-        ("ar_steps", pa.int64()),
-        ("step_compression", pa.float64()),
-        ("accept_len_mean", pa.float64()),
-        ("accept_lens", pa.list_(pa.int64())),
-        ("drafts_tested", pa.int64()),
-        ("drafts_accepted", pa.int64()),
-        ("acceptance_rate", pa.float64()),
-        ("accepted_by_offset", pa.list_(pa.int64())),
-        ("tested_by_offset", pa.list_(pa.int64())),
-        ("prefill_s", pa.float64()),
-        ("decode_s", pa.float64()),
-        ("pixel_s", pa.float64()),
-        ("encode_s", pa.float64()),
-        ("upload_s", pa.float64()),
-        ("latency_s", pa.float64()),
-        ("batch_size", pa.int64()),
-        ("params_json", pa.string()),  # the method's parameters, JSON with sorted keys
-        ("extra_json", pa.string()),  # any other key the worker passed, JSON with sorted keys
-    ]
-)
-
-ERRORS_SCHEMA = pa.schema(
-    [
-        ("sample_id", pa.string()),
-        ("source", pa.string()),
-        ("row", pa.int64()),
-        ("reason", pa.string()),
-    ]
-)
-
-
-def image_key(shard: int, sample_id: str, fmt: str = "png") -> str:
-    """Key of one sample's image: `images/shard=00003/<sample_id>.png`."""
-    return f"images/shard={shard:05d}/{sample_id}.{fmt}"
-
-
-def tar_key(shard: int) -> str:
-    """Key of a shard's WebDataset tar: `images/shard-00003.tar` (brace-expandable by webdataset)."""
-    return f"images/shard-{shard:05d}.tar"
-
-
-def tar_image_ref(shard: int, sample_id: str, fmt: str = "png") -> str:
-    """What the stats `image_key` holds for a sample stored in a tar: `<tar key>#<member>`."""
-    return f"{tar_key(shard)}#{sample_id}.{fmt}"
-
-
-def stats_key(job_id: str, shard: int) -> str:
-    """Key of a shard's stats file (hive partitions `job_id`, `shard`)."""
-    return f"stats/job_id={job_id}/shard={shard:05d}/part-0.parquet"
-
-
-def errors_key(job_id: str, shard: int) -> str:
-    """Key of a shard's bad-input-rows file (same partitions as the stats)."""
-    return f"errors/job_id={job_id}/shard={shard:05d}/part-0.parquet"
-
-
-def commit_key(shard: int) -> str:
-    """Key of a shard's commit marker."""
-    return f"_commits/shard={shard:05d}.json"
 
 
 def encode_png(pixels: Any) -> bytes:
@@ -147,17 +63,6 @@ def decode_png(data: bytes) -> np.ndarray:
         return np.asarray(img.convert("RGB"))
 
 
-def _stats_record(row: dict[str, Any]) -> dict[str, Any]:
-    """A worker row -> a record of STATS_SCHEMA: params to JSON, unknown keys to `extra_json`."""
-    rec = {k: v for k, v in row.items() if k not in ("params", "job_id", "shard")}
-    if "params" in row:
-        rec["params_json"] = json.dumps(row["params"], sort_keys=True, default=str)
-    extra = {k: rec.pop(k) for k in list(rec) if k not in STATS_SCHEMA.names}
-    if extra:
-        rec["extra_json"] = json.dumps(extra, sort_keys=True, default=str)
-    return rec
-
-
 def _file_metadata(metadata: dict[str, Any]) -> dict[bytes, bytes]:
     """Schema metadata: strings as they are, anything else as JSON, plus the schema version."""
     out = {
@@ -177,16 +82,16 @@ def _write_table(storage: Storage, key: str, table: pa.Table, metadata: dict[str
     storage.write_bytes(key, sink.getvalue().to_pybytes())  # atomic: a retry replaces its own file
 
 
-def write_stats(storage: Storage, key: str, rows: list[dict[str, Any]], metadata: dict[str, Any]) -> None:
-    """Write one shard's stats rows (dicts from the worker) as zstd Parquet with STATS_SCHEMA.
+def write_stats(storage: Storage, key: str, records: list[StatsRecord], metadata: dict[str, Any]) -> None:
+    """Write one shard's stats records as zstd Parquet with STATS_SCHEMA.
 
     `metadata` (e.g. job_id, model, method) goes into the file's schema metadata, next to
-    `sjd_batch.schema_version`. Missing columns are null; unknown keys land in `extra_json`.
+    `sjd_batch.schema_version`.
     """
     try:
-        table = pa.Table.from_pylist([_stats_record(r) for r in rows], schema=STATS_SCHEMA)
+        table = stats_table(records)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
-        raise ValueError(f"stats rows for {storage.join(key)} do not fit the stats schema: {e}") from e
+        raise ValueError(f"stats records for {storage.join(key)} do not fit the stats schema: {e}") from e
     _write_table(storage, key, table, metadata)
 
 
@@ -205,16 +110,17 @@ def write_commit(storage: Storage, shard: int, info: dict[str, Any]) -> bool:
     committed (the existing marker is left unchanged).
     """
     body = {**info, "shard": shard, "schema_version": SCHEMA_VERSION}
-    return storage.write_bytes(commit_key(shard), json.dumps(body, sort_keys=True).encode(), if_absent=True)
+    key = layout.commit_key(shard)
+    return storage.write_bytes(key, json.dumps(body, sort_keys=True).encode(), if_absent=True)
 
 
 def committed_shards(storage: Storage) -> dict[int, dict[str, Any]]:
     """Shard number -> its commit marker's content, for every committed shard."""
-    keys = [k for k in storage.list("_commits/") if _SHARD_RE.search(k) and k.endswith(".json")]
+    keys = [k for k in storage.list(layout.COMMITS) if layout.shard_of(k) is not None and k.endswith(".json")]
 
     def load(key: str) -> tuple[int, dict[str, Any]]:
         try:
-            return int(_SHARD_RE.search(key).group(1)), json.loads(storage.read_bytes(key))
+            return layout.shard_of(key), json.loads(storage.read_bytes(key))
         except json.JSONDecodeError as e:
             raise StorageError(f"commit marker {storage.join(key)} is not valid JSON: {e}") from e
 
@@ -224,7 +130,7 @@ def committed_shards(storage: Storage) -> dict[int, dict[str, Any]]:
 
 def stats_dataset(storage: Storage, committed_only: bool = True) -> ds.Dataset:
     """The stats as a `pyarrow.dataset` (hive partitions `job_id`, `shard`), for DuckDB/Polars/Arrow."""
-    return _dataset(storage, "stats/", STATS_SCHEMA, committed_only)
+    return _dataset(storage, layout.STATS, STATS_SCHEMA, committed_only)
 
 
 def read_stats(storage: Storage, committed_only: bool = True) -> pa.Table:
@@ -234,7 +140,7 @@ def read_stats(storage: Storage, committed_only: bool = True) -> pa.Table:
 
 def read_errors(storage: Storage, committed_only: bool = True) -> pa.Table:
     """All skipped input rows of committed shards, with their `job_id` and `shard`."""
-    return _dataset(storage, "errors/", ERRORS_SCHEMA, committed_only).to_table()
+    return _dataset(storage, layout.ERRORS, ERRORS_SCHEMA, committed_only).to_table()
 
 
 def _dataset(storage: Storage, folder: str, schema: pa.Schema, committed_only: bool) -> ds.Dataset:
@@ -292,8 +198,9 @@ class TarShardWriter:
         if "." in sample_id or "/" in sample_id or sample_id in self._ids:
             raise ValueError(f"tar sample id {sample_id!r} must be unique and contain no '.' or '/'")
         self._ids.add(sample_id)
-        self._member(f"{sample_id}.{fmt}", image)
-        self._member(f"{sample_id}.json", json.dumps(meta, sort_keys=True, default=str).encode())
+        self._member(layout.tar_member(sample_id, fmt), image)
+        meta_json = json.dumps(meta, sort_keys=True, default=str).encode()
+        self._member(layout.tar_member(sample_id, "json"), meta_json)
 
     def _member(self, name: str, data: bytes) -> None:
         info = tarfile.TarInfo(name)

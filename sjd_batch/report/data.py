@@ -66,7 +66,7 @@ class JobOutput:
 def load_job(uri: str) -> JobOutput:
     """Read a job output (local folder or s3:// prefix); `ReportError` if `uri` holds no job."""
     from sjd_batch.commands.status import job_status
-    from sjd_batch.job import JOB_FILE
+    from sjd_batch.io.layout import JOB_FILE
 
     storage = Storage.from_uri(uri)
     if not storage.exists(JOB_FILE):

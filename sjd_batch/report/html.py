@@ -137,7 +137,8 @@ def _jobs_section(page: Page) -> str:
              "created", "output")]
     rows = []
     for j in page.jobs:
-        params = j.manifest.get("config", {}).get("method", {}).get("params", {})
+        method = j.manifest.get("config", {}).get("method", {})
+        params = {k: v for k, v in method.items() if k != "name"}  # the job file's method parameters
         shards = (f"{len(j.commits)} committed, {len(j.failed)} failed, {len(j.pending)} pending "
                   f"of {j.planned}")
         rows.append([(_chip(page, j.label) + esc(j.label), ""), (esc(j.name), ""),

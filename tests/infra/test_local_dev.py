@@ -22,7 +22,6 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from sjd_batch.config import load_job
 from sjd_batch.io.storage import Storage
 from tests.conftest import find_weed, free_port
 from tests.test_worker import check_output
@@ -171,7 +170,7 @@ def test_local_dev_submit_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyP
         sub = subprocess.run([str(BIN / "sjd-batch"), "submit", str(job), "--follow"], env=client_env,
                              capture_output=True, text=True, timeout=240, cwd=tmp_path)
         assert sub.returncode == 0, sub.stdout[-3000:] + sub.stderr[-3000:]
-        job_id = load_job(job).job_id
+        job_id = json.loads(read("e2e/job.json"))["job_id"]  # covers the inputs: computed where they are
         assert sub.stdout.splitlines()[0] == f"sjd-{job_id}"
         assert f"sjd-{job_id}: SUCCEEDED" in sub.stderr
         assert f"job {job_id} -> s3://{bucket}/e2e: OK" in sub.stdout  # the driver's own summary

@@ -347,7 +347,7 @@ def test_rayjob_runs_the_repo_job() -> None:
     text = configmap["data"][Path(args.job).name]
     # ...and it is jobs/cluster_s3.yaml: the same validated job, so the same job id.
     assert yaml.safe_load(text) == yaml.safe_load(CLUSTER_JOB.read_text())
-    assert load_job(CLUSTER_JOB).job_id == _load_text(text).job_id
+    assert load_job(CLUSTER_JOB) == _load_text(text)
 
 
 def _load_text(text: str) -> JobConfig:

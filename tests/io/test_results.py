@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import tarfile
@@ -15,53 +16,63 @@ import pytest
 import torch
 
 from sjd_batch.decoding.state import SampleStats
-from sjd_batch.io import results
+from sjd_batch.io import layout, results
 from sjd_batch.io.prompts import BadRow
+from sjd_batch.io.records import STATS_SCHEMA, Provenance, StatsRecord
 from sjd_batch.io.storage import Storage, StorageError
 
 JOB = "job-abc123"
 META = {"job_id": JOB, "model": "tiny-random", "method": "sjd", "config": {"window": 16}}
 
 
-def _row(shard: int, i: int, error: str | None = None) -> dict:
-    """A stats row as the worker builds it: provenance plus `SampleStats.to_row()`."""
-    row = {
-        "sample_id": f"s{shard}-{i}",
-        "prompt": f"prompt {i}",
-        "seed": 1000 + i,
-        "shard": shard,
-        "attempt": 0,
-        "actor": "actor-1",
-        "node": "node-a",
-        "model": "tiny-random",
-        "image_key": results.image_key(shard, f"s{shard}-{i}"),
-        "error": error,
-    }
-    if error is None:
-        stats = SampleStats(
-            tokens=6, nfe=3, ar_steps=6, accept_lens=[1, 2, 3], drafts_tested=5, drafts_accepted=3,
-            accepted_by_offset=[2, 1], tested_by_offset=[3, 2], method="sjd",
-            params={"window": 16, "top_k": 1}, batch_size=2, decode_s=0.5,
-        )  # fmt: skip
-        row.update(stats.to_row())
-    return row
+def _record(shard: int, i: int, error: str | None = None, extra: dict | None = None) -> StatsRecord:
+    """A stats record as the worker builds it: provenance plus the engine's `SampleStats`."""
+    where = Provenance(sample_id=f"s{shard}-{i}", prompt=f"prompt {i}", negative_prompt=None, seed=1000 + i,
+                       source="in.parquet", row=i, attempt=0, actor="actor-1", node="node-a",
+                       model="tiny-random", method="sjd")
+    if error is not None:
+        return StatsRecord.failure(where, error)
+    stats = SampleStats(
+        tokens=6, nfe=3, ar_steps=6, accept_lens=[1, 2, 3], drafts_tested=5, drafts_accepted=3,
+        accepted_by_offset=[2, 1], tested_by_offset=[3, 2], method="sjd",
+        params={"window": 16, "top_k": 1}, batch_size=2, decode_s=0.5, extra=extra or {},
+    )  # fmt: skip
+    return StatsRecord.of(where, stats, layout.image_key(shard, where.sample_id), encode_s=0.1, upload_s=0.2,
+                          latency_s=1.0)
 
 
 def _write_shard(store: Storage, shard: int, n: int = 3, commit: bool = True) -> None:
-    key = results.stats_key(JOB, shard)
-    results.write_stats(store, key, [_row(shard, i) for i in range(n)], META)
+    key = layout.stats_key(JOB, shard)
+    results.write_stats(store, key, [_record(shard, i) for i in range(n)], META)
     if commit:
         assert results.write_commit(store, shard, {"rows": n, "stats_key": key})
 
 
 def test_keys() -> None:
-    assert results.image_key(3, "abc") == "images/shard=00003/abc.png"
-    assert results.image_key(3, "abc", "webp") == "images/shard=00003/abc.webp"
-    assert results.stats_key("j", 12) == "stats/job_id=j/shard=00012/part-0.parquet"
-    assert results.errors_key("j", 12) == "errors/job_id=j/shard=00012/part-0.parquet"
-    assert results.commit_key(7) == "_commits/shard=00007.json"
-    assert results.tar_key(7) == "images/shard-00007.tar"
-    assert results.tar_image_ref(7, "x") == "images/shard-00007.tar#x.png"
+    assert layout.image_key(3, "abc") == "images/shard=00003/abc.png"
+    assert layout.image_key(3, "abc", "webp") == "images/shard=00003/abc.webp"
+    assert layout.stats_key("j", 12) == "stats/job_id=j/shard=00012/part-0.parquet"
+    assert layout.errors_key("j", 12) == "errors/job_id=j/shard=00012/part-0.parquet"
+    assert layout.commit_key(7) == "_commits/shard=00007.json"
+    assert layout.tar_key(7) == "images/shard-00007.tar"
+    assert layout.tar_image_ref(7, "x") == "images/shard-00007.tar#x.png"
+    assert layout.partial_records_key(7, 12) == "_partial/shard=00007/rows-000000000012.json"
+    assert layout.partial_image_key(7, "a b/c") == "_partial/shard=00007/a%20b%2Fc.png"
+    assert layout.failure_key(7) == "_failures/shard=00007.json"
+    every_key = [layout.image_key(7, "x"), layout.tar_key(7), layout.stats_key("j", 7),
+                 layout.errors_key("j", 7), layout.commit_key(7), layout.partial_records_key(7, 0),
+                 layout.partial_image_key(7, "x"), layout.failure_key(7)]
+    assert {layout.shard_of(k) for k in every_key} == {7}  # one shard numbering everywhere
+    assert layout.shard_of(layout.JOB_FILE) is None
+
+
+def test_stats_record_and_schema_match_column_for_column() -> None:
+    import dataclasses
+
+    assert [f.name for f in dataclasses.fields(StatsRecord)] == STATS_SCHEMA.names
+    assert {f.name for f in dataclasses.fields(Provenance)} <= set(STATS_SCHEMA.names)
+    record = _record(0, 0)
+    assert StatsRecord.from_json(json.loads(json.dumps(record.to_json()))) == record  # partial files
 
 
 def test_encode_png_numpy_and_torch() -> None:
@@ -87,13 +98,13 @@ def test_stats_round_trip_with_schema_and_metadata(store: Storage) -> None:
     assert first["accept_lens"] == [1, 2, 3] and first["step_compression"] == 2.0
     assert first["tested_by_offset"] == [3, 2] and first["method"] == "sjd"
     assert json.loads(first["params_json"]) == {"top_k": 1, "window": 16}
-    assert first["error"] is None and first["extra_json"] is None
+    assert first["error"] is None and first["extra_json"] is None and first["latency_s"] == 1.0
     fs, root = store.arrow_filesystem()
-    meta = pq.read_schema(f"{root}/{results.stats_key(JOB, 0)}", filesystem=fs).metadata
+    meta = pq.read_schema(f"{root}/{layout.stats_key(JOB, 0)}", filesystem=fs).metadata
     assert meta[b"sjd_batch.schema_version"] == b"1"
     assert meta[b"model"] == b"tiny-random" and json.loads(meta[b"config"]) == {"window": 16}
     assert (
-        pq.read_metadata(f"{root}/{results.stats_key(JOB, 0)}", filesystem=fs)
+        pq.read_metadata(f"{root}/{layout.stats_key(JOB, 0)}", filesystem=fs)
         .row_group(0)
         .column(0)
         .compression
@@ -101,18 +112,20 @@ def test_stats_round_trip_with_schema_and_metadata(store: Storage) -> None:
     )
 
 
-def test_error_rows_and_unknown_keys(store: Storage) -> None:
-    rows = [_row(0, 0, error="CUDA out of memory"), {**_row(0, 1), "queue_s": 0.25}]
-    results.write_stats(store, results.stats_key(JOB, 0), rows, META)
+def test_error_rows_and_engine_extras(store: Storage) -> None:
+    rows = [_record(0, 0, error="CUDA out of memory"), _record(0, 1, extra={"queue_s": 0.25})]
+    results.write_stats(store, layout.stats_key(JOB, 0), rows, META)
     results.write_commit(store, 0, {"rows": 2})
     failed, ok = results.read_stats(store).sort_by("sample_id").to_pylist()
     assert failed["error"] == "CUDA out of memory" and failed["nfe"] is None and failed["accept_lens"] is None
+    assert failed["image_key"] is None and failed["seed"] == 1000 and failed["model"] == "tiny-random"
     assert json.loads(ok["extra_json"]) == {"queue_s": 0.25}
 
 
 def test_stats_rows_of_the_wrong_type_are_refused(store: Storage) -> None:
     with pytest.raises(ValueError, match="do not fit the stats schema"):
-        results.write_stats(store, results.stats_key(JOB, 0), [{"sample_id": "a", "nfe": "many"}], META)
+        bad = dataclasses.replace(_record(0, 0), nfe="many")
+        results.write_stats(store, layout.stats_key(JOB, 0), [bad], META)
 
 
 def test_only_committed_shards_are_read(store: Storage) -> None:
@@ -131,7 +144,7 @@ def test_unknown_schema_version_is_refused(store: Storage) -> None:
     table = pa.table({"sample_id": ["a"]}).replace_schema_metadata({"sjd_batch.schema_version": "99"})
     sink = io.BytesIO()
     pq.write_table(table, sink)
-    store.write_bytes(results.stats_key(JOB, 0), sink.getvalue())
+    store.write_bytes(layout.stats_key(JOB, 0), sink.getvalue())
     results.write_commit(store, 0, {"rows": 1})
     with pytest.raises(StorageError, match="schema_version '99'"):
         results.read_stats(store)
@@ -148,14 +161,14 @@ def test_commit_markers(store: Storage) -> None:
 
 
 def test_corrupt_commit_marker_is_named(store: Storage) -> None:
-    store.write_bytes(results.commit_key(4), b"{not json")
+    store.write_bytes(layout.commit_key(4), b"{not json")
     with pytest.raises(StorageError, match=r"shard=00004\.json is not valid JSON"):
         results.committed_shards(store)
 
 
 def test_errors_file_round_trip(store: Storage) -> None:
     bad = [BadRow("p-00000001", "s3://b/p.parquet", 1, "prompt is null"), BadRow("x", "f", 5, "id is null")]
-    results.write_errors(store, results.errors_key(JOB, 3), bad, META)
+    results.write_errors(store, layout.errors_key(JOB, 3), bad, META)
     results.write_commit(store, 3, {"rows": 0, "errors": 2})
     table = results.read_errors(store)
     assert table.column("reason").to_pylist() == ["prompt is null", "id is null"]

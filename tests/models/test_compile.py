@@ -7,18 +7,19 @@ import torch
 
 import sjd_batch
 from sjd_batch.config import ConfigError, parse_job
+from sjd_batch.identity import job_id
 from sjd_batch.models.compiled import compile_forward
 
 JOB = {"name": "c", "model": {"name": "tiny-random"}, "input": {"uris": ["p.parquet"]},
        "output": {"uri": "out"}}
 
 
-def test_compile_key_parses_and_keeps_old_job_ids() -> None:
+def test_compile_key_parses_and_is_part_of_the_job_id() -> None:
     plain = parse_job(JOB)
     off = parse_job({**JOB, "model": {"name": "tiny-random", "compile": False}})
     on = parse_job({**JOB, "model": {"name": "tiny-random", "compile": True}})
     assert on.model.compile and not off.model.compile
-    assert plain.job_id == off.job_id != on.job_id
+    assert job_id(plain, []) == job_id(off, []) != job_id(on, [])
     with pytest.raises(ConfigError, match="model.compile"):
         parse_job({**JOB, "model": {"name": "tiny-random", "compile": "yes"}})
 

@@ -58,9 +58,9 @@ def outputs(tmp_path_factory: pytest.TempPathFactory) -> Outputs:
                               pa.table({"id": [*ids, "empty"], "prompt": [*CAPTIONS, None]}))
     bad = write_prompts(root / "in2" / BAD_FILE, pa.table({"id": ["x0", "x1"], "prompt": CAPTIONS[:2]}))
     failing = shapes_job([with_null, bad], root / "failing", "mc-sjd", shard_size=4)
-    prepare_job(failing)  # the plan is fixed (job.json written); now the file loses its prompts
+    plan = prepare_job(failing)  # the plan is fixed (job.json written); now the file loses its prompts
     pq.write_table(pa.table({"id": ["x0", "x1"], "caption": CAPTIONS[:2]}), bad)
-    summary = run_local(failing, progress=False)
+    summary = run_local(failing, progress=False, plan=plan)  # the file broke mid-run
     assert sorted(summary.failed) == [2] and summary.shards_committed == 2, summary.text()
     return Outputs(ok=ok.output.uri, failing=failing.output.uri, bad_file=bad)
 

@@ -240,9 +240,9 @@ def test_webdataset_and_ar_job(outputs: Outputs, tmp_path: Path) -> None:
     thumbs = [img for img in parsed.imgs if img.get("class") == "thumb"]
     tars = [img for img in thumbs if img["alt"].startswith("p")]  # the tiny-random job's samples
     assert len(thumbs) == 10 and len(tars) == 4
-    from sjd_batch.io import results
+    from sjd_batch.io import layout, results
 
-    members = results.read_tar_shard((tmp_path / "wds" / results.tar_key(0)).read_bytes())
+    members = results.read_tar_shard((tmp_path / "wds" / layout.tar_key(0)).read_bytes())
     for thumb in tars:
         _, img = decode_data_uri(thumb["src"])
         assert img.tobytes() == Image.open(io.BytesIO(members[thumb["alt"]]["png"])).convert("RGB").tobytes()
@@ -254,9 +254,9 @@ def test_job_with_nothing_committed(tmp_path: Path) -> None:
     config = make_job([str(prompts)], str(tmp_path / "out"))
     from sjd_batch.job import prepare_job
 
-    prepare_job(config)  # the plan is fixed; now the file loses its prompts
+    plan = prepare_job(config)  # the plan is fixed; now the file loses its prompts (mid-run)
     pq.write_table(pa.table({"id": ["a", "b", "c"], "caption": ["x", "y", "z"]}), prompts)
-    assert not run_local(config, progress=False).ok
+    assert not run_local(config, progress=False, plan=plan).ok
     out = tmp_path / "report.html"
     assert cli.main(["report", config.output.uri, "--out", str(out), "--no-progress"]) == 0
     parsed = ParsedPage(out.read_text(encoding="utf-8"))
