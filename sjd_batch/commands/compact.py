@@ -31,16 +31,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def compact_output(storage: Storage, target_bytes: int, grace_s: float,
                    log: Callable[[str], None] = print) -> dict:
     """Compact `stats/` and `errors/` of a job output; returns the figures `main` prints."""
-    from sjd_batch.io import compaction, results
+    from sjd_batch.io import compaction, layout, results
 
-    if not storage.exists("job.json"):
-        raise StorageError(f"{storage.join('job.json')} does not exist: {storage.uri} is not a job output")
-    job = json.loads(storage.read_bytes("job.json"))
+    job = results.read_job_file(storage)
     metadata = {results.VERSION_KEY: results.SCHEMA_VERSION.encode(), b"job_id": str(job["job_id"]).encode()}
     report: dict = {"output": storage.uri, "folders": {}}
     counters = {"stats": lambda: results.stats_dataset(storage).count_rows(),
                 "errors": lambda: results.read_errors(storage).num_rows}
-    for folder, schema in (("stats", results.STATS_SCHEMA), ("errors", results.ERRORS_SCHEMA)):
+    for folder, schema in ((layout.STATS, results.STATS_SCHEMA), (layout.ERRORS, results.ERRORS_SCHEMA)):
+        folder = folder.rstrip("/")
         before = _count(storage, folder, counters[folder])
         done = compaction.compact(storage, folder, schema, metadata, target_bytes, grace_s, log)
         after = _count(storage, folder, counters[folder])

@@ -18,10 +18,7 @@ def job_status(storage: Storage) -> dict:
     """Shard counts from `job.json` (the plan), the commit markers and the failure records."""
     from sjd_batch.io import layout, results
 
-    if not storage.exists(layout.JOB_FILE):
-        where = storage.join(layout.JOB_FILE)
-        raise StorageError(f"{where} does not exist: {storage.uri} is not a job output")
-    job = json.loads(storage.read_bytes(layout.JOB_FILE))
+    job = results.read_job_file(storage)
     committed = results.committed_shards(storage)
     failed = {}
     for key in storage.list(layout.FAILURES):

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -30,15 +29,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
+from sjd_batch.io import layout
 from sjd_batch.io.storage import Storage, StorageError
 
 if TYPE_CHECKING:
     import pyarrow as pa
-
-MANIFESTS = "_manifest"
-COMPACTED = "_compacted"
-_PER_SHARD = re.compile(r"^[^/]+/job_id=([^/]+)/shard=(\d+)/part-0\.parquet$")
-_COMMIT = re.compile(r"^_commits/shard=(\d+)\.json$")
 
 
 @dataclass(frozen=True)
@@ -82,7 +77,7 @@ class Manifest:
 
 def latest_manifest(storage: Storage, folder: str) -> Manifest | None:
     """The folder's newest manifest, or None when it was never compacted."""
-    keys = [k for k in storage.list(f"{folder}/{MANIFESTS}/") if k.endswith(".json")]
+    keys = [k for k in storage.list(layout.manifest_folder(folder)) if k.endswith(".json")]
     if not keys:
         return None
     try:
@@ -93,12 +88,13 @@ def latest_manifest(storage: Storage, folder: str) -> Manifest | None:
 
 def committed_indices(storage: Storage) -> set[int]:
     """Shard numbers with a commit marker (one LIST, no reads)."""
-    return {int(m.group(1)) for k in storage.list("_commits/") if (m := _COMMIT.match(k))}
+    shards = (layout.shard_of(k) for k in storage.list(layout.COMMITS) if k.endswith(".json"))
+    return {s for s in shards if s is not None}
 
 
 def per_shard_keys(storage: Storage, folder: str) -> dict[int, str]:
     """Shard -> key of its own file in `folder` (what workers write), whether compacted or not."""
-    return {int(m.group(2)): k for k in storage.list(f"{folder}/") if (m := _PER_SHARD.match(k))}
+    return {found[1]: k for k in storage.list(f"{folder}/") if (found := layout.per_shard_file(k))}
 
 
 def current_keys(storage: Storage, folder: str, committed: set[int] | None) -> list[str]:
@@ -156,13 +152,12 @@ def compact(storage: Storage, folder: str, schema: pa.Schema, metadata: dict[byt
         result.seconds = time.perf_counter() - t0
         return result
     generation = (old.generation if old else 0) + 1
-    base = f"{folder}/{COMPACTED}/g{generation:06d}-{uuid.uuid4().hex[:8]}"
+    base = layout.compacted_folder(folder, generation, uuid.uuid4().hex[:8])
     written = _write_files(storage, base, todo, schema, metadata, target_bytes, log)
     files = (*(old.files if old else ()), *written)
     covered = to_ranges([s for lo, hi in (old.covered if old else ()) for s in range(lo, hi)] + list(todo))
     manifest = Manifest(folder, generation, files, covered, time.time())
-    if not storage.write_bytes(f"{folder}/{MANIFESTS}/{generation:08d}.json", manifest.to_json(),
-                               if_absent=True):
+    if not storage.write_bytes(layout.manifest_key(folder, generation), manifest.to_json(), if_absent=True):
         for f in written:  # another compaction created this generation first: ours never became visible
             storage.delete(f.key)
         result.lost_race = True
@@ -190,19 +185,19 @@ def _write_files(storage: Storage, base: str, todo: dict[int, str], schema: pa.S
 
     out_schema = schema.append(pa.field("shard", pa.int32())).with_metadata(metadata)
     writer = _FileWriter(storage, out_schema)
-    job_ids = {re.match(r"^[^/]+/job_id=([^/]+)/", k).group(1) for k in todo.values()}
+    job_ids = {layout.per_shard_file(k)[0] for k in todo.values()}
     if len(job_ids) != 1:
         raise StorageError(f"{storage.join(base)}: per-shard files of several jobs ({sorted(job_ids)}); "
                            "an output holds one job")
-    folder = f"{base}/job_id={job_ids.pop()}"
+    job_id = job_ids.pop()
     files: list[CompactedFile] = []
     for shard, table in _read_in_order(storage, todo, schema):
         writer.add(shard, table.append_column("shard", pa.array([shard] * table.num_rows, pa.int32())))
         if writer.size >= target_bytes:
-            files.append(writer.finish(f"{folder}/part-{len(files):05d}.parquet"))
+            files.append(writer.finish(layout.compacted_file(base, job_id, len(files))))
             log(f"  wrote {files[-1].key} ({files[-1].rows} rows, {files[-1].bytes / 1e6:.1f} MB)")
     if writer.rows:
-        files.append(writer.finish(f"{folder}/part-{len(files):05d}.parquet"))
+        files.append(writer.finish(layout.compacted_file(base, job_id, len(files))))
     expected = sum(t for t in writer.rows_in)
     if sum(f.rows for f in files) != expected:
         raise StorageError(f"compaction of {storage.join(base)} wrote {sum(f.rows for f in files)} rows, "
@@ -288,12 +283,11 @@ def _collect_garbage(storage: Storage, folder: str, manifest: Manifest | None, o
         return 0
     stale = [k for s, k in own.items() if manifest.covers(s)]
     listed = {f.key for f in manifest.files}
-    prefix = f"{folder}/{COMPACTED}/g"
-    for key in storage.list(f"{folder}/{COMPACTED}/"):
-        gen = int(key[len(prefix) : len(prefix) + 6]) if key.startswith(prefix) else 0
+    for key in storage.list(f"{folder}/{layout.COMPACTED}/"):
+        gen = layout.compacted_generation(folder, key)
         if key not in listed and 0 < gen <= manifest.generation:
             stale.append(key)
-    manifests = sorted(storage.list(f"{folder}/{MANIFESTS}/"))
+    manifests = sorted(storage.list(layout.manifest_folder(folder)))
     stale += manifests[:-2]  # keep the latest two
     if stale:
         log(f"{folder}: deleting {len(stale)} leftover file(s) of earlier compactions")

@@ -10,7 +10,11 @@ retry rewrites the same objects and never adds new ones):
     │     ├── <sample_id>.png                             its members, grouped by the name up to the dot
     │     └── <sample_id>.json
     ├── stats/job_id=<id>/shard=00003/part-0.parquet    one stats row per sample (hive partitions)
-    ├── errors/job_id=<id>/shard=00003/part-0.parquet   skipped input rows and their reason
+    ├── stats/_compacted/g000002-<run>/job_id=<id>/part-00000.parquet   after `sjd-batch compact`: many
+    │                                                     shards per file (`shard` is a column)
+    ├── stats/_manifest/00000002.json                   which compacted files are current (io/compaction.py)
+    ├── errors/job_id=<id>/shard=00003/part-0.parquet   skipped input rows and their reason (and errors/
+    │                                                     _compacted/, errors/_manifest/ likewise)
     ├── _commits/shard=00003.json                       commit marker: written last, create-only
     ├── _partial/shard=00003/rows-000000000012.json     stats records of finished samples (from row 12)
     ├── _partial/shard=00003/<quoted id>.png            webdataset: a sample's PNG until its tar is packed
@@ -37,7 +41,11 @@ COMMITS = "_commits/"
 PARTIAL = "_partial/"
 FAILURES = "_failures/"
 
+COMPACTED = "_compacted"
+MANIFESTS = "_manifest"
+
 _SHARD = re.compile(r"shard[=-](\d+)")
+_PER_SHARD_FILE = re.compile(r"^[^/]+/job_id=([^/]+)/shard=(\d+)/part-0\.parquet$")
 
 
 def _shard(shard: int) -> str:
@@ -62,6 +70,12 @@ def tar_member(sample_id: str, ext: str) -> str:
 def tar_image_ref(shard: int, sample_id: str, fmt: str = "png") -> str:
     """What the stats `image_key` holds for a sample stored in a tar: `<tar key>#<member>`."""
     return f"{tar_key(shard)}#{tar_member(sample_id, fmt)}"
+
+
+def split_image_ref(ref: str) -> tuple[str, str | None]:
+    """A stats `image_key` -> (the object's key, the tar member or None): the inverse of `tar_image_ref`."""
+    key, _, member = ref.partition("#")
+    return key, member or None
 
 
 def stats_key(job_id: str, shard: int) -> str:
@@ -101,6 +115,38 @@ def partial_image_key(shard: int, sample_id: str, fmt: str = "png") -> str:
 def failure_key(shard: int) -> str:
     """The record of a shard that failed after all its retries (for `status`)."""
     return f"{FAILURES}{_shard(shard)}.json"
+
+
+def per_shard_file(key: str) -> tuple[str, int] | None:
+    """(job id, shard) of a worker-written stats or errors file (`stats/job_id=a/shard=00012/part-0.parquet`),
+    or None for any other key (compacted files included)."""
+    found = _PER_SHARD_FILE.match(key)
+    return (found.group(1), int(found.group(2))) if found else None
+
+
+def compacted_folder(folder: str, generation: int, run: str) -> str:
+    """Where one compaction of `folder` (`stats` or `errors`) writes: one folder per generation and run."""
+    return f"{folder}/{COMPACTED}/g{generation:06d}-{run}"
+
+
+def compacted_generation(folder: str, key: str) -> int:
+    """The generation of a key under `folder`'s compacted files (0 for any other key)."""
+    prefix = f"{folder}/{COMPACTED}/g"
+    return int(key[len(prefix) : len(prefix) + 6]) if key.startswith(prefix) else 0
+
+
+def compacted_file(base: str, job_id: str, index: int) -> str:
+    """The `index`-th file of a compaction writing under `base` (`compacted_folder`)."""
+    return f"{base}/job_id={job_id}/part-{index:05d}.parquet"
+
+
+def manifest_folder(folder: str) -> str:
+    return f"{folder}/{MANIFESTS}/"
+
+
+def manifest_key(folder: str, generation: int) -> str:
+    """The compaction manifest of one generation (zero-padded: the newest sorts last)."""
+    return f"{manifest_folder(folder)}{generation:08d}.json"
 
 
 def shard_of(key: str) -> int | None:

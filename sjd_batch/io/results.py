@@ -103,6 +103,17 @@ def write_errors(storage: Storage, key: str, bad_rows: list[BadRow], metadata: d
     _write_table(storage, key, pa.Table.from_pylist(records, schema=ERRORS_SCHEMA), metadata)
 
 
+def read_job_file(storage: Storage) -> dict[str, Any]:
+    """The output's `job.json`; a StorageError that says so when `storage` holds no job output."""
+    where = storage.join(layout.JOB_FILE)
+    if not storage.exists(layout.JOB_FILE):
+        raise StorageError(f"{where} does not exist: {storage.uri} is not a job output")
+    try:
+        return json.loads(storage.read_bytes(layout.JOB_FILE))
+    except json.JSONDecodeError as e:
+        raise StorageError(f"{where} is not valid JSON: {e}") from e
+
+
 def write_commit(storage: Storage, shard: int, info: dict[str, Any]) -> bool:
     """Write a shard's commit marker, create-only; call it after every other output of the shard.
 

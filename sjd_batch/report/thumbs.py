@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from sjd_batch.io import results
+from sjd_batch.io import layout, results
 from sjd_batch.io.storage import Storage, StorageError
 from sjd_batch.report.data import JobOutput
 
@@ -85,8 +85,8 @@ class _ImageReader:
     def read(self, storage: Storage, image_key: str | None) -> bytes:
         if not image_key:
             raise ValueError("the stats row has no image_key")
-        tar, _, member = image_key.partition("#")
-        if not member:
+        tar, member = layout.split_image_ref(image_key)
+        if member is None:
             return storage.read_bytes(image_key)
         key = (storage.uri, tar)
         with self._guard:

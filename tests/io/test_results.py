@@ -263,3 +263,8 @@ def test_tar_shard_refuses_ambiguous_ids() -> None:
     for bad in ("a", "has.dot", "a/b"):
         with pytest.raises(ValueError, match="must be unique and contain no"):
             writer.add(bad, b"x", {})
+
+
+def test_image_refs_round_trip() -> None:
+    assert layout.split_image_ref(layout.tar_image_ref(3, "a")) == (layout.tar_key(3), "a.png")
+    assert layout.split_image_ref(layout.image_key(3, "a")) == (layout.image_key(3, "a"), None)
