@@ -3,14 +3,14 @@
 `run_job(config)` starts an embedded local Ray (or joins the cluster in `RAY_ADDRESS`), claims the
 output (`job.json`), plans the shards, skips the committed ones and runs the rest on a pool of actors.
 Each actor wraps one `ShardWorker` (model loaded once, `num_gpus` per actor, `num_cpus` always set, so
-GPU actors never hold an implicit CPU, infra.md §2.3). Actors pull shards dynamically: the driver keeps
-one shard in flight per actor and hands the next one to whichever actor finishes first (`ray.wait`), so a
-slow actor never holds the job, and an actor gets shards only once it has started, so a shard never waits
-on an actor the cluster has no room for. A shard whose actor died is retried on another actor, up to
-`run.max_retries` times; a shard that keeps failing is reported, and the job ends non-zero while every
-committed shard stays valid. `driver.run_local(config)` runs the same plan in-process, without Ray,
-with the same `ShardQueue`. The progress bar and the `JobSummary` it fills live in `sjd_batch.progress`;
-the Ray Jobs API helpers (`submit_job`, `follow_job`) stay here because they import Ray.
+GPU actors never hold an implicit CPU, which would starve the read and write tasks). Actors pull shards
+dynamically: the driver keeps one shard in flight per actor and hands the next one to whichever actor finishes
+first (`ray.wait`), so a slow actor never holds the job, and an actor gets shards only once it has started, so
+a shard never waits on an actor the cluster has no room for. A shard whose actor died is retried on another
+actor, up to `run.max_retries` times; a shard that keeps failing is reported, and the job ends non-zero while
+every committed shard stays valid. `driver.run_local(config)` runs the same plan in-process, without Ray, with
+the same `ShardQueue`. The progress bar and the `JobSummary` it fills live in `sjd_batch.progress`; the Ray
+Jobs API helpers (`submit_job`, `follow_job`) stay here because they import Ray.
 """
 
 from __future__ import annotations

@@ -175,3 +175,24 @@ def test_only_training_commands_import_the_training_package():
 def test_cycle_finder_finds_cycles():  # the negative control: the rule above can fail
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_the_repository_stands_alone():
+    """Nothing points at documents outside the repository (a clone must be readable on its own), and
+    every `docs/*.md` a source file names exists."""
+    import re
+
+    root = PACKAGE.parent
+    files = [*PACKAGE.rglob("*.py"), *(root / "tests").rglob("*.py"), *(root / "docs").rglob("*.md"),
+             root / "README.md"]
+    outside = re.compile(r"\.\./shared|shared/docs|\b(algorithms|infra|style)\.md|(?<![-/\w])models\.md")
+    named = re.compile(r"docs/[\w/.-]+\.md")
+    pending = {"docs/models/textures-t2i.md"}  # being written with its model; remove once it exists
+    assert not [doc for doc in pending if (root / doc).is_file()], "it exists now: take it off `pending`"
+    for path in files:
+        text = path.read_text(encoding="utf-8")
+        if path == Path(__file__):
+            continue  # the patterns above
+        assert not outside.search(text), f"{path.relative_to(root)} cites a document outside the repository"
+        for doc in set(named.findall(text)) - pending:
+            assert (root / doc).is_file(), f"{path.relative_to(root)} names {doc}, which does not exist"

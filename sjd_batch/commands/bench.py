@@ -1,6 +1,6 @@
 """`sjd-batch bench`: decoding methods side by side, in one process, on the same prompts and seeds.
 
-Timing protocol (algorithms.md §8): warm-up generations are excluded; methods are interleaved
+Timing protocol (docs/design.md, section 8): warm-up generations are excluded; methods are interleaved
 batch by batch so drift on a shared machine hits all of them alike; the device is synchronised
 before clocks are read (inside the engine); speed-ups are ratios measured in this same run.
 

@@ -2,7 +2,7 @@
 the same position, and how a position entering the window for the first time is initialised.
 
 Every draft stores the law Q it was *actually* drawn from; the speculative test then makes the
-output exact whatever that law is (algorithms.md §4). That is what keeps SJD-VP and MC-SJD lossless.
+output exact whatever that law is (docs/design.md, section 7). That is what keeps SJD-VP and MC-SJD lossless.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def draft_law(
 
     SJD-VP (Shan et al., arXiv 2603.27115) only states the idea: tokens whose probability rises
     across iterations are likelier to pass verification. The two forms below are sjd-batch's own
-    definition (algorithms.md §5):
+    definition (docs/design.md, section 6):
       exp: q~ ∝ p_t * exp(lambda * clip(log p_t - log p_{t-1}, -c, c)) on supp(p_t)
       add: q~ ∝ p_t + lambda * max(0, p_t - p_{t-1})
     Where p_{t-1} is undefined (the offset just entered the prediction range), q~ = p_t.
@@ -87,7 +87,7 @@ def init_drafts(
     config: DecodeConfig,
     dtype: torch.dtype,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Initial drafts and their laws for positions entering the window (algorithms.md §3.6).
+    """Initial drafts and their laws for positions entering the window (docs/design.md, section 5).
 
     Forced offsets get the forced token with a one-hot law (they always pass). `random` draws
     uniformly over the image ids; the spatial schemes copy a known neighbour (Q one-hot, exact

@@ -1,17 +1,22 @@
 """Autoregressive and Speculative Jacobi decoding over a batch, each row at its own pace.
 
-Vocabulary (used everywhere in sjd-batch):
+Vocabulary (used everywhere in sjd-batch; docs/design.md, section 3):
     window, L     the tokens fed to one forward: the last committed token plus L-1 drafts.
-    iteration     one forward pass (NFE). The cond/uncond CFG pair counts as one; so does the prefill.
+    forward       one network call on the whole batch; the cond/uncond CFG pair is one doubled batch and
+                  counts once. The prefill is a forward. NFE = the number of forwards.
+    iteration     one Jacobi iteration: a forward over every row's window, then verify, commit, redraft.
+                  A sample's NFE is 1 (the prefill) + its iterations.
     draft         a proposed token for an uncommitted offset, stored with the law Q it was drawn from.
     accepted      a draft that passed the test u * Q(x) < P(x) and is committed.
     resampled     at the first rejection, the token drawn from norm(max(0, P - Q)) and committed.
     bonus         when every draft passes, a fresh draw from P of the slot after the last draft.
-    accept length tokens committed by one forward: accepted drafts + 1, in [1, L].
+    accept length tokens committed by one forward: accepted drafts + 1 (the resampled or bonus token),
+                  in [1, L]; the prefill's is 1, and a sample's accept lengths sum to its tokens.
+    step compression  AR forwards / method forwards for the same sample ("step" means nothing else).
     init scheme   how a draft entering the window for the first time is chosen.
 
 Each row b keeps its own committed count n_b and advances by its own accept length, unlike the
-reference code, which moves the whole batch at its slowest row's pace (algorithms.md §9).
+reference code, which moves the whole batch at its slowest row's pace (docs/design.md, section 8).
 """
 
 from __future__ import annotations

@@ -70,10 +70,6 @@ class DecodeConfig:
         if self.vp_clip <= 0:
             raise ValueError(f"vp_clip must be > 0, got {self.vp_clip}")
 
-    @property
-    def lossless(self) -> bool:
-        return not self.vp_lossy
-
     def params(self) -> dict[str, object]:
         """Every parameter, for stats and provenance."""
         return asdict(self)

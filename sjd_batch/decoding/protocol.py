@@ -3,7 +3,7 @@
 The core owns the geometry of the static, position-indexed KV cache; a model owns tokenisation,
 its network and its pixel decoder. Every tensor the core hands a model is described by a `Window`.
 
-Cache geometry (shared by every family, see algorithms.md §9):
+Cache geometry (shared by every family, docs/design.md, section 8):
 
     slot:    0 ........ start_r ...... P-1 | P ......... P+T-1 | P+T .. P+T+L-1
     content: left padding | prompt row r   | generated offsets  | room for the last window
@@ -16,7 +16,7 @@ frontier) is never read and is simply overwritten later: rollback is free.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
 import torch
@@ -78,7 +78,6 @@ class Prefix:
 
     ids: torch.Tensor  # [R, P] long
     start: torch.Tensor  # [R] long: first real slot of each row (= number of pad tokens)
-    extra: dict[str, Any] = field(default_factory=dict)  # family-specific (e.g. text-encoder states)
 
     @property
     def rows(self) -> int:
@@ -100,7 +99,7 @@ class Window:
 
 
 class ImageTokenModel(Protocol):
-    """What the decoding core needs from a model family (see models.md §4)."""
+    """What the decoding core needs from a model family (docs/model-families.md, "The contract")."""
 
     name: str
     layout: Layout

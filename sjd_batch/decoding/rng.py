@@ -2,8 +2,8 @@
 
 Why not `torch.Generator`s: a counter-based hash needs no state, no host sync and no per-row Python
 loop, it gives the same numbers on CPU and GPU, and a sample's numbers do not depend on its
-batch-mates or on how many iterations they needed (algorithms.md §9). Distinct streams keep the
-draft, the acceptance test and the residual independent, which losslessness needs (§4, condition 1).
+batch-mates or on how many iterations they needed (docs/design.md, section 8). Distinct streams keep the
+draft, the acceptance test and the residual independent, which losslessness needs (section 7).
 
 The mixer is a 32-bit xorshift-multiply hash from Chris Wellons' hash-prospector search (public
 domain; constants 16 21f0aaad 15 735a2d97 15), evaluated on int64 tensors holding 32-bit values.
@@ -18,7 +18,7 @@ import torch
 
 MASK32 = 0xFFFFFFFF
 
-# Streams (algorithms.md §9): each kind of random decision draws from its own stream.
+# Streams (docs/design.md, section 8): each kind of random decision draws from its own stream.
 ACCEPT = 1  # u of the speculative test, once per position
 RESIDUAL = 2  # residual race at the first rejection, once per position
 DRAFT = 3  # draft race, every iteration (keyed by the row's iteration count)

@@ -1,4 +1,4 @@
-"""Logits -> the processed distribution P that plain AR samples from (algorithms.md §2).
+"""Logits -> the processed distribution P that plain AR samples from (docs/design.md, section 4).
 
 Order: CFG mix -> grammar mask -> temperature -> top-k -> top-p -> softmax in fp32 (or fp64 when the
 model runs in fp64). Every method, AR included, calls `processed_probs`, so verification always

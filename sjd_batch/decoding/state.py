@@ -1,8 +1,9 @@
 """Typed state of a batched decode, and the per-sample statistics it returns.
 
-Vocabulary (used in every name and stat, see `jacobi.py`): a *forward* (NFE) is one network call
-on the doubled cond/uncond batch; its *accept length* is the number of tokens it committed. The
-prefill is a forward that commits one token, so accept lengths always sum to the tokens.
+Vocabulary (used in every name and stat; the glossary is at the top of `jacobi.py`): a *forward* is one
+network call on the doubled cond/uncond batch, and NFE counts them; its *accept length* is the number of
+tokens it committed (accepted drafts + 1). The prefill is a forward that commits one token, so accept
+lengths always sum to the tokens.
 """
 
 from __future__ import annotations

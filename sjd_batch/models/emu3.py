@@ -1,4 +1,4 @@
-"""Emu3-Gen through transformers' `Emu3ForConditionalGeneration` and `Emu3Processor` (models.md §1.3).
+"""Emu3-Gen through transformers' `Emu3ForConditionalGeneration` and `Emu3Processor` (docs/model-families.md).
 
 Prompt: `processor(text, return_for_image_generation=True)` gives `[BOS] text <|image start|>{h}*{w}<|image
 token|>`; the authors append " masterpiece, film grained, best quality." to every prompt. CFG mixes

@@ -3,7 +3,7 @@
 Janus does not generate images with its text head. A separate `generation_head` scores the VQ codes
 (16,384 for the released checkpoints), and a sampled code re-enters the language model as a
 *generation embedding* (`generation_embeddings` + `generation_aligner`), never as a text id
-(models.md §1.4). So for this family the decoding core's token ids are plain code indices: the
+(docs/model-families.md). So for this family the decoding core's token ids are plain code indices: the
 layout is H x W free slots over the id range [0, codes), with no forced tokens and no end-of-line
 column. `forward` embeds a prefill through the text table and every generated window through the
 generation embeddings, then runs the Llama backbone on a `SlotCache`.
@@ -153,9 +153,9 @@ class JanusT2I:
         HF batches cond and uncond rows (pad-masked the same way), mixes raw logits, then applies
         temperature, top-k and top-p: the order of `SamplingConfig`, so both sample the same law (with
         different random streams). A log-softmax mix differs from the raw one by a per-row constant
-        only (models.md §4), so either `cfg_mode` gives this law. Unset fields would come from the
-        checkpoint's generation_config.json and then HF's global defaults (top_k None means 50), so
-        every SamplingConfig field is set here.
+        only (docs/design.md, section 4), so either `cfg_mode` gives this law. Unset fields would come from
+        the checkpoint's generation_config.json and then HF's global defaults (top_k None means 50), so every
+        SamplingConfig field is set here.
         """
         from transformers import GenerationConfig
 

@@ -1,7 +1,7 @@
 """Lumina-mGPT (Alpha-VLLM): text-to-image on the Chameleon backbone, decoded by Meta's VQGAN.
 
 transformers' `ChameleonForConditionalGeneration` loads the checkpoint, but its head sets every
-image-token logit to the dtype minimum and it has no VQ decoder (models.md §1.6). So this adapter
+image-token logit to the dtype minimum and it has no VQ decoder (docs/model-families.md). So this adapter
 runs the backbone (`hf.model`) on a `SlotCache`, applies `lm_head` to the final hidden states itself
 (image logits unmasked, as Lumina's own Chameleon copy with `mask_image_logits=False` does), and
 decodes with `sjd_batch.models.vqgan`, loaded from Meta's `vqgan.ckpt` + `vqgan.yaml`.
@@ -40,7 +40,7 @@ LOAD_OPTIONS = ("resolution", "vqgan")
 DEFAULT_RESOLUTION = 768
 DECODE_CHUNK = 4  # images per VQGAN decoder call
 PROMPT = "Generate an image of {width}x{height} according to the following prompt:\n{caption}"
-# The authors' sampling (inference_solver.py create_logits_processor, models.md §1.1).
+# The authors' sampling (inference_solver.py create_logits_processor; docs/model-families.md).
 LUMINA_SAMPLING = SamplingConfig(temperature=1.0, top_k=2000, top_p=1.0, cfg_scale=3.0, cfg_mode="raw")
 
 _EXAMPLE_PROMPTS = (

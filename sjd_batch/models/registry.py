@@ -45,7 +45,8 @@ class ModelSourceError(ValueError):
 
 @dataclass(frozen=True)
 class Defaults:
-    """A family's published defaults (models.md §1.1). Sampling fields become `SamplingConfig`; a job's
+    """A family's published defaults (docs/model-families.md). Sampling fields become `SamplingConfig`;
+    a job's
     `sampling:` section overrides them.
 
     Attributes:

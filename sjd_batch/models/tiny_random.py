@@ -1,8 +1,8 @@
 """`tiny-random`: a small random-weight Llama with the row layout, for plumbing tests and demos.
 
 Its acceptance statistics mean nothing: a random model's next-token law is near-uniform, so almost
-every random draft passes (models.md §3). Use it to test that things run and agree, never to
-report speed-ups.
+every random draft passes (docs/model-families.md, "Tiny random models"). Use it to test that things run and
+agree, never to report speed-ups.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Exact-enumeration harness for losslessness (algorithms.md §4).
+"""Exact-enumeration harness for losslessness (docs/design.md, section 7).
 
 The exact joint law of AR sampling is computed by teacher-forcing every possible sequence through
 the model (the AR path, float64); samplers are then compared to it in total variation.

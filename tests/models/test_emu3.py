@@ -1,5 +1,5 @@
 """Emu3-Gen through transformers' real Emu3 classes, on a tiny random checkpoint saved to a folder
-(`build_tiny_emu3`, models.md §3): the family contract, the Emu3 layout and CFG, transformers' own
+(`build_tiny_emu3`, docs/model-families.md): the family contract, the Emu3 layout and CFG, transformers' own
 `generate()` as a cross-check, options, and offline / missing-checkpoint errors."""
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def test_layout_is_emu3s_grammar(model):
 
 def test_defaults_and_prompts(model):
     s = model.default_sampling
-    assert (s.top_k, s.cfg_scale, s.cfg_mode) == (2048, 3.0, "log-softmax")  # models.md §1.1
+    assert (s.top_k, s.cfg_scale, s.cfg_mode) == (2048, 3.0, "log-softmax")  # docs/model-families.md
     prefix = model.encode(["a red circle"], ["blue"], with_uncond=True)
     cond, uncond = (model.processor.tokenizer.convert_ids_to_tokens(r[s:].tolist())
                     for r, s in zip(prefix.ids, prefix.start, strict=True))

@@ -1,4 +1,5 @@
-"""The Janus adapter on a tiny random `JanusForConditionalGeneration` saved to a real folder (models.md §3).
+"""The Janus adapter on a tiny random `JanusForConditionalGeneration` saved to a real folder
+(docs/model-families.md, "Tiny random models").
 
 The folder is written once per session by `build_tiny_janus` and read back through the loaders, so
 every test drives the real transformers classes, processor, generation head and VQ decoder.

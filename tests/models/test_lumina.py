@@ -1,5 +1,5 @@
-"""Lumina-mGPT on a tiny random Chameleon folder (models.md §3), loaded through the registry and the real
-transformers / VQGAN loaders: the family contract, unmasked image logits, the forced layout, the
+"""Lumina-mGPT on a tiny random Chameleon folder (docs/model-families.md), loaded through the registry and
+the real transformers / VQGAN loaders: the family contract, unmasked image logits, the forced layout, the
 image-only CFG context and the name-based code mapping."""
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ def test_lists_every_family_and_model(capsys):
         assert r["tokens_per_image"] and r["resolution"] and r["loads_from"] and r["summary"], r
         assert r["window"] >= 2 and r["top_k"] >= 0 and r["cfg_mode"] in ("raw", "log-softmax"), r
     emu3 = next(r for r in rows if r["name"] == "emu3")
-    # models.md §1.1: Emu3-Gen samples with top-k 2048 and CFG 3.0 on log-probabilities
+    # docs/model-families.md: Emu3-Gen samples with top-k 2048 and CFG 3.0 on log-probabilities
     assert (emu3["top_k"], emu3["cfg_scale"], emu3["cfg_mode"]) == (2048, 3.0, "log-softmax")
     assert emu3["hf_model_types"] == ["emu3"] and "image_area" in emu3["options"]
 

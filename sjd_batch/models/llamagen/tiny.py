@@ -8,7 +8,8 @@ encoder), plus for t2i a tiny random `T5EncoderModel` and a real tokenizer, and 
 Tokenizer choice: flan-t5-xl uses a SentencePiece unigram model that cannot be fetched here, so the
 fixture builds a `tokenizers` WordLevel tokenizer (lowercase, whitespace split, `</s>` appended
 like T5) and saves it as a `PreTrainedTokenizerFast`; `AutoTokenizer` reads it back from the folder.
-Random weights: acceptance statistics from this model mean nothing (models.md §3).
+Random weights: acceptance statistics from this model mean nothing (docs/model-families.md, "Tiny random
+models").
 """
 
 from __future__ import annotations

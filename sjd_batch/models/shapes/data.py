@@ -4,7 +4,7 @@ Each 64×64 RGB image holds one to three saturated objects, each in its own cell
 dark, desaturated background. The caption names every object's size, colour, shape and cell; it
 never names the background. The background is spatially correlated on purpose (smooth noise fields,
 gradients, oriented stripes, and muted strokes that cross patch borders), so that image tokens have
-real entropy *and* depend on their neighbours, as real VQ tokens do (models.md §6.5). Objects stay
+real entropy *and* depend on their neighbours, as real VQ tokens do (docs/model-families.md). Objects stay
 bright and saturated while the background never is, which is what lets the checker separate them.
 """
 

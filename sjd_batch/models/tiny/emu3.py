@@ -1,7 +1,7 @@
-"""A tiny random Emu3 folder for the CPU tests (models.md §3): `build_tiny_emu3` saves a random-weight
-`Emu3ForConditionalGeneration` with a real `Emu3Processor` that `sjd_batch.models.emu3.load` reads like
-`BAAI/Emu3-Gen-hf`. The processor's tokenizer is a word-level `tokenizers` one (digits split, unknown
-words -> `<unk>`) carrying Emu3's special tokens, since Emu3's own 184k-token tokenizer cannot be
+"""A tiny random Emu3 folder for the CPU tests (docs/model-families.md): `build_tiny_emu3` saves a
+random-weight `Emu3ForConditionalGeneration` with a real `Emu3Processor` that `sjd_batch.models.emu3.load`
+reads like `BAAI/Emu3-Gen-hf`. The processor's tokenizer is a word-level `tokenizers` one (digits split,
+unknown words -> `<unk>`) carrying Emu3's special tokens, since Emu3's own 184k-token tokenizer cannot be
 downloaded here. Real checkpoints bring their own tokenizer."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ TINY_WORDS = ("a an the of at and in on with red green blue yellow purple white 
 
 
 def build_tiny_emu3(folder: str | Path, seed: int = 0, latent: int = 4) -> Path:
-    """Save a random-weight Emu3 (models.md §3 config) with a real processor and `sjd_batch.json`.
+    """Save a random-weight Emu3 (a tiny config) with a real processor and `sjd_batch.json`.
 
     The image is `latent` x `latent` codes; the VQ's spatial factor is 2, so pixels are 2*latent square.
     """

@@ -1,4 +1,4 @@
-"""A tiny random Janus folder for the CPU tests (models.md §3): `build_tiny_janus` writes a
+"""A tiny random Janus folder for the CPU tests (docs/model-families.md): `build_tiny_janus` writes a
 `JanusForConditionalGeneration` checkpoint and a real `JanusProcessor` (around a word-level tokenizer
 built here) that `sjd_batch.models.janus.load` reads like a released checkpoint."""
 
@@ -14,7 +14,7 @@ from sjd_batch.models.registry import MANIFEST
 
 
 def build_tiny_janus(folder: str | Path, seed: int = 0, logit_scale: float = 1.0) -> Path:
-    """Write a seeded random Janus folder (models.md §3 config) that `load` reads like a real checkpoint.
+    """Write a seeded random Janus folder (a tiny config) that `load` reads like a real checkpoint.
 
     The processor is real: a `JanusProcessor` around a word-level `tokenizers` tokenizer built here
     (Janus's special tokens, the `<|User|>`/`<|Assistant|>` chat markers as added tokens, a few dozen

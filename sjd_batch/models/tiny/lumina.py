@@ -1,6 +1,6 @@
-"""A tiny random Lumina-mGPT model folder for the CPU tests (models.md §3): `build_tiny_lumina` writes
-what `sjd_batch.models.lumina.load` reads from a real checkpoint; `tiny_vocabulary` is its Chameleon-shaped
-vocabulary map."""
+"""A tiny random Lumina-mGPT model folder for the CPU tests (docs/model-families.md): `build_tiny_lumina`
+writes what `sjd_batch.models.lumina.load` reads from a real checkpoint; `tiny_vocabulary` is its
+Chameleon-shaped vocabulary map."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The test fixtures' VQGAN: `TINY_CONFIG` (models.md §3 sizes) and `random_vqgan`, a seeded random
+"""The test fixtures' VQGAN: `TINY_CONFIG` (tiny sizes) and `random_vqgan`, a seeded random
 `sjd_batch.models.vqgan.VQGAN` with its encoder (used by `tiny.lumina` and tests/models/test_vqgan.py)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import torch
 
 from sjd_batch.models.vqgan import VQGAN, VQGANConfig
 
-# The test fixture's VQGAN (models.md §3 sizes; attention at 16 px so that attn blocks are exercised).
+# The test fixture's VQGAN (tiny sizes; attention at 16 px so that attn blocks are exercised).
 TINY_CONFIG = VQGANConfig(
     embed_dim=8,
     n_embed=64,
