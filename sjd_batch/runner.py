@@ -117,6 +117,14 @@ def _connect(ray_init: dict[str, Any] | None) -> bool:
     return True
 
 
+def _start_board() -> Any:
+    """The progress board, on the driver's node when it can: a node that dies takes its actors along."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    return ray.remote(_ProgressBoard).options(num_cpus=0, scheduling_strategy=here).remote()
+
+
 class _ActorPool:
     """Shard actors. An actor takes shards only once it is ready (model loaded): a shard never waits
     on an actor the cluster has no room for yet, and actors that start late simply join in.
@@ -132,7 +140,7 @@ class _ActorPool:
             runtime_env={"env_vars": env} if env else None,
         )
         self.config, self.job_id, self.spawned, self.init_error = config, job_id, 0, ""
-        self.board = ray.remote(_ProgressBoard).options(num_cpus=0).remote()
+        self.board = _start_board()
         self._starting: dict[Any, Any] = {}  # ready() ref -> actor
         self._idle: list[Any] = []
         self._inflight: dict[Any, tuple[Any, ShardSpec, int]] = {}  # run_shard ref -> (actor, spec, attempt)
@@ -186,7 +194,10 @@ class _ActorPool:
             ready, _ = ray.wait([*self._starting, *self._inflight], num_returns=1, timeout=poll_s)
             if ready:
                 return ready[0]
-            on_progress(ray.get(self.board.snapshot.remote()))
+            try:
+                on_progress(ray.get(self.board.snapshot.remote()))
+            except RayActorError:  # its node was lost: live counts restart, shard results are unaffected
+                self.board = _start_board()
             waited += poll_s
             if waited >= warn_s and not self._idle and not self._inflight:
                 waited = 0.0

@@ -8,6 +8,7 @@ carry `@pytest.mark.s3`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -21,6 +22,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -169,3 +171,23 @@ def flaky_proxy(s3_endpoint: str) -> Iterator[Callable[..., FlakyProxy]]:
     yield make
     for p in proxies:
         p.stop()
+
+
+@contextlib.contextmanager
+def ray_cluster(head: dict, workers: list[dict]) -> Iterator[Any]:
+    """A multi-node Ray cluster on this machine (`ray.cluster_utils.Cluster`: one raylet per node, each
+    with its own resources and object store), this process connected to it as the driver."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, connect=False,
+                      head_node_args={**head, "include_dashboard": False})
+    for args in workers:
+        cluster.add_node(**args)
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address)
+    try:
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.shutdown()

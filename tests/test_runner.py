@@ -29,6 +29,7 @@ from sjd_batch import cli
 from sjd_batch.config import load_job
 from sjd_batch.io import results
 from sjd_batch.io.storage import Storage
+from tests.conftest import ray_cluster
 from tests.test_worker import check_output, digest, make_job, prompt_table, write_prompts
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -41,16 +42,8 @@ NODE_ARGS = {"num_cpus": 1, "object_store_memory": 100 * 1024**2}
 @pytest.fixture(scope="module")
 def cluster(s3_endpoint: str) -> Iterator[Any]:
     """Two Ray nodes of 1 CPU each; started after the S3 server so its workers inherit the AWS env."""
-    import ray
-    from ray.cluster_utils import Cluster
-
-    c = Cluster(initialize_head=True, connect=False, head_node_args={**NODE_ARGS, "include_dashboard": False})
-    c.add_node(**NODE_ARGS)
-    c.wait_for_nodes()
-    ray.init(address=c.address)
-    yield c
-    ray.shutdown()
-    c.shutdown()
+    with ray_cluster(NODE_ARGS, [NODE_ARGS]) as c:
+        yield c
 
 
 def run(config, **kwargs: Any):  # noqa: ANN001, ANN201
