@@ -21,18 +21,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Error codes that mean "try again later" rather than "this request is wrong".
-_TRANSIENT_CODES = frozenset(
+# Error codes that mean "try again" and that botocore does not retry itself (it retries throttling,
+# RequestTimeout, 5xx and dropped connections: counting those again here would multiply its attempts).
+_OUR_RETRY_CODES = frozenset(
     {
-        "InternalError",
-        "ServiceUnavailable",
-        "SlowDown",
-        "Throttling",
-        "ThrottlingException",
-        "RequestTimeout",
-        "RequestTimeTooSkewed",
         "ConditionalRequestConflict",  # racing conditional PUTs on AWS: retry, the loser then gets 412
-        "OperationAborted",
+        "OperationAborted",  # a conflicting operation on the same bucket or key is in progress
+        "RequestTimeTooSkewed",
+        # SeaweedFS answers a conditional PUT that races another one with BadDigest (seen with 4.48);
+        # for any PUT it means the body was damaged on the way. Retrying gives 412 to the loser.
+        "BadDigest",
     }
 )
 _CREDENTIAL_CODES = frozenset(
@@ -71,15 +69,22 @@ class S3Storage(Storage):
     def child(self, key: str) -> S3Storage:
         return S3Storage(self.join(key), endpoint_url=self.endpoint_url, retry=self.retry, conn=self._conn)
 
+    def parent(self) -> S3Storage | None:
+        if not self.prefix:
+            return None  # the bucket itself
+        head = self.uri.rsplit("/", 1)[0]
+        return S3Storage(head, endpoint_url=self.endpoint_url, retry=self.retry, conn=self._conn)
+
     def _call(self, what: str, key: str | None, fn: Callable[[], T]) -> T:
-        """Run one S3 operation with our backoff on transient errors, translating errors to StorageError."""
+        """Run one S3 operation, retrying (with our backoff) only what botocore does not retry itself;
+        errors become StorageErrors that name the URI."""
         where = f"{self.uri.rstrip('/')}/{key}" if key else self.uri
         for attempt in range(self.retry.extra_attempts + 1):
             try:
                 return fn()
             except Exception as e:  # classified below and re-raised as a StorageError
-                if not _is_transient(e) or attempt == self.retry.extra_attempts:
-                    raise _translate(e, what, where, self) from e
+                if not _ours_to_retry(e) or attempt == self.retry.extra_attempts:
+                    raise _translate(_unwrap(e), what, where, self) from _unwrap(e)
                 delay = self.retry.sleep_s(attempt)
                 log.warning(
                     "transient S3 error on %s %s (%s); retry %d in %.2fs",
@@ -94,9 +99,7 @@ class S3Storage(Storage):
 
     def read_bytes(self, key: str) -> bytes:
         k = self._key(key)
-        return self._call(
-            "read", key, lambda: self.client.get_object(Bucket=self.bucket, Key=k)["Body"].read()
-        )
+        return self._call("read", key, lambda: _read_body(self.client.get_object(Bucket=self.bucket, Key=k)))
 
     def write_bytes(self, key: str, data: bytes, if_absent: bool = False) -> bool:
         extra = {"IfNoneMatch": "*"} if if_absent else {}
@@ -227,16 +230,27 @@ def _error_code(e: BaseException | None) -> str:
     return code or str(response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
 
 
-def _is_transient(e: BaseException) -> bool:
+class _BodyBroken(Exception):
+    """A response body that broke off while we read it: botocore had returned, so it cannot retry."""
+
+
+def _read_body(response: dict[str, Any]) -> bytes:
     import botocore.exceptions as bx
 
-    if isinstance(e, (bx.ConnectionError, bx.HTTPClientError, bx.ResponseStreamingError)):
-        return True  # EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, dropped connections
-    response = getattr(e, "response", None)
-    status = (
-        response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) if isinstance(response, dict) else 0
-    )
-    return _error_code(e) in _TRANSIENT_CODES or (isinstance(status, int) and status >= 500)
+    try:
+        return response["Body"].read()
+    except (bx.ResponseStreamingError, bx.ConnectionError, bx.HTTPClientError) as e:
+        raise _BodyBroken(str(e)) from e
+
+
+def _unwrap(e: BaseException) -> BaseException:
+    return e.__cause__ if isinstance(e, _BodyBroken) and e.__cause__ is not None else e
+
+
+def _ours_to_retry(e: BaseException) -> bool:
+    """Errors botocore does not retry but a second try may fix; every other transient error has
+    already had botocore's `total_max_attempts` requests."""
+    return isinstance(e, _BodyBroken) or _error_code(e) in _OUR_RETRY_CODES
 
 
 def _translate(e: BaseException, what: str, where: str, storage: S3Storage) -> StorageError:

@@ -201,21 +201,35 @@ def test_transient_errors_are_retried_by_botocore(bucket, flaky_proxy) -> None:
 
 
 @pytest.mark.s3
-def test_transient_errors_are_retried_by_our_backoff(bucket, flaky_proxy) -> None:
-    proxy = flaky_proxy(fail_first=3, methods=("PUT",))
+@pytest.mark.parametrize("code", ["ConditionalRequestConflict", "BadDigest"])
+def test_errors_botocore_does_not_retry_are_retried_by_our_backoff(bucket, flaky_proxy, code: str) -> None:
+    # 409 conflicts and SeaweedFS's BadDigest on racing conditional PUTs: botocore gives up at once
+    proxy = flaky_proxy(fail_first=2, methods=("PUT",), status=409 if code != "BadDigest" else 400, code=code)
     store = Storage.from_uri(f"s3://{bucket}", endpoint_url=proxy.url, retry=FAST_RETRY)
-    assert store.write_bytes("k", b"v") is True  # botocore gives up at once; our loop retries
-    assert proxy.failed == 3 and store.read_bytes("k") == b"v"
+    assert store.write_bytes("k", b"v", if_absent=True) is True
+    assert proxy.failed == 2 and store.read_bytes("k") == b"v"
+    assert [s for m, _, s in proxy.log if m == "PUT"] == [409 if code != "BadDigest" else 400] * 2 + [200]
 
 
 @pytest.mark.s3
-def test_persistent_errors_surface_after_the_retry_limit(bucket, flaky_proxy) -> None:
+def test_a_body_that_breaks_off_is_read_again(bucket, flaky_proxy) -> None:
+    data = bytes(range(256)) * 64
+    Storage.from_uri(f"s3://{bucket}").write_bytes("k", data)
+    proxy = flaky_proxy(fail_first=2, methods=("GET",), truncate=True)
+    store = Storage.from_uri(f"s3://{bucket}", endpoint_url=proxy.url, retry=FAST_RETRY)
+    assert store.read_bytes("k") == data and proxy.failed == 2
+
+
+@pytest.mark.s3
+def test_persistent_errors_surface_after_botocores_attempts_only(bucket, flaky_proxy) -> None:
+    """Our retry loop must not multiply botocore's: a persistent 503 costs `botocore_attempts`
+    requests in all (it cost botocore_attempts x (extra_attempts + 1) before, 50 by default)."""
     proxy = flaky_proxy(fail_first=1000)
-    policy = RetryPolicy(botocore_attempts=2, extra_attempts=1, backoff_s=0.01)
+    policy = RetryPolicy(botocore_attempts=3, extra_attempts=4, backoff_s=0.01)
     store = Storage.from_uri(f"s3://{bucket}/p", endpoint_url=proxy.url, retry=policy)
     with pytest.raises(StorageError, match=rf"s3://{bucket}/p/k.*ServiceUnavailable"):
         store.read_bytes("k")
-    assert proxy.failed == 4  # 2 botocore attempts x 2 rounds
+    assert proxy.failed == 3 == proxy.requests
 
 
 @pytest.mark.s3
