@@ -37,6 +37,7 @@ from sjd_batch.config_errors import ConfigError, describe
 from sjd_batch.decoding import DecodeConfig, SamplingConfig, resolve_method
 from sjd_batch.decoding.methods import COUPLINGS, INIT_LAWS, INIT_SCHEMES, METHODS, VERIFIERS, VP_FORMS
 from sjd_batch.decoding.sampling import CFG_MODES
+from sjd_batch.io.storage import StorageError, check_uri, scrub_credentials
 
 __all__ = ["ConfigError", "JobConfig", "load_job", "parse_job"]
 
@@ -69,6 +70,18 @@ def _not_blank(text: str) -> str:
 
 
 NonBlank = Annotated[str, Field(min_length=1), AfterValidator(_not_blank)]
+
+
+def _valid_uri(uri: str) -> str:
+    """`s3:/b/x` (one slash) and URIs carrying credentials are refused here, before `absolute_paths`
+    turns the first into a local folder; the message never repeats a credential."""
+    try:
+        return check_uri(uri)
+    except StorageError as e:
+        raise ValueError(str(e)) from None
+
+
+Uri = Annotated[str, Field(min_length=1), AfterValidator(_not_blank), AfterValidator(_valid_uri)]
 
 
 def _pick(value: T | None, default: T) -> T:
@@ -147,7 +160,8 @@ class SamplingSection(_Section):
 class InputSection(_Section):
     """Parquet files or prefixes (local or s3://) with a `prompt` column, split into shards."""
 
-    uris: Annotated[tuple[StrictStr, ...], Field(strict=False, min_length=1)] = Field(
+    uris: Annotated[tuple[Annotated[StrictStr, AfterValidator(_valid_uri)], ...],
+                    Field(strict=False, min_length=1)] = Field(
         description="Parquet files or prefixes, local or s3:// (one URI may be given as a string)")
     shard_size: int = Field(64, ge=1, description="rows per shard; shards never cross files")
 
@@ -160,7 +174,7 @@ class InputSection(_Section):
 class OutputSection(_Section):
     """Where images, stats and commit markers go (local folder or s3://bucket/prefix)."""
 
-    uri: NonBlank = Field(description="local folder or s3://bucket/prefix")
+    uri: Uri = Field(description="local folder or s3://bucket/prefix")
     image_format: Literal[IMAGE_FORMATS] = Field("png", description="png (one object per sample) | "
                                                                      "webdataset (one tar per shard)")
 
@@ -253,7 +267,8 @@ def parse_job(raw: Any, source: str = "<job>") -> JobConfig:
     try:
         return JobConfig.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError("\n".join(describe(err, source, JobConfig) for err in e.errors())) from None
+        text = "\n".join(describe(err, source, JobConfig) for err in e.errors())
+        raise ConfigError(scrub_credentials(text)) from None  # errors may quote a URI as given
 
 
 def absolute_paths(job: JobConfig) -> JobConfig:

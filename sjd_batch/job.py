@@ -73,7 +73,9 @@ def prepare_job(config: JobConfig) -> PreparedJob:
     """Check the model and the output, plan the shards and claim the output with `job.json`."""
     check_model(config)
     storage = Storage.from_uri(config.output.uri)
-    storage.check_bucket()  # a missing bucket or bad credentials fail here, naming the URI
+    # `/`, a folder inside another job's output, a missing bucket, bad credentials or a store that
+    # ignores conditional writes fail here, naming the URI, before anything is written
+    storage.check_output_root(layout.JOB_FILE)
     plan = plan_job(config)  # footers only; a corrupt one fails here, naming the file
     jid = job_id(config, plan.files)
     existing = _read_manifest(storage)

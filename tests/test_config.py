@@ -181,11 +181,15 @@ def test_published_schema_is_current() -> None:
     assert published["$defs"]["RunSection"]["properties"]["batch_size"]["minimum"] == 1
 
 
-def test_no_credentials_in_json(tmp_path: Path) -> None:
-    raw = with_("output.uri", "s3://AKIASECRET:hunter2@bucket/out")
-    job = parse_job(raw)
-    text = job.to_json()
-    assert "hunter2" not in text and "AKIASECRET" not in text and "s3://bucket/out" in text
+def test_credentials_in_uris_are_refused_without_echoing_them(tmp_path: Path) -> None:
+    """A URI with a credential never gets as far as job.json, a log or Ray's job table."""
+    for key, value in [("output.uri", "s3://AKIASECRET:hunter2@bucket/out"),
+                       ("input.uris", ["s3://AKIASECRET:hunter2@bucket/in.parquet"])]:
+        with pytest.raises(ConfigError, match="credentials in a URI are refused") as e:
+            parse_job(with_(key, value))
+        assert "hunter2" not in str(e.value) and "AKIASECRET" not in str(e.value)
+    with pytest.raises(ConfigError, match=r"output.uri: 's3:/bucket/out' is not a valid URI"):
+        parse_job(with_("output.uri", "s3:/bucket/out"))
 
 
 def test_yaml_round_trip(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from sjd_batch.config import ConfigError, load_job
-from sjd_batch.io.storage import StorageError
+from sjd_batch.io.storage import StorageError, redact_uri
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,7 +31,7 @@ def main(args: argparse.Namespace) -> int:
         from sjd_batch.runner import run_job as run
     try:
         config = load_job(args.job, args.overrides)
-        print(f"job {config.name!r}: output {config.output.uri}", file=sys.stderr)
+        print(f"job {config.name!r}: output {redact_uri(config.output.uri)}", file=sys.stderr)
         summary = run(config, progress=not args.no_progress)
     except (ConfigError, JobError, StorageError) as e:
         print(f"sjd-batch run: error: {e}", file=sys.stderr)

@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 from sjd_batch.config import ConfigError, load_job
+from sjd_batch.io.storage import StorageError, check_uri
 
 FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION")
 
@@ -32,12 +33,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from sjd_batch.io.storage import StorageError
     from sjd_batch.job import resolve_job_id
     from sjd_batch.runner import SubmitError, follow_job, submit_job
 
     try:
         config = load_job(args.job, args.overrides)
+        for uri in (*config.input.uris, config.output.uri, config.model.name):
+            check_uri(uri)  # the job file is shipped to the cluster: never with a credential in it
         job_id = resolve_job_id(config)  # reads the inputs' footers: the id covers their identity
         submission_id = f"sjd-{job_id}" + (f"-{args.suffix}" if args.suffix else "")
         with tempfile.TemporaryDirectory(prefix="sjd-submit-") as workdir:

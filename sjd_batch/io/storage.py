@@ -10,15 +10,21 @@ S3 settings come from the standard AWS environment and config files, exactly as 
 `AWS_PROFILE`, ...), so MinIO, Ceph, R2 and SeaweedFS work unchanged. pyarrow's filesystem is built
 from the same resolved endpoint, region and credentials, so both clients always talk to one store.
 
-Transient errors (5xx, throttling, dropped connections) are retried twice over: botocore's adaptive
-retry mode first, then our own exponential backoff around each whole operation (`RetryPolicy`, here).
-Credentials are never logged, never put in an error message and never pickled.
+Transient errors (5xx, throttling, dropped connections) are retried by botocore's adaptive retry mode,
+`RetryPolicy.botocore_attempts` requests per call. Our own backoff around a whole operation covers only
+what botocore does not retry (a body that broke off while streaming, 409 conflicts), so one call never
+makes more than `botocore_attempts` requests for an error botocore retries.
+Credentials are never logged, never put in an error message and never pickled. A URI that carries
+them (`s3://KEY:SECRET@bucket`) is refused, with the secret left out of the message: they would end up
+in logs, job files and Ray's job table. They come from the AWS environment only.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import random
+import re
 import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -36,14 +42,69 @@ class ObjectNotFound(StorageError, FileNotFoundError):
     """The key does not exist (a missing local file or an S3 `NoSuchKey`)."""
 
 
+# `s3:/b/x`, `s3:b/x`, `file:/x`: a known scheme without `//` would silently be a local folder `s3:`.
+_HALF_SCHEME = re.compile(r"^(s3|s3a|s3n|gs|gcs|az|abfss?|hdfs|https?|file):(?!//)", re.IGNORECASE)
+# userinfo: `KEY:SECRET@` or `TOKEN@` right after the scheme. A raw AWS secret may hold `/` (so the
+# part before the first `/` can end early); a `:` there can only be a credential, never a bucket name.
+_USERINFO = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)(?:[^/@]*|[^/@:]*:[^@]*)@")
+
+
+_USERINFO_ANYWHERE = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)(?:[^/@\s'\"]*|[^/@:\s'\"]*:[^@\s'\"]*)@")
+
+
+def redact_uri(uri: str) -> str:
+    """Drop the userinfo of a URI (`s3://KEY:SECRET@bucket/p` -> `s3://***@bucket/p`)."""
+    return _USERINFO.sub(r"\1***@", uri)
+
+
+def scrub_credentials(text: str) -> str:
+    """`redact_uri` for every URI inside a message (e.g. a validator that quotes the value it got)."""
+    return _USERINFO_ANYWHERE.sub(r"\1***@", text)
+
+
+def check_uri(uri: str) -> str:
+    """Refuse a URI that would not mean what it says; messages never repeat a credential.
+
+    - `s3:/bucket/x` (one slash): a local folder named `s3:` otherwise;
+    - `s3://KEY:SECRET@bucket`: credentials belong in the AWS environment, not in a URI.
+    """
+    if _HALF_SCHEME.match(uri):
+        scheme = uri.split(":", 1)[0]
+        raise StorageError(f"{redact_uri(uri)!r} is not a valid URI: expected {scheme}://... (two slashes); "
+                           "as written it would be a local folder")
+    if _USERINFO.match(uri):
+        raise StorageError(
+            f"{redact_uri(uri)!r}: credentials in a URI are refused (they would end up in logs, job files "
+            "and Ray's job table); set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or AWS_PROFILE instead"
+        )
+    return uri
+
+
+def local_error(path: str, e: OSError, what: str = "write") -> StorageError:
+    """A StorageError for a failed local file operation: names the path, the cause and the fix."""
+    fixes = {
+        errno.ENOSPC: "the disk is full: free space or choose another output.uri",
+        errno.EDQUOT: "the disk quota is exhausted: free space or choose another output.uri",
+        errno.EROFS: "the filesystem is read-only: choose a writable output.uri",
+        errno.EACCES: f"permission denied for user id {os.getuid()}: make the folder writable "
+                      "(chmod/chown) or choose another output.uri",
+        errno.EPERM: "operation not permitted: make the folder writable or choose another output.uri",
+    }
+    fix = fixes.get(e.errno, e.strerror or str(e))
+    return StorageError(f"cannot {what} {path}: {fix} ({errno.errorcode.get(e.errno or 0, 'OSError')}); "
+                        "committed shards are kept, and a rerun resumes")
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """How hard to retry transient S3 errors.
 
     Attributes:
-        botocore_attempts: botocore's `total_max_attempts` per request (adaptive mode). `AWS_MAX_ATTEMPTS`
-            overrides the default.
-        extra_attempts: our own retries of a whole operation after botocore gave up on a transient error.
+        botocore_attempts: botocore's `total_max_attempts` per request (adaptive mode): throttling, 5xx
+            and dropped connections get this many requests in all (about a minute of backoff at 10).
+            `AWS_MAX_ATTEMPTS` overrides the default.
+        extra_attempts: our own retries of a whole operation, only for errors botocore does not retry
+            (a response body that broke off, 409 conflicts, SeaweedFS's BadDigest on racing PUTs).
         backoff_s: first backoff of our retries; doubled each time, with full jitter.
         max_backoff_s: cap of one backoff.
     """
@@ -109,6 +170,7 @@ class Storage(ABC):
             retry: S3 only: the retry policy; `RetryPolicy.from_env()` by default.
         """
         # The backends are imported here, not at the top: they import this module.
+        check_uri(uri)
         if uri.startswith("s3://"):
             from sjd_batch.io.storage_s3 import S3Storage
 
@@ -164,6 +226,34 @@ class Storage(ABC):
     def abort_multipart_uploads(self) -> int:
         """Abort unfinished multipart uploads under the root (S3); returns how many were aborted."""
         return 0
+
+    @abstractmethod
+    def parent(self) -> Storage | None:
+        """The folder or prefix holding this root (sharing this one's client); None at the top
+        (`/`, or the bucket itself)."""
+
+    def check_output_root(self, marker: str) -> None:
+        """Refuse a root no job may write to, before anything is written; `marker` is a job's own file.
+
+        - the filesystem root `/` (a job run as root would scatter its folders there);
+        - a folder or prefix inside another job's output (one of its parents holds `marker`): say a
+          job's `stats/` folder, whose readers would take the new job's files for its own.
+        Then check that the root is usable and that the store honours conditional writes, which
+        exactly-once commits rely on.
+        """
+        if self.uri == "/":
+            raise StorageError("output.uri '/' is the filesystem root: choose a folder of its own, "
+                               "e.g. ./outputs/x")
+        node = self.parent()
+        while node is not None:
+            if node.exists(marker):
+                raise StorageError(
+                    f"{self.uri} is inside the output of another job ({node.join(marker)} exists): a job's "
+                    "output must not nest inside another's; choose an output.uri outside it"
+                )
+            node = node.parent()
+        self.check_bucket()
+        self.check_conditional_writes()
 
     def check_conditional_writes(self) -> None:
         """Fail loudly if the store ignores `if_absent` (some S3 clones ignore `If-None-Match`)."""

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import uuid
 from typing import TYPE_CHECKING
 
-from sjd_batch.io.storage import ObjectNotFound, Storage, StorageError, check_key, check_prefix
+from sjd_batch.io.storage import ObjectNotFound, Storage, StorageError, check_key, check_prefix, local_error
 
 if TYPE_CHECKING:
     import pyarrow.fs
 
 _TMP_MARK = ".sjdtmp-"  # local temporary files carry this in their name; `list` hides them
+_NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOSYS}
 
 
 class LocalStorage(Storage):
@@ -27,6 +30,10 @@ class LocalStorage(Storage):
     def child(self, key: str) -> LocalStorage:
         return LocalStorage(self._path(key))
 
+    def parent(self) -> LocalStorage | None:
+        up = os.path.dirname(self.root)
+        return LocalStorage(up) if up != self.root else None
+
     def read_bytes(self, key: str) -> bytes:
         path = self._path(key)
         try:
@@ -36,6 +43,8 @@ class LocalStorage(Storage):
             raise ObjectNotFound(f"{path} does not exist") from None
         except IsADirectoryError:
             raise StorageError(f"{path} is a folder, expected a file") from None
+        except OSError as e:
+            raise local_error(path, e, "read") from e
 
     def write_bytes(self, key: str, data: bytes, if_absent: bool = False) -> bool:
         path = self._path(key)
@@ -44,6 +53,8 @@ class LocalStorage(Storage):
             os.makedirs(folder, exist_ok=True)
         except (FileExistsError, NotADirectoryError):
             raise StorageError(f"cannot write {path}: a parent of it is a file") from None
+        except OSError as e:
+            raise local_error(folder, e, "create the folder") from e
         tmp = os.path.join(folder, f".{name}{_TMP_MARK}{uuid.uuid4().hex}")
         try:
             with open(tmp, "xb") as f:
@@ -51,9 +62,13 @@ class LocalStorage(Storage):
                 f.flush()
                 os.fsync(f.fileno())  # the content is on disk before the name points at it
             return _link_into_place(tmp, path) if if_absent else _rename_into_place(tmp, path)
+        except StorageError:
+            raise
+        except OSError as e:  # a full or read-only disk, a folder we may not write: say which and why
+            raise local_error(path, e) from e
         finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)  # a partial temporary file would hold the space a full disk needs
 
     def exists(self, key: str) -> bool:
         return os.path.isfile(self._path(key))
@@ -63,7 +78,12 @@ class LocalStorage(Storage):
         check_prefix(prefix)
         start = os.path.join(self.root, *prefix.split("/")[:-1]) if "/" in prefix else self.root
         keys = []
-        for folder, _dirs, files in os.walk(start):
+
+        def fail(e: OSError) -> None:  # os.walk would skip an unreadable folder silently
+            if not isinstance(e, FileNotFoundError):
+                raise local_error(e.filename or start, e, "list")
+
+        for folder, _dirs, files in os.walk(start, onerror=fail):
             rel = os.path.relpath(folder, self.root).replace(os.sep, "/")
             for name in files:
                 key = name if rel == "." else f"{rel}/{name}"
@@ -72,10 +92,13 @@ class LocalStorage(Storage):
         return sorted(keys)
 
     def delete(self, key: str) -> None:
+        path = self._path(key)
         try:
-            os.unlink(self._path(key))
+            os.unlink(path)
         except FileNotFoundError:
             pass
+        except OSError as e:
+            raise local_error(path, e, "delete") from e
 
     def arrow_filesystem(self) -> tuple[pyarrow.fs.FileSystem, str]:
         import pyarrow.fs
@@ -104,12 +127,19 @@ def _link_into_place(tmp: str, path: str) -> bool:
         return True
     except FileExistsError:
         return False
-    except OSError:
-        pass  # a filesystem without hard links: fall back to O_EXCL (exclusive, not atomic content)
+    except OSError as e:
+        if e.errno not in _NO_HARD_LINKS:
+            raise
+    # A filesystem without hard links: fall back to O_EXCL (exclusive, but not atomic content).
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except FileExistsError:
         return False
-    with os.fdopen(fd, "wb") as f, open(tmp, "rb") as src:
-        f.write(src.read())
+    try:
+        with os.fdopen(fd, "wb") as f, open(tmp, "rb") as src:
+            f.write(src.read())
+            os.fsync(f.fileno())
+    except OSError:
+        os.unlink(path)  # ours (created exclusively): never leave a truncated marker behind
+        raise
     return True
