@@ -204,6 +204,11 @@ class Storage(ABC):
         """
 
     @abstractmethod
+    def download_file(self, key: str, dest: str) -> None:
+        """Copy one object to the local file `dest`, streamed (never whole in memory); on S3 a large
+        object comes down in parallel ranged parts (s3transfer). `dest` appears only when complete."""
+
+    @abstractmethod
     def exists(self, key: str) -> bool:
         """Whether an object (not a folder or prefix) exists at `key`."""
 

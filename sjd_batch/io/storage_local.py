@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import uuid
 from typing import TYPE_CHECKING
 
@@ -69,6 +70,20 @@ class LocalStorage(Storage):
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)  # a partial temporary file would hold the space a full disk needs
+
+    def download_file(self, key: str, dest: str) -> None:
+        path = self._path(key)
+        tmp = f"{dest}{_TMP_MARK}{uuid.uuid4().hex}"
+        try:
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, dest)
+        except OSError as e:
+            if not os.path.isfile(path):
+                raise ObjectNotFound(f"{path} does not exist") from None
+            raise local_error(e.filename or dest, e, "copy") from e
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
 
     def exists(self, key: str) -> bool:
         return os.path.isfile(self._path(key))

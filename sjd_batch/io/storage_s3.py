@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     import pyarrow.fs
 
 log = logging.getLogger(__name__)
+DOWNLOAD_PART = 16 * 1024**2  # `download_file` fetches larger objects in parallel parts of this size
 T = TypeVar("T")
 
 # Error codes that mean "try again" and that botocore does not retry itself (it retries throttling,
@@ -113,6 +114,18 @@ class S3Storage(Storage):
                 return False
             raise
         return True
+
+    def download_file(self, key: str, dest: str) -> None:
+        from boto3.s3.transfer import TransferConfig
+
+        # s3transfer: parts of DOWNLOAD_PART bytes in parallel, streamed to a temporary file that is
+        # renamed to `dest` once whole, with at most 16 chunks of 256 KiB waiting for the disk (4 MiB,
+        # whatever the file's size); it re-reads a part whose body broke off and botocore retries each
+        # request, so `_call` adds no retries of its own here.
+        config = TransferConfig(multipart_threshold=DOWNLOAD_PART, multipart_chunksize=DOWNLOAD_PART,
+                                max_concurrency=8, max_io_queue=16)
+        k = self._key(key)
+        self._call("download", key, lambda: self.client.download_file(self.bucket, k, dest, Config=config))
 
     def exists(self, key: str) -> bool:
         k = self._key(key)
