@@ -1,9 +1,11 @@
 """`sjd-batch stats OUTPUT_URI [--json] [--by COLUMN]`: a summary of a job's stats dataset.
 
 Reads the committed shards only, with pyarrow (the README shows the same queries in DuckDB and
-Polars). Per group: sample count, mean and percentiles of step compression, accepted length and
-latency, and images/s, which is the group's samples over the wall-clock span of the shards that made
-them (from the commit markers), so it reflects the whole pool of actors.
+Polars). Per group: sample count, mean and percentiles of step compression (which is also a sample's
+mean accepted length, so it is not repeated) and latency, the pooled acceptance (drafts accepted over
+drafts tested), and images/s, which is the group's samples over the wall-clock span of the shards
+that made them (from the commit markers), so it reflects the whole pool of actors. The README's
+"Figures" section defines each of them.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 from sjd_batch.io.storage import Storage, StorageError
 
-METRICS = ("step_compression", "accept_len_mean", "latency_s")
+METRICS = ("step_compression", "latency_s")
 QUANTILES = (0.5, 0.9, 0.99)
 
 
@@ -63,6 +65,8 @@ def _summary(table: Any, spans: dict[int, tuple]) -> dict[str, Any]:
         qs = pc.quantile(col, q=list(QUANTILES)).to_pylist()
         out[name] = {"mean": pc.mean(col).as_py()}
         out[name].update({f"p{int(q * 100)}": v for q, v in zip(QUANTILES, qs, strict=True)})
+    tested = pc.sum(table.column("drafts_tested")).as_py()
+    out["acceptance"] = pc.sum(table.column("drafts_accepted")).as_py() / tested if tested else None
     out["images_per_s"] = _images_per_s(table, spans)
     return out
 
@@ -92,12 +96,12 @@ def main(args: argparse.Namespace) -> int:
 def _table(summary: dict[str, Any]) -> str:
     groups = summary.get("groups", {})
     rows = [("total", summary["total"])] + [(f"{summary['by']}={k}", v) for k, v in groups.items()]
-    head = f"{'group':<24} {'samples':>8} {'img/s':>8}" + "".join(
+    head = f"{'group':<24} {'samples':>8} {'img/s':>8} {'accept':>7}" + "".join(
         f" | {m:>16} {'p50':>7} {'p90':>7} {'p99':>7}" for m in METRICS
     )
     lines = [head + "   (first value of each metric: mean)"]
     for name, s in rows:
-        line = f"{name[:24]:<24} {s['samples']:>8} {_fmt(s['images_per_s']):>8}"
+        line = f"{name[:24]:<24} {s['samples']:>8} {_fmt(s['images_per_s']):>8} {_fmt(s['acceptance']):>7}"
         for m in METRICS:
             v = s[m] or {}
             cells = "".join(f" {_fmt(v.get(p)):>7}" for p in ("p50", "p90", "p99"))

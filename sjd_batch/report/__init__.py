@@ -14,6 +14,7 @@ from sjd_batch.report.data import (
     JobOutput,
     ReportError,
     accept_lengths,
+    acceptance_by_offset,
     finite,
     label_jobs,
     load_job,
@@ -54,6 +55,7 @@ def build_report(uris: list[str], max_images: int = 48, thumb_px: int = 128,
 
     if max_images < 0 or thumb_px < 8:
         raise ValueError(f"max_images must be >= 0 and thumb_px >= 8, got {max_images} and {thumb_px}")
+    plots.require_matplotlib()  # before reading anything: a missing extra is one clear message
     jobs = [load_job(uri) for uri in uris]
     label_jobs(jobs)
     colors = {j.label: PALETTE[i % len(PALETTE)] for i, j in enumerate(jobs)}
@@ -68,6 +70,8 @@ def build_report(uris: list[str], max_images: int = 48, thumb_px: int = 128,
         "step_compression": ("step compression histogram",
                              plots.step_compression_histogram(per_job("step_compression"), colors)),
         "accept_length": ("accepted length histogram", plots.accept_length_histogram(accept_lens, colors)),
+        "acceptance_offset": ("acceptance by window offset", plots.acceptance_by_offset(
+            {j.label: acceptance_by_offset(j.stats) for j in jobs}, colors)),
         "latency": ("latency CDF", plots.latency_cdf(per_job("latency_s"), colors)),
         "throughput": ("samples committed over time", plots.throughput(spans, colors)),
         "timeline": ("shards per actor over time", plots.shard_timeline(spans, colors)),
@@ -75,7 +79,7 @@ def build_report(uris: list[str], max_images: int = 48, thumb_px: int = 128,
     page = html.Page(
         jobs=jobs, colors=colors, thumbs=thumbs, samples=sum(j.stats.num_rows for j in jobs),
         max_images=max_images, thumb_px=thumb_px,
-        by_method=summarize(jobs, "method"), by_model=summarize(jobs, "model"),
+        by_job=summarize(jobs, "job"),
         plots={key: html.Plot(key, alt, png, *_png_size(png)) for key, (alt, png) in figures.items()},
         generated=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     )

@@ -3,8 +3,10 @@
 `load_job(uri)` reads a job output exactly as `sjd-batch status` and `sjd-batch stats` see it: `job.json`
 (the plan and config), the stats rows of committed shards, the commit markers (each shard's wall-clock
 start and finish), the failure records of shards that never committed, and the skipped input rows.
-`summarize` turns the combined stats into one `GroupSummary` per method (or model, or job);
-`shard_spans` gives the timeline. The contact sheet's images are read in `thumbs.py`.
+`summarize` turns the combined stats into one `GroupSummary` per job (or method, or model);
+`acceptance_by_offset` gives each draft position's acceptance and `shard_spans` the timeline. Every
+figure is defined once, in the README's "Figures" section, and computed here the same way. The contact
+sheet's images are read in `thumbs.py`.
 """
 
 from __future__ import annotations
@@ -114,9 +116,8 @@ class GroupSummary:
 
     key: str
     samples: int
-    step_compression_mean: float | None
+    step_compression_mean: float | None  # mean over samples; a sample's is also its mean accepted length
     step_compression_median: float | None
-    accept_len_mean: float | None  # mean over samples of the per-sample mean accepted length
     acceptance: float | None  # pooled: drafts accepted / drafts tested, over every sample
     latency: dict[float, float | None]  # quantile -> latency_s
     wall_s: float | None  # summed over jobs: last commit minus first shard start of the group's shards
@@ -149,7 +150,6 @@ def _summary(key: str, table: pa.Table, spans: dict[tuple[str, int], tuple]) -> 
         samples=table.num_rows,
         step_compression_mean=pc.mean(sc).as_py() if len(sc) else None,
         step_compression_median=pc.quantile(sc, q=0.5).to_pylist()[0] if len(sc) else None,
-        accept_len_mean=pc.mean(column("accept_len_mean")).as_py() if table.num_rows else None,
         acceptance=accepted / tested if tested else None,
         latency=dict(zip(LATENCY_QUANTILES, qs, strict=True)),
         wall_s=wall,
@@ -220,3 +220,31 @@ def accept_lengths(table: pa.Table) -> np.ndarray:
 
     flat = pc.list_flatten(pc.drop_null(table.column("accept_lens")))
     return pc.drop_null(flat).to_numpy().astype(np.int64)
+
+
+def acceptance_by_offset(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """(draft positions 1..L-1, pooled acceptance at each), over every sample of `table`.
+
+    Position k+1 is the window's k-th draft (`accepted_by_offset[k] / tested_by_offset[k]`, summed over
+    samples before dividing, as the pooled acceptance is). Positions never tested are left out, so an
+    AR job gives two empty arrays.
+    """
+    import numpy as np
+
+    accepted = _summed_lists(table.column("accepted_by_offset").to_pylist())
+    tested = _summed_lists(table.column("tested_by_offset").to_pylist())
+    tested = np.pad(tested, (0, max(0, len(accepted) - len(tested))))
+    accepted = np.pad(accepted, (0, len(tested) - len(accepted)))
+    seen = np.flatnonzero(tested > 0)
+    return seen + 1, accepted[seen] / tested[seen]
+
+
+def _summed_lists(lists: list[list[int] | None]) -> np.ndarray:
+    """Element-wise sum of integer lists of different lengths (nulls skipped), as int64."""
+    import numpy as np
+
+    out = np.zeros(max((len(v) for v in lists if v), default=0), dtype=np.int64)
+    for v in lists:
+        if v:
+            out[: len(v)] += np.asarray(v, dtype=np.int64)
+    return out

@@ -79,9 +79,8 @@ class Page:
     samples: int  # committed samples over all jobs
     max_images: int
     thumb_px: int
-    by_method: list[GroupSummary]
-    by_model: list[GroupSummary]
-    plots: dict[str, Plot]  # step_compression, accept_length, latency, throughput, timeline
+    by_job: list[GroupSummary]
+    plots: dict[str, Plot]  # by figure: step_compression, accept_length, acceptance_offset, latency, ...
     generated: str  # UTC timestamp
 
 
@@ -109,8 +108,7 @@ def render(page: Page) -> str:
         _jobs_section(page),
         _sheet_section(page),
         _acceptance_section(page),
-        _table_section("by-method", "Per method", "method", page.by_method),
-        _table_section("by-model", "Per model", "model", page.by_model),
+        _table_section("by-job", "Per job", "job", page.by_job),
         _latency_section(page),
         _failures_section(jobs),
         _footer(page),
@@ -189,10 +187,14 @@ def _plot(plot: Plot) -> str:
 def _acceptance_section(page: Page) -> str:
     return (
         '<section id="acceptance"><h2>Acceptance</h2><div class="plots">'
-        f'{_plot(page.plots["step_compression"])}{_plot(page.plots["accept_length"])}</div>'
-        '<p class="note">Step compression is a sample\'s AR forwards over the forwards it took (its tokens '
-        "over its NFE). Accepted length is the number of tokens one forward committed (the stats' "
-        "<code>accept_lens</code>, prefill first), shown as a share of each job's forwards.</p></section>"
+        f'{_plot(page.plots["step_compression"])}{_plot(page.plots["accept_length"])}'
+        f'{_plot(page.plots["acceptance_offset"])}</div>'
+        '<p class="note">Step compression: a sample\'s AR forwards over the forwards it took (its tokens '
+        "over its NFE), which is also its mean accepted length. Accepted length: the tokens one forward "
+        "committed (the stats' <code>accept_lens</code>, prefill first), as a share of each job's "
+        "forwards. Acceptance by window offset: drafts accepted over drafts tested at each position k "
+        "of the window, pooled over the job's samples; acceptance in the table pools every position. "
+        "The README's Figures section defines each of them.</p></section>"
     )
 
 
@@ -204,7 +206,6 @@ TABLE_COLUMNS: list[tuple[str, Callable[[GroupSummary], str]]] = [
     ("samples", lambda s: str(s.samples)),
     ("step compression mean (×)", lambda s: _fmt(s.step_compression_mean, ".2f")),
     ("step compression median (×)", lambda s: _fmt(s.step_compression_median, ".2f")),
-    ("accepted length mean (tokens)", lambda s: _fmt(s.accept_len_mean, ".2f")),
     ("acceptance (%)", lambda s: _fmt(s.acceptance, ".1f", 100.0)),
     *[(f"latency p{round(q * 100)} (s/sample)", lambda s, q=q: _fmt(s.latency.get(q), ".3f"))
       for q in LATENCY_QUANTILES],
@@ -226,8 +227,8 @@ def _latency_section(page: Page) -> str:
         '<p class="note">Latency is per sample: from the start of its batch to its image being stored '
         "(<code>latency_s</code>; the samples of a batch share its decode). The stats hold no per-sample "
         "finish time, so throughput comes from the commit markers: a shard's samples count when its marker "
-        "is written (<code>finished_at</code>), and the staircase's slope is the throughput. In the tables, "
-        "throughput is a group's samples over the time from its first shard's start to its last shard's "
+        "is written (<code>finished_at</code>), and the staircase's slope is the throughput. In the table, "
+        "throughput is a job's samples over the time from its first shard's start to its last shard's "
         "commit, summed over jobs; it counts every actor of a job at once.</p>"
         f'<div class="plots">{_plot(page.plots["timeline"])}</div>'
         '<p class="note">Bars run from a shard\'s <code>started_at</code> to its <code>finished_at</code>, '

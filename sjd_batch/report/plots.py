@@ -24,14 +24,25 @@ DPI = 100  # 1 figure inch = 100 CSS px: the page shows every plot at its natura
 Series = dict[str, "np.ndarray"]  # series label -> values (any order)
 
 
-def _figure(width_in: float, height_in: float, **kwargs: Any) -> Figure:
+def require_matplotlib() -> None:
+    """Raise ReportError, saying how to install it, when matplotlib (the `plots` extra) is missing.
+
+    Called before a report reads anything; each figure function imports matplotlib only after it.
+    """
     try:
-        from matplotlib.figure import Figure
+        import matplotlib.figure  # noqa: F401
+        import matplotlib.ticker  # noqa: F401
     except ImportError:
         raise ReportError(
             "sjd-batch report draws its plots with matplotlib, which is not installed: "
             "pip install 'sjd-batch[plots]'"
         ) from None
+
+
+def _figure(width_in: float, height_in: float, **kwargs: Any) -> Figure:
+    require_matplotlib()
+    from matplotlib.figure import Figure
+
     return Figure(figsize=(width_in, height_in), dpi=DPI, layout="constrained", **kwargs)
 
 
@@ -68,12 +79,12 @@ def _style(ax: Axes, title: str, xlabel: str, ylabel: str) -> None:
 def step_compression_histogram(series: Series, colors: dict[str, str]) -> bytes:
     """Per-sample step compression (AR forwards / forwards taken), one translucent histogram per job."""
     import numpy as np
-    from matplotlib.ticker import MaxNLocator
 
     values = np.concatenate([np.asarray(vs, dtype=np.float64) for vs in series.values()] or [np.zeros(0)])
     if not len(values):
         return _no_data("committed samples")
     fig, ax = _axes()
+    from matplotlib.ticker import MaxNLocator  # after _axes: a missing matplotlib is a ReportError
     edges = np.histogram_bin_edges(values, bins=min(40, max(12, len(values) // 4)))
     for label, vs in series.items():
         if len(vs):
@@ -98,10 +109,27 @@ def accept_length_histogram(series: Series, colors: dict[str, str]) -> bytes:
     width = 0.8 / len(present)  # bars of the jobs side by side around each integer length
     for i, (label, v) in enumerate(present.items()):
         share = np.bincount(v, minlength=top + 1)[1:] / len(v)
+        # no mean here: a job's mean accepted length is its step compression, shown in the table
         ax.bar(lengths + (i - (len(present) - 1) / 2) * width, share, width=width, color=colors[label],
-               label=f"{label} (mean {v.mean():.2f})")
+               label=f"{label} ({len(v)} forwards)")
     _style(ax, "Accepted length per forward", "tokens committed by one forward", "share of forwards")
     ax.set_xticks(lengths if top <= 20 else np.linspace(1, top, 10, dtype=int))
+    ax.legend(frameon=False, fontsize=9)
+    return _png(fig)
+
+
+def acceptance_by_offset(series: dict[str, tuple[np.ndarray, np.ndarray]], colors: dict[str, str]) -> bytes:
+    """Pooled acceptance of the k-th draft of the window, k = 1..L-1, one line per job (jobs with no
+    drafts, such as AR, are left out): how far into the window drafts still pass."""
+    present = {k: v for k, v in series.items() if len(v[0])}
+    if not present:
+        return _no_data("drafts tested")
+    fig, ax = _axes()
+    for label, (positions, rates) in present.items():
+        ax.plot(positions, rates, marker="o", markersize=3, color=colors[label], linewidth=1.8, label=label)
+    _style(ax, "Acceptance by window offset", "draft position in the window (k)",
+           "drafts accepted / drafts tested")
+    ax.set_ylim(0, 1.02)
     ax.legend(frameon=False, fontsize=9)
     return _png(fig)
 
@@ -155,11 +183,10 @@ def throughput(spans: dict[str, list[ShardSpan]], colors: dict[str, str]) -> byt
 
     Samples count at their shard's commit: the stats carry no per-sample finish time.
     """
-    from matplotlib.ticker import MaxNLocator
-
     if not any(spans.values()):
         return _no_data("committed shards")
     fig, ax = _axes()
+    from matplotlib.ticker import MaxNLocator  # after _axes: a missing matplotlib is a ReportError
     for label, ss in spans.items():
         ends = sorted((s.end_s, s.rows) for s in ss)
         xs = [0.0] + [e for e, _ in ends]

@@ -130,7 +130,6 @@ def expected_row(uris: list[str]) -> dict[str, str]:
         "samples": str(table.num_rows),
         "step compression mean (×)": f"{sc.mean():.2f}",
         "step compression median (×)": f"{np.median(sc):.2f}",
-        "accepted length mean (tokens)": f"{np.mean(table.column('accept_len_mean').to_pylist()):.2f}",
         "acceptance (%)": f"{100 * accepted / tested:.1f}" if tested else "-",
         "latency p50 (s/sample)": f"{p50:.3f}",
         "latency p90 (s/sample)": f"{p90:.3f}",
@@ -157,7 +156,7 @@ def test_page_is_self_contained(page: tuple[str, ParsedPage], report_file: Path)
     assert all(img["src"].startswith("data:image/") for img in parsed.imgs)
     assert "@import" not in raw and "url(" not in raw.lower()
     assert "<script" not in raw.lower()  # the caption's <script> is escaped, never a tag
-    assert report_file.stat().st_size < 1_000_000  # size budget: 12 thumbnails + 5 plots ≈ 250 KB
+    assert report_file.stat().st_size < 1_000_000  # size budget: 12 thumbnails + 6 plots ≈ 280 KB
 
 
 def test_contact_sheet(page: tuple[str, ParsedPage], outputs: Outputs) -> None:
@@ -186,14 +185,17 @@ def test_contact_sheet(page: tuple[str, ParsedPage], outputs: Outputs) -> None:
 
 def test_tables_match_the_stats(page: tuple[str, ParsedPage], outputs: Outputs) -> None:
     _, parsed = page
-    by_method = {row.pop("method"): row for row in parsed.table("table-by-method")}
-    assert by_method == {"sjd": expected_row([outputs.ok]), "mc-sjd": expected_row([outputs.failing])}
-    by_model = {row.pop("model"): row for row in parsed.table("table-by-model")}
-    assert by_model == {"shapes-t2i": expected_row([outputs.ok, outputs.failing])}
+    by_job = {row.pop("job"): row for row in parsed.table("table-by-job")}
+    assert by_job == {"sjd · shapes-t2i": expected_row([outputs.ok]),
+                      "mc-sjd · shapes-t2i": expected_row([outputs.failing])}
+    # one figure, one column: a sample's mean accepted length is its step compression
+    for uri in (outputs.ok, outputs.failing):
+        table = stats_of(uri)
+        assert table.column("accept_len_mean").to_pylist() == table.column("step_compression").to_pylist()
     jobs = {row["method"]: row for row in parsed.table("table-jobs")}
     assert jobs["mc-sjd"]["shards"] == "2 committed, 1 failed, 0 pending of 3"
     assert jobs["mc-sjd"]["skipped rows"] == "1" and jobs["sjd"]["samples"] == "6"
-    assert float(by_method["mc-sjd"]["step compression mean (×)"]) > 1  # a real speed-up was measured
+    assert float(by_job["mc-sjd · shapes-t2i"]["step compression mean (×)"]) > 1  # a real speed-up
 
 
 def test_failures_are_shown_escaped(page: tuple[str, ParsedPage], outputs: Outputs) -> None:
@@ -221,7 +223,7 @@ def test_single_job_without_failures(outputs: Outputs, tmp_path: Path, capsys: p
     for thumb in thumbs:
         _, img = decode_data_uri(thumb["src"])
         assert img.size == (32, 32)  # downscaled from 64 px to the --thumb-size budget
-    assert len([img for img in parsed.imgs if img.get("class") == "plot"]) == 5
+    assert len([img for img in parsed.imgs if img.get("class") == "plot"]) == 6
 
 
 def test_webdataset_and_ar_job(outputs: Outputs, tmp_path: Path) -> None:
@@ -233,10 +235,10 @@ def test_webdataset_and_ar_job(outputs: Outputs, tmp_path: Path) -> None:
     out = tmp_path / "report.html"
     assert cli.main(["report", outputs.ok, config.output.uri, "--out", str(out), "--no-progress"]) == 0
     parsed = ParsedPage(out.read_text(encoding="utf-8"))
-    by_model = {row.pop("model"): row for row in parsed.table("table-by-model")}
-    assert by_model == {"shapes-t2i": expected_row([outputs.ok]),
-                        "tiny-random": expected_row([config.output.uri])}
-    assert by_model["tiny-random"]["acceptance (%)"] == "-"
+    by_job = {row.pop("job"): row for row in parsed.table("table-by-job")}
+    assert by_job == {"sjd · shapes-t2i": expected_row([outputs.ok]),
+                      "ar · tiny-random": expected_row([config.output.uri])}
+    assert by_job["ar · tiny-random"]["acceptance (%)"] == "-"
     thumbs = [img for img in parsed.imgs if img.get("class") == "thumb"]
     tars = [img for img in thumbs if img["alt"].startswith("p")]  # the tiny-random job's samples
     assert len(thumbs) == 10 and len(tars) == 4
@@ -261,10 +263,10 @@ def test_job_with_nothing_committed(tmp_path: Path) -> None:
     assert cli.main(["report", config.output.uri, "--out", str(out), "--no-progress"]) == 0
     parsed = ParsedPage(out.read_text(encoding="utf-8"))
     assert parsed.text("samples") == "Samples no committed samples"
-    assert parsed.text("by-method") == "Per method no committed samples"
+    assert parsed.text("by-job") == "Per job no committed samples"
     [row] = parsed.table("table-failures")
     assert row["shard"] == "0" and str(prompts) in row["error"]
-    assert len([img for img in parsed.imgs if img.get("class") == "plot"]) == 5  # "no data" figures
+    assert len([img for img in parsed.imgs if img.get("class") == "plot"]) == 6  # "no data" figures
 
 
 def test_not_a_job_output(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -293,5 +295,43 @@ def test_report_from_and_to_s3(outputs: Outputs, bucket: str, s3_client: Any,
     parsed = ParsedPage(raw)
     thumbs = [img for img in parsed.imgs if img.get("class") == "thumb"]
     assert len(thumbs) == 6 and all(decode_data_uri(t["src"])[1].size == (64, 64) for t in thumbs)
-    assert {row["method"]: row for row in parsed.table("table-by-method")}["sjd"]["samples"] == "6"
+    assert {row["job"]: row for row in parsed.table("table-by-job")}["sjd · shapes-t2i"]["samples"] == "6"
     assert CAPTIONS[0] in parsed.text("samples")
+
+
+def test_acceptance_by_window_offset(page: tuple[str, ParsedPage], outputs: Outputs, tmp_path: Path) -> None:
+    """The plot every SJD paper shows: pooled acceptance of the k-th draft, computed here by hand."""
+    from sjd_batch.report.data import acceptance_by_offset
+
+    _, parsed = page
+    assert any(img.get("id") == "plot-acceptance_offset" for img in parsed.imgs)
+    for uri in (outputs.ok, outputs.failing):
+        rows = stats_of(uri).to_pylist()
+        width = max(len(r["tested_by_offset"]) for r in rows)
+        tested = [sum(r["tested_by_offset"][k] for r in rows if k < len(r["tested_by_offset"]))
+                  for k in range(width)]
+        accepted = [sum(r["accepted_by_offset"][k] for r in rows if k < len(r["accepted_by_offset"]))
+                    for k in range(width)]
+        positions, rates = acceptance_by_offset(stats_of(uri))
+        assert positions.tolist() == [k + 1 for k in range(width) if tested[k]]
+        assert rates.tolist() == pytest.approx([accepted[k] / tested[k] for k in range(width) if tested[k]])
+        assert rates[0] > 0 and len(positions) >= 2  # shapes-t2i accepts first drafts
+    prompts = write_prompts(tmp_path / "in" / "p.parquet", 2)
+    ar = make_job([prompts], str(tmp_path / "ar"), method={"name": "ar"})
+    assert run_local(ar, progress=False).ok
+    positions, rates = acceptance_by_offset(stats_of(ar.output.uri))
+    assert len(positions) == len(rates) == 0  # AR tests no draft: no line, not a line at zero
+
+
+def test_without_the_plots_extra_the_report_says_how_to_install_it(outputs: Outputs, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    out = tmp_path / "r.html"
+    code = ("import sys; sys.modules['matplotlib'] = None  # as if the plots extra were not installed\n"
+            "from sjd_batch import cli; sys.exit(cli.main(sys.argv[1:]))")
+    done = subprocess.run([sys.executable, "-c", code, "report", outputs.ok, "--out", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "matplotlib, which is not installed: pip install 'sjd-batch[plots]'" in done.stderr
+    assert not out.exists()
