@@ -214,6 +214,8 @@ def _check_schema(uri: str, schema: pa.Schema) -> list[str]:
         if col not in names:
             continue
         t = schema.field(col).type
+        if pa.types.is_dictionary(t):  # pandas and Polars write categoricals this way: judge the values
+            t = t.value_type
         ok = pa.types.is_null(t) or (pa.types.is_integer(t) if col == "seed" else str(t) in _TEXT_TYPES)
         if not ok:
             raise InputError(f"{uri}: column `{col}` has type {t}, expected {want}")
@@ -240,6 +242,10 @@ def _read_rows(pf: pq.ParquetFile, columns: list[str], start: int, end: int, uri
     except OSError as e:
         raise arrow_error(uri, e) from e
     table = table.select(columns).slice(start - (first or 0), end - start)
+    for i, field in enumerate(table.schema):
+        if pa.types.is_dictionary(field.type):  # a categorical column: its values, row by row
+            decoded = [chunk.dictionary_decode() for chunk in table.column(i).chunks]
+            table = table.set_column(i, field.name, pa.chunked_array(decoded, field.type.value_type))
     for col in ("prompt", "negative_prompt", "id"):
         if col in columns and (col != "id" or str(table.schema.field(col).type) in _TEXT_TYPES):
             # bytes, so that invalid UTF-8 in a "string" column is caught per row
