@@ -29,6 +29,7 @@ from sjd_batch.config import JobConfig
 from sjd_batch.driver import ShardOutcome, ShardQueue, run_local
 from sjd_batch.io.prompts import InputError, ShardSpec
 from sjd_batch.job import JobError, prepare_job
+from sjd_batch.notices import quiet_auth_notice
 from sjd_batch.progress import JobSummary, JobTracker
 from sjd_batch.worker import ShardReport, ShardWorker
 
@@ -40,6 +41,9 @@ EMBEDDED_OBJECT_STORE = 256 * 1024**2  # actors return small reports; images go 
 # environment. Never credentials: a runtime_env is stored in Ray's job table.
 FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION",
                  "AWS_MAX_ATTEMPTS")
+# Set in every actor: transformers draws a "Loading weights" bar per model load (read from the hub
+# variable when transformers is imported), which Ray copies into the job's output once per actor.
+ACTOR_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1"}
 
 
 class _ShardActor:
@@ -94,6 +98,7 @@ def run_job(config: JobConfig, progress: bool = True, ray_init: dict[str, Any] |
 @contextlib.contextmanager
 def local_ray(num_cpus: int) -> Iterator[None]:
     """An embedded Ray of `num_cpus` logical CPUs that stays up across several `run_job` calls."""
+    quiet_auth_notice()
     ray.init(
         address="local", num_cpus=num_cpus, include_dashboard=False, object_store_memory=EMBEDDED_OBJECT_STORE
     )
@@ -113,6 +118,7 @@ def _connect(ray_init: dict[str, Any] | None) -> bool:
     # address="local": without it ray.init joins whatever cluster `ray start` last recorded in
     # /tmp/ray/ray_current_cluster, even a stopped one; with RAY_ADDRESS unset we mean a new one.
     kwargs = {"address": "local", "include_dashboard": False, "object_store_memory": EMBEDDED_OBJECT_STORE}
+    quiet_auth_notice()
     ray.init(**{**kwargs, **(ray_init or {})})
     return True
 
@@ -133,11 +139,11 @@ class _ActorPool:
     `next_outcome`, which waits for the next finished attempt (a dead actor is replaced in here)."""
 
     def __init__(self, config: JobConfig, job_id: str, size: int) -> None:
-        env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+        env = {**ACTOR_ENV, **{k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}}
         self.remote = ray.remote(_ShardActor).options(
             num_cpus=config.run.cpus_per_actor, num_gpus=config.run.gpus_per_actor,
             max_restarts=0, max_task_retries=0,  # retries are ours: per shard, counted, reported
-            runtime_env={"env_vars": env} if env else None,
+            runtime_env={"env_vars": env},
         )
         self.config, self.job_id, self.spawned, self.init_error = config, job_id, 0, ""
         self.board = _start_board()
@@ -282,6 +288,15 @@ def _submit_when_agent_ready(client: Any, submission_id: str, kwargs: dict[str, 
             if "No available agent" not in str(e) or time.monotonic() > deadline:
                 raise
             time.sleep(1.0)
+
+
+def cluster_nodes(address: str) -> list[tuple[bool, dict[str, float]]]:
+    """(is head node, total resources) of every alive node behind a Ray dashboard address."""
+    from ray.util.state import list_nodes
+
+    with _jobs_api(address):  # the same words for a dashboard that is down or refuses the token
+        nodes = list_nodes(address=address, filters=[("state", "=", "ALIVE")], raise_on_missing_output=False)
+        return [(bool(n.is_head_node), {k: float(v) for k, v in n.resources_total.items()}) for n in nodes]
 
 
 def follow_job(address: str, submission_id: str, out: TextIO, poll_s: float = 2.0) -> int:
