@@ -42,6 +42,10 @@ AGENT_PORT="${SJD_DEV_AGENT_PORT:-52365}"
 NUM_CPUS="${SJD_DEV_NUM_CPUS:-$(nproc)}"
 OBJECT_STORE_BYTES="${SJD_DEV_OBJECT_STORE_BYTES:-300000000}"  # Ray reserves ~30% of RAM otherwise
 AUTH="${SJD_DEV_AUTH:-token}"
+# Ray's own temporary folder, one per head: a job driver finds its cluster through the newest
+# `ray_current_cluster` file in it, so in the shared /tmp/ray it would join whichever cluster anyone on
+# the machine started last. Kept short: Ray's socket paths under it must stay within 107 bytes.
+RAY_TMP="${SJD_DEV_RAY_TMP:-/tmp/sjd-dev-ray-$RAY_PORT}"
 START_TIMEOUT="${SJD_DEV_START_TIMEOUT:-120}"
 ACCESS_KEY=testkey  # weed mini makes its admin identity from these two at start-up
 SECRET_KEY=testsecret
@@ -143,7 +147,8 @@ start_ray() {
     RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S=0 "$BIN/ray" start --head --block --node-ip-address=$HOST \
     --port="$RAY_PORT" --dashboard-host=$HOST --dashboard-port="$DASHBOARD_PORT" --include-dashboard=true \
     --ray-client-server-port="$CLIENT_PORT" --dashboard-agent-listen-port="$AGENT_PORT" \
-    --num-cpus="$NUM_CPUS" --object-store-memory="$OBJECT_STORE_BYTES" --disable-usage-stats
+    --num-cpus="$NUM_CPUS" --object-store-memory="$OBJECT_STORE_BYTES" --disable-usage-stats \
+    --temp-dir="$RAY_TMP"
 }
 
 # Wait until S3 answers a signed HEAD on the bucket and the Jobs API lists jobs; a process that exits
@@ -276,9 +281,11 @@ cmd_status() {
 # `ray.init()` on this machine joins (or, once it is gone, fails on) that address instead of starting
 # its own. Forget it as `ray stop` does, but only while it still names our head.
 forget_ray_address() {
-  local file="${RAY_TMPDIR:-${TMPDIR:-/tmp}}/ray/ray_current_cluster" recorded
-  recorded="$(cat "$file" 2>/dev/null)" || return 0
-  if [[ "$recorded" == *":$RAY_PORT" ]]; then rm -f "$file"; fi
+  local file recorded
+  for file in "$RAY_TMP/ray_current_cluster" "${RAY_TMPDIR:-${TMPDIR:-/tmp}}/ray/ray_current_cluster"; do
+    recorded="$(cat "$file" 2>/dev/null)" || continue
+    if [[ "$recorded" == *":$RAY_PORT" ]]; then rm -f "$file"; fi
+  done
 }
 
 cmd_stop() {
