@@ -114,6 +114,10 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "-s3.port.lance=0",
         "-master.telemetry=false",
         "-s3.autoCreateBucket=false",
+        # Every bucket is a collection that takes volumes of its own; sized to the disk (1 GiB each
+        # with ~64 GiB free) there are ~60, which a session's fresh bucket per test runs out of
+        # ("No writable volumes": InternalError on every PUT). 64 MiB volumes give ~1000.
+        "-master.volumeSizeLimitMB=64",
         *(f"-{name}.port={port}" for name, port in ports.items()),
     ]
     log_path = data / "weed.log"
