@@ -25,6 +25,16 @@ if TYPE_CHECKING:
     from sjd_batch.decoding.sampling import SamplingConfig
 
 
+class PromptRejected(ValueError):
+    """A model cannot take one prompt (too many tokens, a negative prompt it does not support, ...).
+
+    The one error a batch job turns into a skipped sample: the runner decodes the batch again row by
+    row, records the rejected row with this message in the stats `error` column and commits the rest.
+    Any other exception from a model is a bug or a broken environment and fails the shard attempt, so
+    it is retried and then reported, never recorded as a lost sample.
+    """
+
+
 @dataclass(frozen=True)
 class Layout:
     """Where every generated token goes.
@@ -112,7 +122,8 @@ class ImageTokenModel(Protocol):
     def encode(
         self, prompts: Sequence[str], negative_prompts: Sequence[str | None] | None, with_uncond: bool
     ) -> Prefix:
-        """Tokenise B prompts into a Prefix of B rows, or 2B rows (cond then uncond) for CFG."""
+        """Tokenise B prompts into a Prefix of B rows, or 2B rows (cond then uncond) for CFG; raise
+        `PromptRejected` (naming the prompt's index) for a prompt the model cannot take."""
         ...
 
     def new_cache(self, rows: int, slots: int) -> Any:

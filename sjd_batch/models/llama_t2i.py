@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from sjd_batch.decoding.protocol import Layout, Prefix, Window
+from sjd_batch.decoding.protocol import Layout, Prefix, PromptRejected, Window
 from sjd_batch.decoding.sampling import SamplingConfig
 from sjd_batch.models.hf_causal import SlotCache, forward_window, new_slot_cache
 
@@ -252,7 +252,7 @@ class LlamaT2IModel:
         """[BOS] words [BOI]; raises ValueError naming the prompt when it is too long."""
         ids = self.vocab.word_ids(prompt)
         if len(ids) > self.max_prompt_tokens:
-            raise ValueError(
+            raise PromptRejected(
                 f"prompt {index} has {len(ids)} tokens; model {self.name} accepts at most "
                 f"{self.max_prompt_tokens}"
             )

@@ -28,7 +28,7 @@ from typing import Any, Sequence
 
 import torch
 
-from sjd_batch.decoding.protocol import Prefix, Window
+from sjd_batch.decoding.protocol import Prefix, PromptRejected, Window
 from sjd_batch.decoding.sampling import SamplingConfig
 from sjd_batch.models.hf_causal import SlotCache, backbone_hidden, new_slot_cache
 from sjd_batch.models.llama_t2i import left_pad
@@ -100,7 +100,7 @@ class LuminaMGPT:
     ) -> Prefix:
         """B templated prompts; with CFG, B empty uncond rows (the image tokens are their only context)."""
         if negative_prompts is not None and any(negative_prompts):
-            raise ValueError(
+            raise PromptRejected(
                 f"{self.name}: negative prompts are not supported; Lumina-mGPT's unconditional context is "
                 "the image tokens alone (no text). Drop the negative_prompt column or use cfg_scale=1"
             )

@@ -14,6 +14,7 @@ from typing import Iterable, Iterator
 
 from sjd_batch.api import GenerationResult, generate_batch
 from sjd_batch.decoding import DecodeConfig, ImageTokenModel, SamplingConfig
+from sjd_batch.decoding.protocol import PromptRejected
 from sjd_batch.stages.tasks import Decoded, SampleTask
 
 
@@ -32,12 +33,14 @@ class DecodeStage:
                 yield Decoded(task, result, error, started)
 
     def _batch(self, batch: list[SampleTask]) -> list[tuple[SampleTask, GenerationResult | None, str | None]]:
-        """Run one batch; if the engine rejects it, rerun row by row so one bad row fails alone."""
+        """Run one batch; if the model rejects a prompt, rerun row by row so the rejected row fails
+        alone (its reason goes to the stats `error` column). Only `PromptRejected` is caught: any other
+        error is a bug, and must fail the shard attempt rather than become a silently skipped sample."""
         try:
             return [(t, r, None) for t, r in zip(batch, self._generate(batch), strict=True)]
-        except (ValueError, TypeError) as e:
+        except PromptRejected as e:
             if len(batch) == 1:
-                return [(batch[0], None, f"generate rejected the row: {type(e).__name__}: {e}")]
+                return [(batch[0], None, f"the model rejected the prompt: {e}")]
         return [out for task in batch for out in self._batch([task])]
 
     def _generate(self, batch: list[SampleTask]) -> list[GenerationResult]:
