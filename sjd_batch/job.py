@@ -23,7 +23,7 @@ from sjd_batch.identity import identity, job_id
 from sjd_batch.io import layout, results
 from sjd_batch.io.shards import InputFile, ShardPlan, ShardSpec
 from sjd_batch.io.storage import Storage, split_uri
-from sjd_batch.planning import check_inputs, plan_job
+from sjd_batch.planning import check_inputs, check_output_outside_inputs, plan_job
 
 
 def check_model(config: JobConfig) -> None:
@@ -72,6 +72,7 @@ def resolve_job_id(config: JobConfig) -> str:
 def prepare_job(config: JobConfig) -> PreparedJob:
     """Check the model and the output, plan the shards and claim the output with `job.json`."""
     check_model(config)
+    check_output_outside_inputs(config)  # before the output probe writes anything there
     storage = Storage.from_uri(config.output.uri)
     # `/`, a folder inside another job's output, a missing bucket, bad credentials or a store that
     # ignores conditional writes fail here, naming the URI, before anything is written

@@ -262,7 +262,8 @@ class Storage(ABC):
 
     def check_conditional_writes(self) -> None:
         """Fail loudly if the store ignores `if_absent` (some S3 clones ignore `If-None-Match`)."""
-        key = f"_probe/{uuid.uuid4().hex}"
+        # a top-level key: under a `_probe/` folder a local root kept the emptied folder behind
+        key = f"_probe-{uuid.uuid4().hex}"
         try:
             self.write_bytes(key, b"1", if_absent=True)
             if self.write_bytes(key, b"2", if_absent=True) or self.read_bytes(key) != b"1":

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from sjd_batch.io import results
+from sjd_batch.io import layout
 from sjd_batch.io.storage import Storage
 from tests.conftest import find_weed
 from tests.infra.test_local_dev import BIN, REPO, assert_all_stopped, dev_env, exported, recorded_pids, script
@@ -128,5 +128,5 @@ def _ray_job_submit(tmp: Path, bucket: str, env: dict[str, str], ids: set[str]) 
             assert "2 already committed, 0 committed now" in done.stdout
     storage = Storage.from_uri(f"s3://{bucket}/rayjob")
     table = check_output(storage, ids, shards=2, fmt="webdataset")
-    assert sorted(storage.list("images/")) == [results.tar_key(0), results.tar_key(1)]
+    assert sorted(storage.list("images/")) == [layout.tar_key(0), layout.tar_key(1)]
     assert table.num_rows == len(ids)
