@@ -13,7 +13,7 @@ __all__ = ["GenerationResult", "generate", "load_model"]
 
 if TYPE_CHECKING:
     from sjd_batch.api import GenerationResult, generate
-    from sjd_batch.models.registry import load_model
+    from sjd_batch.models.loading import load_model
 
 
 def __getattr__(name: str) -> Any:
@@ -22,7 +22,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(api, name)
     if name == "load_model":
-        from sjd_batch.models.registry import load_model
+        from sjd_batch.models.loading import load_model
 
         return load_model
     raise AttributeError(f"module 'sjd_batch' has no attribute {name!r}")

@@ -31,7 +31,8 @@ def check_model(config: JobConfig) -> None:
 
     A model is a registered name, a local model folder or an `s3://` model prefix.
     """
-    from sjd_batch.models.registry import DTYPES, MODELS, check_source
+    from sjd_batch.models.registry import DTYPES, MODELS
+    from sjd_batch.models.sources import check_source
 
     if config.model.dtype not in DTYPES:
         raise ConfigError(f"model.dtype: unknown dtype {config.model.dtype!r}; choose one of "

@@ -62,7 +62,7 @@ class ShardWorker:
     """Loads the model once; `run_shard(spec, attempt)` (or calling it) processes one shard."""
 
     def __init__(self, config: JobConfig, job_id: str, actor: str = "local", node: str = "local") -> None:
-        from sjd_batch.models.registry import load_model
+        from sjd_batch.models.loading import load_model
 
         self.config, self.job_id, self.actor, self.node = config, job_id, actor, node
         self.device = _pick_device(config.model.device)

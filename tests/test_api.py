@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import sjd_batch
-from sjd_batch.models.tiny_random import TinySpec, build_tiny
+from sjd_batch.models.shapes.tiny import TinySpec, build_tiny
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import torch
 from sjd_batch import calibration as cal
 from sjd_batch.commands.calibrate import DISTANCES, WINDOWS, add_arguments, main
 from sjd_batch.decoding.sampling import Grammar, SamplingConfig, processed_probs
-from sjd_batch.models.registry import load_model
+from sjd_batch.models.loading import load_model
 from tests.decoding.markov import MarkovToy
 
 PROMPTS = ["w1 w2 w3", "w4", "w5 w6 w7 w8 w9 w10 w11 w12 w13"]  # different lengths: left padding

@@ -27,7 +27,7 @@ def test_a_too_long_prompt_is_skipped_with_its_reason(tmp_path: Path) -> None:
 
 
 def test_a_bug_fails_the_shard_instead_of_skipping_rows(tmp_path: Path, monkeypatch) -> None:
-    from sjd_batch.models.llama_t2i import LlamaT2IModel
+    from sjd_batch.models.blocks.llama_t2i import LlamaT2IModel
 
     def broken(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202 - a programming error
         raise TypeError("unsupported operand type(s) for +: 'int' and 'NoneType'")

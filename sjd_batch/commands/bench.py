@@ -26,7 +26,7 @@ import torch
 from sjd_batch.api import GenerationResult, generate, split_params
 from sjd_batch.decoding import SampleStats
 from sjd_batch.decoding.jacobi import synced_clock
-from sjd_batch.models.registry import load_model
+from sjd_batch.models.loading import load_model
 
 HF_GENERATE = "hf-generate"
 

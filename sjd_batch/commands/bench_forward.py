@@ -24,7 +24,7 @@ import torch
 
 from sjd_batch.decoding.jacobi import synced_clock
 from sjd_batch.decoding.protocol import decode_window
-from sjd_batch.models.registry import load_model
+from sjd_batch.models.loading import load_model
 
 # Step compression of `sjd` on shapes-t2i by window (docs/benchmarks.md, window sweep); override
 # with --compression after re-measuring on new weights.

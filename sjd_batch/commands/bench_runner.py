@@ -73,7 +73,7 @@ def _direct(config: JobConfig, prompts: list[str]) -> dict[str, float]:
 
     from sjd_batch.api import generate_batch
     from sjd_batch.decoding import sample_seed
-    from sjd_batch.models.registry import load_model
+    from sjd_batch.models.loading import load_model
 
     torch.set_num_threads(1)
     model = load_model(config.model.name, "cpu", config.model.dtype)

@@ -36,7 +36,7 @@ import torch
 from sjd_batch import calibration as cal
 from sjd_batch.api import generate
 from sjd_batch.commands.bench import bench_prompts
-from sjd_batch.models.registry import load_model
+from sjd_batch.models.loading import load_model
 
 WINDOWS = (8, 16, 32, 64)
 DISTANCES = (1, 2, 3, 5, 10, 15)

@@ -33,7 +33,7 @@ import torch
 
 from sjd_batch.api import generate
 from sjd_batch.commands.bench import MethodSpec, parse_methods
-from sjd_batch.models.registry import load_model
+from sjd_batch.models.loading import load_model
 from sjd_batch.models.shapes.checker import cell_regions, check, detect, object_mask
 from sjd_batch.models.shapes.data import COLORS, GRID, SHAPES, SIZES, make_batch
 

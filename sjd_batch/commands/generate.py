@@ -9,7 +9,7 @@ import torch
 
 from sjd_batch.api import generate
 from sjd_batch.commands.bench import _parse_value
-from sjd_batch.models.registry import load_model
+from sjd_batch.models.loading import load_model
 
 DEFAULT_PROMPTS = [
     "a large red circle at top left",

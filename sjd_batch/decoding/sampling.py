@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sjd_batch.decoding.protocol import Layout
+from sjd_batch.decoding.layout import Layout
 
 CFG_MODES = ("raw", "log-softmax")
 

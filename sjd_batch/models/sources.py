@@ -1,6 +1,6 @@
 """Model sources: how a `model.name` string becomes a family, a location and loader options.
 
-`resolve_source` (and `load_model`/`check_source` in `registry.py`, which call it) accepts:
+`resolve_source` (and `check_source` here and `loading.load_model`, which call it) accepts:
 - a registered name (`registry.MODELS`);
 - `family:source`, e.g. `emu3:BAAI/Emu3-Gen-hf` or `emu3:/models/emu3`, which names the family;
 - a local folder: the family comes from its `sjd_batch.json` (`{"family": "emu3", ...}`; the other keys
@@ -22,7 +22,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from sjd_batch.models.registry import FAMILIES, MANIFEST, MODELS, Family, ModelSourceError
+from sjd_batch.models.family import MANIFEST, Family, ModelSourceError
+from sjd_batch.models.registry import FAMILIES, MODELS
 
 HF_CONFIG = "config.json"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -65,6 +66,20 @@ def resolve_source(name: str, options: dict[str, Any] | None = None, fetch: bool
             "model folder, not an s3:// prefix and not a hub id (owner/name)"
         )
     return replace(resolved, options=_merge_options(name, resolved, options or {}))
+
+
+def check_source(name: str, options: dict[str, Any] | None = None) -> None:
+    """Validate a model source without loading weights or downloading a model (a job's fail-fast check).
+
+    Raises:
+        ValueError (`ModelSourceError`): as `load_model` would, naming what is wrong.
+    """
+    entry = MODELS.get(name)
+    if entry is not None and entry.factory is not None:
+        if options:
+            raise ModelSourceError(f"model {name}: takes no options, got {sorted(options)}")
+        return
+    resolve_source(name, options, fetch=False)
 
 
 def read_family(folder: Path) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sjd_batch.models.tiny_random import TinySpec, build_tiny
+from sjd_batch.models.shapes.tiny import TinySpec, build_tiny
 
 
 @pytest.fixture(scope="session")

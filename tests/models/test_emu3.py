@@ -13,9 +13,9 @@ import torch
 
 import sjd_batch
 from sjd_batch.decoding import SamplingConfig
-from sjd_batch.models.emu3 import NEGATIVE_PROMPT, POSITIVE_SUFFIX
-from sjd_batch.models.registry import check_source
-from sjd_batch.models.tiny.emu3 import build_tiny_emu3
+from sjd_batch.models.emu3.adapter import NEGATIVE_PROMPT, POSITIVE_SUFFIX
+from sjd_batch.models.emu3.tiny import build_tiny_emu3
+from sjd_batch.models.sources import check_source
 from tests.models.contract import (
     assert_greedy_methods_match_ar,
     assert_layout,

@@ -16,8 +16,8 @@ from transformers import AutoProcessor, JanusConfig, JanusForConditionalGenerati
 import sjd_batch
 from sjd_batch.decoding.protocol import decode_window, prefill_window
 from sjd_batch.decoding.sampling import SamplingConfig
-from sjd_batch.models.janus import JanusT2I, load
-from sjd_batch.models.tiny.janus import build_tiny_janus
+from sjd_batch.models.janus.adapter import JanusT2I, load
+from sjd_batch.models.janus.tiny import build_tiny_janus
 from tests.models.contract import (
     assert_greedy_methods_match_ar,
     assert_layout,

@@ -18,7 +18,7 @@ import torch
 
 import sjd_batch
 from sjd_batch.decoding.protocol import prefill_window
-from sjd_batch.models.llamagen import load
+from sjd_batch.models.llamagen.adapter import load
 from sjd_batch.models.llamagen.gpt import GPTConfig, LlamaGenGPT
 from sjd_batch.models.llamagen.spec import LlamaGenSpec
 from sjd_batch.models.llamagen.text import NULL_CAPTION, PAD

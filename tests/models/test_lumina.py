@@ -12,8 +12,10 @@ import torch
 
 import sjd_batch
 from sjd_batch.decoding.protocol import decode_window, prefill_window
-from sjd_batch.models.lumina import LUMINA_SAMPLING
-from sjd_batch.models.lumina_tokens import (
+from sjd_batch.models.blocks.vqgan import CKPT, to_uint8
+from sjd_batch.models.lumina.adapter import LUMINA_SAMPLING
+from sjd_batch.models.lumina.tiny import build_tiny_lumina
+from sjd_batch.models.lumina.tokens import (
     IMAGE_END,
     IMAGE_START,
     NEW_LINE,
@@ -23,8 +25,6 @@ from sjd_batch.models.lumina_tokens import (
     image_token_name,
 )
 from sjd_batch.models.registry import FAMILIES
-from sjd_batch.models.tiny.lumina import build_tiny_lumina
-from sjd_batch.models.vqgan import CKPT, to_uint8
 from tests.models.contract import (
     assert_greedy_methods_match_ar,
     assert_layout,

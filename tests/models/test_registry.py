@@ -18,8 +18,8 @@ import torch
 
 import sjd_batch
 from sjd_batch.io.model_cache import fetch_model
-from sjd_batch.models.registry import ASSETS_SHAPES, MANIFEST, check_source
-from sjd_batch.models.sources import resolve_source
+from sjd_batch.models.registry import ASSETS_SHAPES, MANIFEST
+from sjd_batch.models.sources import check_source, resolve_source
 from tests.models.contract import (
     assert_greedy_methods_match_ar,
     assert_layout,

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sjd_batch import generate, load_model
-from sjd_batch.models.llama_t2i import BOI, BOS
+from sjd_batch.models.blocks.llama_t2i import BOI, BOS
 from sjd_batch.models.shapes.checker import check, detect, mismatched_caption, parse_caption
 from sjd_batch.models.shapes.data import caption_of, make_batch, make_sample
 from sjd_batch.models.shapes.model import load_tokenizer

@@ -16,7 +16,7 @@ import torch
 
 from sjd_batch.commands.train_shapes import add_arguments
 from sjd_batch.decoding.protocol import decode_window, prefill_window
-from sjd_batch.models.llama_t2i import BOI, UNK, GridPositions, Vocabulary, image_offsets
+from sjd_batch.models.blocks.llama_t2i import BOI, UNK, GridPositions, Vocabulary, image_offsets
 from sjd_batch.models.shapes.data import POSITIONS, caption_words, make_sample
 from sjd_batch.models.shapes.model import load_shapes, load_tokenizer
 from sjd_batch.models.shapes.train import (
@@ -130,7 +130,7 @@ def test_saved_tables_load_back_and_folders_without_them_still_load(model, tmp_p
 
 
 def test_grid_must_cover_the_layout(model):
-    from sjd_batch.models.llama_t2i import LlamaT2IModel
+    from sjd_batch.models.blocks.llama_t2i import LlamaT2IModel
 
     wrong = GridPositions(rows=8, row_stride=17, hidden=model.lm.config.hidden_size)
     with pytest.raises(ValueError, match="grid positions cover 137 offsets, layout has 273"):

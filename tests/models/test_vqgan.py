@@ -11,8 +11,8 @@ import yaml
 from transformers import ChameleonVQVAEConfig
 from transformers.models.chameleon.modeling_chameleon import ChameleonVQVAE
 
-from sjd_batch.models.tiny.vqgan import TINY_CONFIG, random_vqgan
-from sjd_batch.models.vqgan import (
+from sjd_batch.models.blocks.tiny_vqgan import TINY_CONFIG, random_vqgan
+from sjd_batch.models.blocks.vqgan import (
     CKPT,
     YAML,
     VQGANConfig,

@@ -32,7 +32,7 @@ import torch
 
 from sjd_batch.decoding.protocol import Layout, Prefix, Window
 from sjd_batch.decoding.sampling import SamplingConfig
-from sjd_batch.models.hf_causal import SlotCache
+from sjd_batch.models.blocks.hf_causal import SlotCache
 from sjd_batch.models.llamagen.checkpoint import GPT_CONTAINERS, VQ_CONTAINERS, load_exact, read_state_dict
 from sjd_batch.models.llamagen.gpt import GPTConfig, LlamaGenGPT
 from sjd_batch.models.llamagen.spec import DEFAULT_SAMPLING, T5_DTYPES, LlamaGenSpec

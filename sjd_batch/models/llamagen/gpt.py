@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sjd_batch.decoding.protocol import Window
-from sjd_batch.models.hf_causal import SlotCache
+from sjd_batch.models.blocks.hf_causal import SlotCache
 
 # (n_layer, n_head, dim) of LlamaGen's `GPT_models` registry, by the names its scripts use.
 GPT_SIZES: dict[str, tuple[int, int, int]] = {

@@ -12,15 +12,12 @@ from typing import Any
 
 import torch
 
-from sjd_batch.decoding.sampling import SamplingConfig
+from sjd_batch.models.llamagen import C2I_DEFAULTS, FAMILY
 from sjd_batch.models.llamagen.gpt import GPTConfig
 from sjd_batch.models.llamagen.vq import VQ_SIZES, VQConfig
 
-# The authors' sampling (LlamaGen autoregressive/sample/sample_t2i.py, sample_c2i.py).
-DEFAULT_SAMPLING = {
-    "t2i": SamplingConfig(temperature=1.0, top_k=1000, top_p=1.0, cfg_scale=7.5),
-    "c2i": SamplingConfig(temperature=1.0, top_k=2000, top_p=1.0, cfg_scale=4.0),
-}
+# The authors' sampling, declared once in the package's FAMILY (t2i) and C2I_DEFAULTS.
+DEFAULT_SAMPLING = {"t2i": FAMILY.defaults.sampling(), "c2i": C2I_DEFAULTS.sampling()}
 T5_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 

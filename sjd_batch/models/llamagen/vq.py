@@ -2,7 +2,7 @@
 
 Module names follow FoundationVision/LlamaGen `tokenizer/tokenizer_image/vq_model.py` (itself a
 taming-transformers descendant; the residual, attention and resampling blocks come from
-`sjd_batch.models.vqgan_blocks`), so `vq_ds16_t2i.pt` / `vq_ds16_c2i.pt` load key for key:
+`sjd_batch.models.blocks.vqgan_blocks`), so `vq_ds16_t2i.pt` / `vq_ds16_c2i.pt` load key for key:
 `encoder.*`, `decoder.{conv_in,mid.N,conv_blocks.N.{res,attn}.M,conv_blocks.N.upsample.conv,
 norm_out,conv_out}`, `quantize.embedding.weight`, `quantize.codebook_used`, `quant_conv`,
 `post_quant_conv`. Our own code.
@@ -23,7 +23,7 @@ from torch import nn
 # The taming building blocks (and their parameter names: norm1/conv1/norm2/conv2/nin_shortcut,
 # norm/q/k/v/proj_out, conv) are the same in LlamaGen's VQ as in Chameleon's VQGAN; only the way
 # they are grouped into levels and the quantizer differ.
-from sjd_batch.models.vqgan_blocks import AttnBlock, Downsample, ResnetBlock, Upsample
+from sjd_batch.models.blocks.vqgan_blocks import AttnBlock, Downsample, ResnetBlock, Upsample
 
 # LlamaGen's `VQ_models`: channel multipliers per resolution level (the downsampling factor is
 # 2 ** (levels - 1)).

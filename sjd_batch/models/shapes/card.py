@@ -16,7 +16,7 @@ import torch
 
 from sjd_batch.api import generate
 from sjd_batch.decoding.sampling import cfg_combine
-from sjd_batch.models.llama_t2i import LlamaT2IModel
+from sjd_batch.models.blocks.llama_t2i import LlamaT2IModel
 from sjd_batch.models.shapes.checker import check, mismatched_caption
 from sjd_batch.models.shapes.data import make_batch, make_sample
 from sjd_batch.models.shapes.model import ASSETS, load_shapes, load_tokenizer

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from transformers import LlamaForCausalLM
 
 from sjd_batch.decoding.sampling import SamplingConfig
-from sjd_batch.models.llama_t2i import GridPositions, LlamaT2IModel, Vocabulary, row_layout
+from sjd_batch.models.blocks.llama_t2i import GridPositions, LlamaT2IModel, Vocabulary, row_layout
 from sjd_batch.models.shapes.data import make_sample
 from sjd_batch.models.shapes.tokenizer import PatchTokenizer
 

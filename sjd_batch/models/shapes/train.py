@@ -25,7 +25,7 @@ from safetensors.torch import save_file
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from sjd_batch.decoding.sampling import SamplingConfig
-from sjd_batch.models.llama_t2i import (
+from sjd_batch.models.blocks.llama_t2i import (
     BOI,
     BOS,
     EOI,

@@ -29,7 +29,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import LlamaForCausalLM
 
-from sjd_batch.models.llama_t2i import GridPositions, Vocabulary, row_layout
+from sjd_batch.models.blocks.llama_t2i import GridPositions, Vocabulary, row_layout
 from sjd_batch.models.shapes.data import IMAGE_SIZE, POSITIONS, caption_words
 from sjd_batch.models.shapes.model import ASSETS as SHAPES_ASSETS
 from sjd_batch.models.shapes.model import ShapesMeta, load_grid, load_tokenizer

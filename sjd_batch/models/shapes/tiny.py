@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from sjd_batch.decoding.sampling import SamplingConfig
-from sjd_batch.models.llama_t2i import LlamaT2IModel, Vocabulary, row_layout
+from sjd_batch.models.blocks.llama_t2i import LlamaT2IModel, Vocabulary, row_layout
+from sjd_batch.models.shapes import TINY_RANDOM
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ def build_tiny(
         vocab=vocab,
         layout=row_layout(spec.height, spec.width, vocab),
         pixels=lambda codes: palette_pixels(codes, palette.to(codes.device), spec.patch),
-        default_sampling=SamplingConfig(top_k=0, cfg_scale=3.0),
+        default_sampling=TINY_RANDOM.sampling(),
     )
 
 

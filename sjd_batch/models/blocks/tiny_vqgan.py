@@ -1,11 +1,13 @@
 """The test fixtures' VQGAN: `TINY_CONFIG` (tiny sizes) and `random_vqgan`, a seeded random
-`sjd_batch.models.vqgan.VQGAN` with its encoder (used by `tiny.lumina` and tests/models/test_vqgan.py)."""
+`sjd_batch.models.blocks.vqgan.VQGAN` with its encoder (used by `lumina.tiny` and
+tests/models/test_vqgan.py)."""
 
 from __future__ import annotations
 
 import torch
 
-from sjd_batch.models.vqgan import VQGAN, VQGANConfig
+from sjd_batch.models.blocks.vqgan import VQGAN
+from sjd_batch.models.blocks.vqgan_config import VQGANConfig
 
 # The test fixture's VQGAN (tiny sizes; attention at 16 px so that attn blocks are exercised).
 TINY_CONFIG = VQGANConfig(

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-if TYPE_CHECKING:  # annotations only: vqgan.py imports this module
-    from sjd_batch.models.vqgan import VQGANConfig
+if TYPE_CHECKING:
+    from sjd_batch.models.blocks.vqgan_config import VQGANConfig
 
 
 def _norm(channels: int) -> nn.GroupNorm:

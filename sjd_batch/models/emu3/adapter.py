@@ -12,7 +12,7 @@ vocabulary. `decode_image_tokens` takes the whole layout (it drops the 3-token t
 The text model runs through `hf_causal.forward_window`: Emu3's decoder is Llama-shaped and accepts the
 duck-typed `SlotCache`, a 4-D boolean mask and explicit `position_ids` (checked by the contract tests).
 
-`sjd_batch.models.tiny.emu3` writes a random-weight Emu3 folder for the CPU tests.
+`sjd_batch.models.emu3.tiny` writes a random-weight Emu3 folder for the CPU tests.
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ import torch
 
 from sjd_batch.decoding.protocol import Layout, Prefix, Window
 from sjd_batch.decoding.sampling import SamplingConfig
-from sjd_batch.models.hf_causal import SlotCache, forward_window, new_slot_cache
-from sjd_batch.models.llama_t2i import left_pad
+from sjd_batch.models.blocks.hf_causal import SlotCache, forward_window, new_slot_cache
+from sjd_batch.models.blocks.llama_t2i import left_pad
+from sjd_batch.models.emu3 import FAMILY
 
 # The authors' prompt decoration (BAAI/Emu3 image_generation.py)
 POSITIVE_SUFFIX = " masterpiece, film grained, best quality."
@@ -83,7 +84,6 @@ class Emu3T2IModel:
         negative_prompt: str = NEGATIVE_PROMPT,
         positive_suffix: str = POSITIVE_SUFFIX,
     ) -> None:
-        from sjd_batch.models.registry import FAMILIES
 
         self.name = name
         self.model = model.eval()
@@ -95,7 +95,7 @@ class Emu3T2IModel:
         self.latent = processor.calculate_generate_size("1:1", image_area, processor.downsample_ratio)
         self.layout = emu3_layout(*self.latent, self.ids)
         self.vocab_size = model.config.text_config.vocab_size
-        self.default_sampling: SamplingConfig = FAMILIES["emu3"].defaults.sampling()
+        self.default_sampling: SamplingConfig = FAMILY.defaults.sampling()
         self.has_uncond = True
         self.text_model = model.model.text_model  # sizes the KV cache
         param = next(model.parameters())

@@ -1,6 +1,6 @@
 """A tiny random Janus folder for the CPU tests (docs/model-families.md): `build_tiny_janus` writes a
 `JanusForConditionalGeneration` checkpoint and a real `JanusProcessor` (around a word-level tokenizer
-built here) that `sjd_batch.models.janus.load` reads like a released checkpoint."""
+built here) that `sjd_batch.models.janus.adapter.load` reads like a released checkpoint."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from sjd_batch.models.registry import MANIFEST
+from sjd_batch.models.family import MANIFEST
 
 
 def build_tiny_janus(folder: str | Path, seed: int = 0, logit_scale: float = 1.0) -> Path:

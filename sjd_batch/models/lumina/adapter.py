@@ -4,7 +4,7 @@ transformers' `ChameleonForConditionalGeneration` loads the checkpoint, but its 
 image-token logit to the dtype minimum and it has no VQ decoder (docs/model-families.md). So this adapter
 runs the backbone (`hf.model`) on a `SlotCache`, applies `lm_head` to the final hidden states itself
 (image logits unmasked, as Lumina's own Chameleon copy with `mask_image_logits=False` does), and
-decodes with `sjd_batch.models.vqgan`, loaded from Meta's `vqgan.ckpt` + `vqgan.yaml`.
+decodes with `sjd_batch.models.blocks.vqgan`, loaded from Meta's `vqgan.ckpt` + `vqgan.yaml`.
 
 CFG follows `LLMImageStartTriggeredUnbatchedClassifierFreeGuidanceLogitsProcessor`: the
 unconditional context is the generated tokens from `<racm3:break>` on, with no text, at positions
@@ -14,11 +14,11 @@ generated tokens are its whole context. Lumina then masks to the image ids and t
 
 A model folder holds the HF checkpoint (`config.json` with `vocabulary_map`, weights, tokenizer
 files), Meta's `vqgan.ckpt` and `vqgan.yaml`, and `sjd_batch.json`:
-`{"family": "lumina-mgpt", "resolution": 768}`. `sjd_batch.models.tiny.lumina` writes a random one
+`{"family": "lumina-mgpt", "resolution": 768}`. `sjd_batch.models.lumina.tiny` writes a random one
 for tests.
 
 The prompt and generated token sequence, the image-token names and `ChameleonTokens` live in
-`lumina_tokens.py`.
+`tokens.py`.
 """
 
 from __future__ import annotations
@@ -30,18 +30,18 @@ import torch
 
 from sjd_batch.decoding.protocol import Prefix, PromptRejected, Window
 from sjd_batch.decoding.sampling import SamplingConfig
-from sjd_batch.models.hf_causal import SlotCache, backbone_hidden, new_slot_cache
-from sjd_batch.models.llama_t2i import left_pad
-from sjd_batch.models.lumina_tokens import ChameleonTokens, lumina_layout
-from sjd_batch.models.vqgan import VQGAN, load_vqgan, to_uint8
+from sjd_batch.models.blocks.hf_causal import SlotCache, backbone_hidden, new_slot_cache
+from sjd_batch.models.blocks.llama_t2i import left_pad
+from sjd_batch.models.blocks.vqgan import VQGAN, load_vqgan, to_uint8
+from sjd_batch.models.lumina import FAMILY
+from sjd_batch.models.lumina.tokens import ChameleonTokens, lumina_layout
 
 NAME = "lumina-mgpt"
 LOAD_OPTIONS = ("resolution", "vqgan")
 DEFAULT_RESOLUTION = 768
 DECODE_CHUNK = 4  # images per VQGAN decoder call
 PROMPT = "Generate an image of {width}x{height} according to the following prompt:\n{caption}"
-# The authors' sampling (inference_solver.py create_logits_processor; docs/model-families.md).
-LUMINA_SAMPLING = SamplingConfig(temperature=1.0, top_k=2000, top_p=1.0, cfg_scale=3.0, cfg_mode="raw")
+LUMINA_SAMPLING = FAMILY.defaults.sampling()  # declared once, in the package's FAMILY
 
 _EXAMPLE_PROMPTS = (
     "a red apple on a wooden table",

@@ -1,5 +1,5 @@
 """A tiny random Lumina-mGPT model folder for the CPU tests (docs/model-families.md): `build_tiny_lumina`
-writes what `sjd_batch.models.lumina.load` reads from a real checkpoint; `tiny_vocabulary` is its
+writes what `sjd_batch.models.lumina.adapter.load` reads from a real checkpoint; `tiny_vocabulary` is its
 Chameleon-shaped vocabulary map."""
 
 from __future__ import annotations
@@ -10,8 +10,11 @@ from typing import Any
 
 import torch
 
-from sjd_batch.models.lumina import NAME
-from sjd_batch.models.lumina_tokens import (
+from sjd_batch.models.blocks.tiny_vqgan import TINY_CONFIG, random_vqgan
+from sjd_batch.models.blocks.vqgan import save_vqgan
+from sjd_batch.models.family import MANIFEST
+from sjd_batch.models.lumina.adapter import NAME
+from sjd_batch.models.lumina.tokens import (
     IMAGE_END,
     IMAGE_START,
     NEW_LINE,
@@ -19,9 +22,6 @@ from sjd_batch.models.lumina_tokens import (
     grid_token,
     image_token_name,
 )
-from sjd_batch.models.registry import MANIFEST
-from sjd_batch.models.tiny.vqgan import TINY_CONFIG, random_vqgan
-from sjd_batch.models.vqgan import save_vqgan
 
 _TINY_WORDS = (
     "generate an image of according to the following prompt : a the red blue green yellow circle square "

@@ -1,6 +1,6 @@
 """Lumina-mGPT's token vocabulary: Chameleon's image-token names, the special and size tokens, the
 `ChameleonTokens` ids read from a checkpoint's `vocabulary_map`, and `lumina_layout` (the forced
-sequence the adapter in `lumina.py` generates).
+sequence the adapter in `adapter.py` generates).
 
 Sequence (Alpha-VLLM/Lumina-mGPT `data/item_processor.py`, `data/convertsation.py`,
 `inference_solver.py`; the ids come from the checkpoint's `vocabulary_map`, never hard-coded):

@@ -13,7 +13,7 @@ processor's image generation mode). CFG follows the authors: the unconditional c
 prompt with every token but BOS and `<begin_of_image>` replaced by pad, and those pads are attended
 (the deepseek-ai/Janus `generation_inference.py` idea, also what HF `generate` does).
 
-`sjd_batch.models.tiny.janus` writes a random Janus folder for the CPU tests; `hf_generate` runs transformers'
+`sjd_batch.models.janus.tiny` writes a random Janus folder for the CPU tests; `hf_generate` runs transformers'
 own `generate(generation_mode="image")`, the baseline the bench puts next to our `ar`.
 """
 
@@ -26,13 +26,9 @@ import torch
 
 from sjd_batch.decoding.protocol import Layout, Prefix, Window
 from sjd_batch.decoding.sampling import SamplingConfig
-from sjd_batch.models.hf_causal import SlotCache, backbone_hidden, new_slot_cache
-from sjd_batch.models.llama_t2i import left_pad
-from sjd_batch.models.registry import FAMILIES
-
-# The authors' sampling (deepseek-ai/Janus generation_inference.py: CFG 5 on raw logits, T 1, no top-k)
-# and the loader options live in the registry's "janus" entry, the one place a job's defaults come from.
-FAMILY = FAMILIES["janus"]
+from sjd_batch.models.blocks.hf_causal import SlotCache, backbone_hidden, new_slot_cache
+from sjd_batch.models.blocks.llama_t2i import left_pad
+from sjd_batch.models.janus import FAMILY  # the authors' sampling and the loader options, declared once
 
 _EXAMPLE_PROMPTS = (
     "a red apple on a wooden table",

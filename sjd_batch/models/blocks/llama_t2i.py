@@ -23,7 +23,7 @@ import torch
 
 from sjd_batch.decoding.protocol import Layout, Prefix, PromptRejected, Window
 from sjd_batch.decoding.sampling import SamplingConfig
-from sjd_batch.models.hf_causal import SlotCache, forward_window, new_slot_cache
+from sjd_batch.models.blocks.hf_causal import SlotCache, forward_window, new_slot_cache
 
 PAD, BOS, BOI, EOI, EOL, UNK = 0, 1, 2, 3, 4, 5
 NUM_SPECIAL = 6

@@ -1,7 +1,7 @@
 """A tiny random Emu3 folder for the CPU tests (docs/model-families.md): `build_tiny_emu3` saves a
-random-weight `Emu3ForConditionalGeneration` with a real `Emu3Processor` that `sjd_batch.models.emu3.load`
-reads like `BAAI/Emu3-Gen-hf`. The processor's tokenizer is a word-level `tokenizers` one (digits split,
-unknown words -> `<unk>`) carrying Emu3's special tokens, since Emu3's own 184k-token tokenizer cannot be
+random-weight `Emu3ForConditionalGeneration` with a real `Emu3Processor` that the family's loader reads
+like `BAAI/Emu3-Gen-hf`. The processor's tokenizer is a word-level `tokenizers` one (digits split, unknown
+words -> `<unk>`) carrying Emu3's special tokens, since Emu3's own 184k-token tokenizer cannot be
 downloaded here. Real checkpoints bring their own tokenizer."""
 
 from __future__ import annotations
