@@ -99,7 +99,7 @@ def test_calibrate_reports_every_key_on_a_tiny_model(tmp_path, capsys):
                 "vertical_gain"):
         assert np.isfinite(result[key]), key
     assert set(result["sjd_compression_by_window"]) == {str(w) for w in WINDOWS}
-    assert set(result["tv_by_distance"]) == {str(d) for d in DISTANCES}
+    assert set(result["tv_by_distance"]) == {str(d) for d in DISTANCES} and 0 <= result["tv_above"] <= 1
     assert len(result["accept_len_hist"]) == 16 and sum(result["accept_len_hist"]) == pytest.approx(1.0)
     assert all(v >= 1.0 for v in result["sjd_compression_by_window"].values())
     assert 0 <= result["top1_below_5pct"] <= 1 and result["entropy_nats_mean"] > 0

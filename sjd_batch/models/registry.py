@@ -25,6 +25,7 @@ __all__ = ["DTYPES", "FAMILIES", "MANIFEST", "MODELS", "Defaults", "Family", "Mo
            "RegisteredModel"]
 
 ASSETS_SHAPES = shapes.ASSETS
+ASSETS_TEXTURES = shapes.ASSETS_TEXTURES
 
 DTYPES = {
     "float32": torch.float32,

@@ -52,3 +52,19 @@ def test_negative_control_objects_painted_over_fail():
     blank = np.where(blank.max(-1, keepdims=True) > BACKGROUND_MAX, 40, blank).astype(np.uint8)
     for i in range(50):
         assert not check(blank, make_sample(HELDOUT, i).caption).ok
+
+
+def test_texture_presets_change_pixels_not_captions():
+    from sjd_batch.training.textures.data import TEXTURES
+    from sjd_batch.training.textures.train import TexturesTrainConfig, images
+
+    a = make_sample(HELDOUT, 5, TEXTURES["v1"])
+    b = make_sample(HELDOUT, 5, TEXTURES["v2"])
+    assert a.caption == b.caption and not np.array_equal(a.pixels, b.pixels)
+    assert np.array_equal(images(TexturesTrainConfig(texture="v1"))(HELDOUT, 5, 1)[0][0], a.pixels)
+    try:
+        images(TexturesTrainConfig(texture="v9"))
+    except ValueError as e:
+        assert "v9" in str(e) and "v1" in str(e)
+    else:
+        raise AssertionError("an unknown texture preset was accepted")

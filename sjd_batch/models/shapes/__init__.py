@@ -19,6 +19,7 @@ from typing import Any
 from sjd_batch.models.family import Defaults, Family
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "shapes-t2i"
+ASSETS_TEXTURES = ASSETS.parent / "textures-t2i"  # textures-t2i: same format and loader
 
 
 def folder_defaults(folder: Path) -> Defaults:
@@ -41,7 +42,7 @@ def load_folder(source: str, device: Any, dtype: Any) -> Any:
 FAMILY = Family(
     name="shapes",
     loader="sjd_batch.models.shapes:load_folder",
-    summary="sjd-batch's own text-to-image Llama with k-means patch codes (shapes-t2i)",
+    summary="sjd-batch's own text-to-image Llama with k-means patch codes (shapes-t2i, textures-t2i)",
     loads_from="local folder: config.json + model.safetensors + codebook + vocabulary.json",
     defaults=folder_defaults(ASSETS),
 )

@@ -41,6 +41,7 @@ class ShapesMeta:
     top_p: float = 1.0
     row_markers: int = 0  # see Vocabulary.row_markers
     positions: tuple[str, ...] = ()  # place names of position-bound caption tokens (Vocabulary.positions)
+    name: str = NAME  # the model's name (textures-t2i shares this format and loader)
 
     @classmethod
     def read(cls, path: Path) -> ShapesMeta:
@@ -87,7 +88,7 @@ def load_shapes(
     tokenizer = load_tokenizer(assets)
     codebook = tokenizer.codebook.to(device)
     return LlamaT2IModel(
-        name=NAME,
+        name=meta.name,
         lm=lm,
         vocab=meta.vocab,
         layout=row_layout(meta.height, meta.width, meta.vocab),

@@ -47,7 +47,7 @@ from sjd_batch.models.shapes.data import (
     cell_center,
     make_batch,
 )
-from sjd_batch.models.shapes.model import ASSETS, GRID_FILE, ShapesMeta, load_grid
+from sjd_batch.models.shapes.model import ASSETS, GRID_FILE, NAME, ShapesMeta, load_grid
 from sjd_batch.models.shapes.tokenizer import (
     PATCH,
     KMeansConfig,
@@ -309,10 +309,10 @@ def training_batch(
 
 def save_assets(
     lm: LlamaForCausalLM, grid: GridPositions | None, tokenizer: PatchTokenizer, vocab: Vocabulary,
-    cfg: TrainConfig, out: Path,
+    cfg: TrainConfig, out: Path, name: str = NAME,
 ) -> None:
-    """Write config.json, model.safetensors, codebook.safetensors, vocabulary.json, train_config.json
-    and (with grid positions) grid_positions.safetensors."""
+    """Write config.json, model.safetensors, codebook.safetensors, vocabulary.json (with the model's
+    `name`), train_config.json and (with grid positions) grid_positions.safetensors."""
     out.mkdir(parents=True, exist_ok=True)
     lm.save_pretrained(str(out), safe_serialization=True)
     if grid is not None:
@@ -323,7 +323,7 @@ def save_assets(
     side = IMAGE_SIZE // tokenizer.patch
     meta = ShapesMeta(
         vocab.words, tokenizer.num_codes, side, side, tokenizer.patch, cfg.cfg_scale, cfg.top_k,
-        cfg.top_p, vocab.row_markers, vocab.positions,
+        cfg.top_p, vocab.row_markers, vocab.positions, name,
     )
     meta.write(out / "vocabulary.json")
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1) + "\n")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, fields
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -30,6 +31,7 @@ from safetensors.torch import load_file
 from transformers import LlamaForCausalLM
 
 from sjd_batch.models.blocks.llama_t2i import GridPositions, Vocabulary, row_layout
+from sjd_batch.models.registry import ASSETS_TEXTURES
 from sjd_batch.models.shapes.data import IMAGE_SIZE, POSITIONS, caption_words
 from sjd_batch.models.shapes.model import ASSETS as SHAPES_ASSETS
 from sjd_batch.models.shapes.model import ShapesMeta, load_grid, load_tokenizer
@@ -46,10 +48,11 @@ from sjd_batch.models.shapes.train import (
     training_batch,
     weighted_loss,
 )
-from sjd_batch.training.textures.data import make_batch
+from sjd_batch.training.textures.data import TEXTURES, make_batch
 
 CHECKPOINT = "checkpoint.pt"
-ASSETS = Path(__file__).resolve().parents[2] / "assets" / "textures-t2i"
+NAME = "textures-t2i"
+ASSETS = ASSETS_TEXTURES  # where the shipped weights live
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,8 @@ class TexturesTrainConfig(TrainConfig):
     top_p: float = 1.0
     warmup: int = 100
     codebook: str = ""  # a codebook.safetensors to use instead of fitting one (an earlier, identical fit)
+    texture: str = "v2"  # the texture preset of the stage's images (data.TEXTURES)
+    keep_optimizer: bool = False  # start from resume_from's checkpoint.pt optimizer state (same model)
     bf16: bool = True  # bfloat16 autocast for the training forward/backward (CPUs with AMX/AVX512-bf16)
     checkpoint_minutes: float = 12.0
 
@@ -113,15 +118,22 @@ def _load(folder: Path) -> tuple[LlamaForCausalLM, Vocabulary, PatchTokenizer, G
     return lm, ShapesMeta.read(folder / "vocabulary.json").vocab, load_tokenizer(folder), load_grid(folder)
 
 
+def images(cfg: TexturesTrainConfig) -> Callable:
+    """The stage's generator: `make_batch` with its texture preset."""
+    if cfg.texture not in TEXTURES:
+        raise ValueError(f"texture {cfg.texture!r} is not a preset; choose one of {sorted(TEXTURES)}")
+    return partial(make_batch, cfg=TEXTURES[cfg.texture])
+
+
 def codebook(cfg: TexturesTrainConfig, log: Callable[[dict], None]) -> PatchTokenizer:
     """The stage's new codebook: fitted on textured images, or read from `cfg.codebook`."""
     t0 = time.time()
     if cfg.codebook:
         tokenizer = PatchTokenizer(load_file(cfg.codebook)["codebook"])
-        held = torch.from_numpy(make_batch(cfg.heldout_seed, 0, 256)[0])
+        held = torch.from_numpy(images(cfg)(cfg.heldout_seed, 0, 256)[0])
         tok_psnr = psnr(held, tokenizer.decode(tokenizer.encode(held)))
     else:
-        tokenizer, tok_psnr = fit_tokenizer(cfg, make_batch)
+        tokenizer, tok_psnr = fit_tokenizer(cfg, images(cfg))
     log({"event": "tokenizer", "psnr_db": round(tok_psnr, 3), "num_codes": tokenizer.num_codes,
          "from": cfg.codebook or "fit", "seconds": round(time.time() - t0, 1)})
     return tokenizer
@@ -181,6 +193,9 @@ def train(cfg: TexturesTrainConfig, log: Callable[[dict], None] = print, resume:
     params = [*lm.parameters(), *grid.parameters()]
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
     state = Progress()
+    if cfg.keep_optimizer and not resume:
+        opt.load_state_dict(torch.load(Path(cfg.resume_from) / CHECKPOINT, weights_only=True)["opt"])
+        log({"event": "optimizer", "from": cfg.resume_from})
     if resume:
         saved = torch.load(out / CHECKPOINT, weights_only=True)
         lm.load_state_dict(saved["lm"])
@@ -189,8 +204,8 @@ def train(cfg: TexturesTrainConfig, log: Callable[[dict], None] = print, resume:
         state = Progress(**saved["progress"])
         log({"event": "resume", "step": state.step, "seconds": round(state.seconds, 1)})
     else:
-        save_assets(lm, grid, tokenizer, vocab, cfg, out)  # type: ignore[arg-type]
-    heldout = HeldOut(cfg, tokenizer, vocab, make_batch)  # type: ignore[arg-type]
+        save_assets(lm, grid, tokenizer, vocab, cfg, out, NAME)
+    heldout = HeldOut(cfg, tokenizer, vocab, images(cfg))
     run_steps(cfg, lm, grid, opt, tokenizer, vocab, heldout, state, log)
     return lm.eval()
 
@@ -203,7 +218,7 @@ def run_steps(cfg, lm, grid, opt, tokenizer, vocab, heldout, state: Progress, lo
     last_save, t_start = time.time(), time.time() - state.seconds
     while state.step < cfg.steps:
         step = state.step
-        ids, labels, weights = training_batch(step, cfg, tokenizer, vocab, make_batch)
+        ids, labels, weights = training_batch(step, cfg, tokenizer, vocab, images(cfg))
         done = progress(step, time.time() - t_start, cfg)
         lr = lr_at(step, done, cfg)
         for group in opt.param_groups:
@@ -224,7 +239,7 @@ def run_steps(cfg, lm, grid, opt, tokenizer, vocab, heldout, state: Progress, lo
             scores = {**heldout.score(lm, grid), **probe_adherence(lm, grid, tokenizer, vocab, cfg)}
             log({"event": "eval", "step": step, **scores, "seconds": round(state.seconds, 1)})
         if state.step % cfg.eval_every == 0 or last or time.time() - last_save > 60 * cfg.checkpoint_minutes:
-            save_assets(lm, grid, tokenizer, vocab, cfg, out)  # type: ignore[arg-type]
+            save_assets(lm, grid, tokenizer, vocab, cfg, out, NAME)
             save_checkpoint(out, lm, grid, opt, state)
             last_save = time.time()
         if last:
