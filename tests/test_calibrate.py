@@ -105,3 +105,18 @@ def test_calibrate_reports_every_key_on_a_tiny_model(tmp_path, capsys):
     assert 0 <= result["top1_below_5pct"] <= 1 and result["entropy_nats_mean"] > 0
     assert result["prompts"] == 3 and result["commit"] and result["command"].startswith("sjd-batch calibrate")
     assert "| SJD compression, window 16 |" in capsys.readouterr().out
+
+
+def test_sampling_overrides_change_the_sampled_law_only(tmp_path, capsys):
+    """--top-k 1 makes every sampled law a point mass (entropy 0) while the raw law keeps its spread."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    out = tmp_path / "cal.json"
+    args = parser.parse_args(["--model", "tiny-random", "--prompts", "2", "--batch-size", "2",
+                              "--tv-positions", "2", "--top-k", "1", "--json", str(out)])
+    assert main(args) == 0
+    result = json.loads(out.read_text())
+    assert result["sampling"]["top_k"] == 1
+    assert result["entropy_nats_mean"] == pytest.approx(0.0, abs=1e-6)
+    assert result["entropy_raw_nats_mean"] > 0.5  # the raw law is untouched by the override
+    assert "overrides: {'top_k': 1}" in capsys.readouterr().out

@@ -28,6 +28,7 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -37,6 +38,7 @@ import torch
 from sjd_batch import calibration as cal
 from sjd_batch.api import generate
 from sjd_batch.commands.bench import bench_prompts
+from sjd_batch.commands.eval import sampling_overrides
 from sjd_batch.models.loading import load_model
 
 WINDOWS = (8, 16, 32, 64)
@@ -74,6 +76,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--device", default="cpu")
+    overrides = (("--cfg-scale", float), ("--top-k", int), ("--top-p", float), ("--temperature", float))
+    for flag, kind in overrides:
+        parser.add_argument(flag, type=kind, default=None,
+                            help="override the model's default sampling (to compare settings)")
     parser.add_argument("--json", type=Path, default=None, help="also write the result to this file")
 
 
@@ -168,6 +174,7 @@ def calibrate(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     model = load_model(args.model, device=args.device, dtype=args.dtype)
+    model.default_sampling = replace(model.default_sampling, **sampling_overrides(args))  # this run only
     prompts = bench_prompts(model, args.prompts, args.caption_seed)
     laws, law_ci = law_section(model, prompts, args)
     methods, method_ci = method_section(model, prompts, args)
@@ -217,7 +224,8 @@ def main(args: argparse.Namespace) -> int:
         return 2
     result = calibrate(args)
     print(f"{args.model}: {args.prompts} captions (caption seed {args.caption_seed}), job seed {args.seed}, "
-          f"default sampling {result['sampling']}, {result['seconds']} s")
+          f"sampling {result['sampling']} (overrides: {sampling_overrides(args) or 'none'}), "
+          f"{result['seconds']} s")
     print(table(result))
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=1) + "\n")

@@ -55,6 +55,14 @@ MODELS: dict[str, RegisteredModel] = {
         summary="the trained model shipped in sjd_batch/assets/shapes-t2i (see its model card)",
         source=f"shapes:{shapes.ASSETS}",
     ),
+    "textures-t2i": RegisteredModel(
+        name="textures-t2i",
+        family="shapes",
+        summary="the trained model shipped in sjd_batch/assets/textures-t2i: shapes-t2i's captions over "
+        "textures, decoding statistics like real models' (see its model card)",
+        defaults=shapes.folder_defaults(shapes.ASSETS_TEXTURES),
+        source=f"shapes:{shapes.ASSETS_TEXTURES}",
+    ),
     "emu3-gen": RegisteredModel(
         name="emu3-gen",
         family="emu3",

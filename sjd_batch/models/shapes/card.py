@@ -2,6 +2,8 @@
 
 Run `python -m sjd_batch.models.shapes.card --out docs/models` to regenerate the figures and print
 every number as JSON. Uses matplotlib (model-card path only; nothing else in the package imports it).
+The functions take the generator and tokenizer as parameters, so textures-t2i's card
+(`sjd_batch.training.textures.card`) uses them too.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import argparse
 import json
 import textwrap
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -20,7 +23,7 @@ from sjd_batch.models.blocks.llama_t2i import LlamaT2IModel
 from sjd_batch.models.shapes.checker import check, mismatched_caption
 from sjd_batch.models.shapes.data import make_batch, make_sample
 from sjd_batch.models.shapes.model import ASSETS, load_shapes, load_tokenizer
-from sjd_batch.models.shapes.tokenizer import psnr
+from sjd_batch.models.shapes.tokenizer import PatchTokenizer, psnr
 from sjd_batch.models.shapes.train import next_logits, sequences
 
 HELDOUT = 999
@@ -66,13 +69,16 @@ def loss_curve(log_paths: list[Path], png: Path) -> dict[str, float]:
 
 
 @torch.no_grad()
-def entropies(model: LlamaT2IModel, count: int, cfg_scale: float) -> tuple[np.ndarray, np.ndarray]:
+def entropies(
+    model: LlamaT2IModel, count: int, cfg_scale: float, make_batch: Callable = make_batch,
+    tokenizer: PatchTokenizer | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Next-token entropy (nats) at every image-code position of held-out images, teacher-forced.
 
     Returns (without guidance, with CFG at `cfg_scale`), both over the image-code ids only.
     """
     pixels, captions, _ = make_batch(HELDOUT, 0, count)
-    codes = load_tokenizer().encode(torch.from_numpy(pixels))
+    codes = (tokenizer or load_tokenizer()).encode(torch.from_numpy(pixels))
     cond, labels = sequences(captions, codes, model.vocab, torch.zeros(count, dtype=torch.bool))
     uncond, ulabels = sequences(captions, codes, model.vocab, torch.ones(count, dtype=torch.bool))
     start = model.vocab.code_start
@@ -89,10 +95,11 @@ def entropies(model: LlamaT2IModel, count: int, cfg_scale: float) -> tuple[np.nd
     return out[0], out[1]
 
 
-def entropy_histogram(model: LlamaT2IModel, png: Path, count: int = 64) -> dict[str, float]:
+def entropy_histogram(model: LlamaT2IModel, png: Path, count: int = 64, **data) -> dict[str, float]:
+    """`data`: `make_batch` and `tokenizer` for another generator (see `entropies`)."""
     import matplotlib.pyplot as plt
 
-    plain, guided = entropies(model, count, model.default_sampling.cfg_scale)
+    plain, guided = entropies(model, count, model.default_sampling.cfg_scale, **data)
     fig, ax = plt.subplots(figsize=(6, 3.5))
     bins = np.linspace(0, max(plain.max(), guided.max()), 50)
     ax.hist(plain, bins=bins, alpha=0.6, label=f"cfg 1.0 (mean {plain.mean():.2f})")
@@ -124,7 +131,7 @@ def sample_grid(model: LlamaT2IModel, prompts: list[str], method: str, png: Path
         ax.axis("off")
     for ax in axes.flat[len(results):]:
         ax.axis("off")
-    fig.suptitle(f"shapes-t2i, method {method}, seed {seed}", fontsize=9)
+    fig.suptitle(f"{model.name}, method {method}, seed {seed}", fontsize=9)
     fig.tight_layout()
     fig.savefig(png, dpi=110)
     plt.close(fig)
@@ -132,10 +139,12 @@ def sample_grid(model: LlamaT2IModel, prompts: list[str], method: str, png: Path
             "nfe": sum(r.stats.nfe for r in results)}
 
 
-def checker_accuracy(count: int = 2000) -> dict[str, float]:
+def checker_accuracy(
+    count: int = 2000, make_batch: Callable = make_batch, tokenizer: PatchTokenizer | None = None
+) -> dict[str, float]:
     """Checker on ground truth, on tokenised-then-decoded ground truth, and on mismatched captions."""
     pixels, captions, samples = make_batch(HELDOUT, 0, count)
-    tokenizer = load_tokenizer()
+    tokenizer = tokenizer or load_tokenizer()
     decoded = tokenizer.decode(tokenizer.encode(torch.from_numpy(pixels))).numpy()
     rng = np.random.default_rng(0)
     wrong = [mismatched_caption(s.objects, rng) for s in samples]
