@@ -41,7 +41,7 @@ from sjd_batch.io.storage import StorageError, check_uri, scrub_credentials
 
 __all__ = ["ConfigError", "JobConfig", "load_job", "parse_job"]
 
-IMAGE_FORMATS = ("png", "webdataset")
+IMAGE_FORMATS = ("png", "webdataset", "parquet")  # io/formats.py
 _URI_USERINFO = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@")
 T = TypeVar("T")
 
@@ -175,8 +175,9 @@ class OutputSection(_Section):
     """Where images, stats and commit markers go (local folder or s3://bucket/prefix)."""
 
     uri: Uri = Field(description="local folder or s3://bucket/prefix")
-    image_format: Literal[IMAGE_FORMATS] = Field("png", description="png (one object per sample) | "
-                                                                     "webdataset (one tar per shard)")
+    image_format: Literal[IMAGE_FORMATS] = Field(
+        "png", description="png (one object per sample, plus metadata.jsonl per shard) | webdataset (one tar "
+                           "per shard) | parquet (one Parquet file of images per shard)")
 
 
 class RunSection(_Section):

@@ -157,16 +157,16 @@ def _read_manifest(storage: Storage) -> dict | None:
 
 def _check_owner(storage: Storage, jid: str, mine: dict, existing: dict) -> None:
     """Refuse an output whose job.json is another job's, saying what differs when it can."""
-    if existing.get("job_id") == jid:
-        return
     where, old = storage.join(layout.JOB_FILE), existing.get("job_id")
     version = existing.get("layout_version", 1)
-    if version != layout.LAYOUT_VERSION:
+    if version != layout.LAYOUT_VERSION:  # even for the same job id: resuming would mix two layouts
         raise JobError(
-            f"{where} was written by an older sjd-batch (output layout version {version}; this one writes "
-            f"version {layout.LAYOUT_VERSION} and computes job ids from the inputs' content): it cannot be "
-            "resumed; choose another output.uri"
+            f"{where} was written by another sjd-batch (output layout version {version}; this one writes "
+            f"version {layout.LAYOUT_VERSION}: {layout.CHANGES}): it cannot be resumed; choose another "
+            "output.uri (its committed shards stay readable)"
         )
+    if existing.get("job_id") == jid:
+        return
     theirs, mine = existing.get("identity", {}), json.loads(json.dumps(mine))  # JSON types on both sides
     if {**theirs, "inputs": None} == {**mine, "inputs": None}:
         raise JobError(

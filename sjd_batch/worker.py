@@ -88,9 +88,9 @@ class ShardWorker:
     def storage(self, storage: Storage) -> None:
         """The output; the stages that write go through it (tests swap in a failing one)."""
         self._storage = storage
-        tar = self.config.output.image_format == "webdataset"
-        self.encode = ImageEncoder(storage, tar)
-        self.committer = ShardCommitter(storage, self.job_id, self.config.model.name, self.method.method, tar)
+        fmt = self.config.output.image_format
+        self.encode = ImageEncoder(storage, fmt)
+        self.committer = ShardCommitter(storage, self.job_id, self.config.model.name, self.method.method, fmt)
 
     def __call__(self, spec: ShardSpec, attempt: int = 0) -> ShardReport:
         return self.run_shard(spec, attempt)

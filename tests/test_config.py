@@ -80,7 +80,8 @@ def test_defaults_and_types(tmp_path: Path) -> None:
         (with_("method.name", "fast"), "method: unknown method 'fast'"),
         (with_("method.window", 1), "window must be >= 2"),
         (with_("sampling.top_p", 2.0), "top_p must be in (0, 1]"),
-        (with_("output.image_format", "jpg"), "output.image_format: must be one of ('png', 'webdataset')"),
+        (with_("output.image_format", "jpg"),
+         "output.image_format: must be one of ('png', 'webdataset', 'parquet')"),
         (with_("run.batch_size", 0), "run.batch_size: must be >= 1"),
     ],
 )

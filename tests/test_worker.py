@@ -18,11 +18,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from sjd_batch.config import JobConfig, absolute_paths, parse_job
-from sjd_batch.io import layout, results
+from sjd_batch.io import formats, layout, results
 from sjd_batch.io.prompts import expand_inputs, plan_shards
 from sjd_batch.io.storage import Storage
 from sjd_batch.io.storage_local import LocalStorage
-from sjd_batch.job import prepare_job, resolve_job_id, sweep_partials
+from sjd_batch.job import JobError, prepare_job, resolve_job_id, sweep_partials
 from sjd_batch.worker import VOLATILE_COLUMNS, ShardWorker
 
 
@@ -77,7 +77,8 @@ def check_output(storage: Storage, expected_ids: set[str], shards: int, fmt: str
     keys = set(storage.list())
     if fmt == "png":
         images = {k for k in keys if k.startswith("images/")}
-        assert images == set(table.column("image_key").to_pylist())
+        metadata = {layout.metadata_key(s) for s in range(shards)}
+        assert images == set(table.column("image_key").to_pylist()) | metadata
     assert not [k for k in keys if k.startswith(layout.PARTIAL)], "partial files left behind"
     assert layout.JOB_FILE in keys
     return table
@@ -117,6 +118,20 @@ def test_worker_local_end_to_end(prompts: str, tmp_path: Path) -> None:
     assert job["identity"]["inputs"][0]["name"] == "prompts.parquet"
     commit = results.committed_shards(storage)[0]
     assert commit["rows"] == 4 and commit["stats_key"] == layout.stats_key(job_id_of(config), 0)
+
+
+def test_an_output_of_an_older_layout_is_not_resumed(prompts: str, tmp_path: Path) -> None:
+    """Same job id, older layout (version 2: no metadata.jsonl, no .txt members): resuming would mix the
+    two layouts in one dataset, so the run is refused before anything is written, saying why."""
+    config = make_job([prompts], str(tmp_path / "out"))
+    run_all_shards(config)
+    storage = Storage.from_uri(config.output.uri)
+    job = json.loads(storage.read_bytes(layout.JOB_FILE))
+    storage.write_bytes(layout.JOB_FILE, json.dumps({**job, "layout_version": 2}).encode())
+    before = sorted(storage.list())
+    with pytest.raises(JobError, match="layout version 2; this one writes version 3: .*metadata.jsonl"):
+        prepare_job(config)
+    assert sorted(storage.list()) == before
 
 
 def test_rerun_is_exactly_once(prompts: str, tmp_path: Path) -> None:
@@ -237,11 +252,12 @@ def test_webdataset_tars(prompts: str, tmp_path: Path) -> None:
     storage = Storage.from_uri(config.output.uri)
     table = check_output(storage, {f"p{i:04d}" for i in range(10)}, shards=3, fmt="webdataset")
     assert sorted(k for k in storage.list(layout.IMAGES)) == [layout.tar_key(i) for i in range(3)]
-    members = results.read_tar_shard(storage.read_bytes(layout.tar_key(0)))
+    members = formats.read_tar_shard(storage.read_bytes(layout.tar_key(0)))
     assert sorted(members) == ["p0000", "p0001", "p0002", "p0003"]
-    assert json.loads(members["p0000"]["json"])["prompt"].startswith("a small red")
+    assert members["p0000"]["txt"].decode().startswith("a small red")
+    assert json.loads(members["p0000"]["json"])["id"] == "p0000"
     assert results.decode_png(members["p0000"]["png"]).shape == (32, 32, 3)
-    assert table.column("image_key").to_pylist()[0] == layout.tar_image_ref(0, "p0000")
+    assert table.column("image_key").to_pylist()[0] == layout.image_ref(0, "p0000", "webdataset")
 
 
 @pytest.mark.s3
@@ -259,6 +275,7 @@ def test_worker_s3_end_to_end(s3_endpoint: str, bucket: str, s3_client: Any, tmp
     expected = {f"out/{k}" for k in table.column("image_key").to_pylist()}
     expected |= {f"out/{layout.stats_key(job_id_of(config), i)}" for i in range(2)}
     expected |= {f"out/{layout.commit_key(i)}" for i in range(2)} | {"out/job.json"}
+    expected |= {f"out/{layout.metadata_key(i)}" for i in range(2)}
     assert listed == expected  # every object, and nothing else
     job_json = s3_client.get_object(Bucket=bucket, Key="out/job.json")["Body"].read().decode()
     assert "testsecret" not in job_json and "testkey" not in job_json

@@ -1,14 +1,18 @@
 """Every key and file name of a job's output: the one module that knows the layout.
 
-Layout version 2, under the output root (every key is a pure function of the job and the sample, so a
+Layout version 3, under the output root (every key is a pure function of the job and the sample, so a
 retry rewrites the same objects and never adds new ones):
 
     <output>/
     ├── job.json                                        the job: id, config, identity, shard plan, versions
     ├── images/shard=00003/<sample_id>.png              image_format png: one PNG per sample
+    ├── images/shard=00003/metadata.jsonl                 and one line per image (file_name, text, stats)
     ├── images/shard-00003.tar                          image_format webdataset: one tar per shard
     │     ├── <sample_id>.png                             its members, grouped by the name up to the dot
-    │     └── <sample_id>.json
+    │     ├── <sample_id>.txt                             the prompt
+    │     └── <sample_id>.json                            id, seed, model, method, statistics
+    ├── images/shard-00003.parquet                      image_format parquet: one file per shard (image
+    │                                                     bytes, text, statistics; io/formats.py)
     ├── stats/job_id=<id>/shard=00003/part-0.parquet    one stats row per sample (hive partitions)
     ├── stats/_compacted/g000002-<run>/job_id=<id>/part-00000.parquet   after `sjd-batch compact`: many
     │                                                     shards per file (`shard` is a column)
@@ -17,21 +21,24 @@ retry rewrites the same objects and never adds new ones):
     │                                                     _compacted/, errors/_manifest/ likewise)
     ├── _commits/shard=00003.json                       commit marker: written last, create-only
     ├── _partial/shard=00003/rows-000000000012.json     stats records of finished samples (from row 12)
-    ├── _partial/shard=00003/<quoted id>.png            webdataset: a sample's PNG until its tar is packed
+    ├── _partial/shard=00003/row-000000000012.png       webdataset, parquet: a sample's PNG (by its input
+    │                                                     row) until the shard's tar or Parquet file is packed
     └── _failures/shard=00003.json                      a shard that failed after all its retries
 
 A shard's outputs count only once its commit marker exists. `_partial/` holds the progress of shards
 not committed yet (sample-level resume) and is deleted once they are; `_failures/` is for `status`.
 Shard numbers are five digits everywhere (wider numbers simply grow). Version 1 (before the job id
-covered the inputs' identity) named partial folders `_partial/000003/`; job.json records the version.
+covered the inputs' identity) named partial folders `_partial/000003/`; version 2 had no metadata.jsonl,
+no `.txt` tar members, no parquet format, and named staged PNGs by their quoted sample id (which a
+non-ASCII id could make longer than a file name may be). job.json records the version.
 """
 
 from __future__ import annotations
 
 import re
-import urllib.parse
 
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = 3
+CHANGES = "version 3 added png shards' metadata.jsonl, tars' .txt members and the parquet format"
 
 JOB_FILE = "job.json"
 IMAGES = "images/"
@@ -52,14 +59,34 @@ def _shard(shard: int) -> str:
     return f"shard={shard:05d}"
 
 
+def image_name(sample_id: str, fmt: str = "png") -> str:
+    """A sample's image file name: `<sample_id>.png` (in its shard folder, or as a packed member)."""
+    return f"{sample_id}.{fmt}"
+
+
 def image_key(shard: int, sample_id: str, fmt: str = "png") -> str:
     """One sample's image: `images/shard=00003/<sample_id>.png`."""
-    return f"{IMAGES}{_shard(shard)}/{sample_id}.{fmt}"
+    return f"{IMAGES}{_shard(shard)}/{image_name(sample_id, fmt)}"
+
+
+def metadata_key(shard: int) -> str:
+    """A png shard's `metadata.jsonl`, beside its images (what `datasets`' imagefolder reads)."""
+    return f"{IMAGES}{_shard(shard)}/metadata.jsonl"
+
+
+_PACK_EXT = {"webdataset": "tar", "parquet": "parquet"}
+_PACK_REF = re.compile(r"^(images/shard-\d+\.(?:tar|parquet))#(.+)$")
+
+
+def pack_key(shard: int, fmt: str) -> str:
+    """A packed format's object for one shard: `images/shard-00003.tar` (webdataset) or
+    `images/shard-00003.parquet` (brace-expandable: `shard-{00000..00099}.tar`)."""
+    return f"{IMAGES}shard-{shard:05d}.{_PACK_EXT[fmt]}"
 
 
 def tar_key(shard: int) -> str:
-    """A shard's WebDataset tar: `images/shard-00003.tar` (brace-expandable by webdataset)."""
-    return f"{IMAGES}shard-{shard:05d}.tar"
+    """A shard's WebDataset tar: `images/shard-00003.tar`."""
+    return pack_key(shard, "webdataset")
 
 
 def tar_member(sample_id: str, ext: str) -> str:
@@ -67,15 +94,18 @@ def tar_member(sample_id: str, ext: str) -> str:
     return f"{sample_id}.{ext}"
 
 
-def tar_image_ref(shard: int, sample_id: str, fmt: str = "png") -> str:
-    """What the stats `image_key` holds for a sample stored in a tar: `<tar key>#<member>`."""
-    return f"{tar_key(shard)}#{tar_member(sample_id, fmt)}"
+def image_ref(shard: int, sample_id: str, fmt: str) -> str:
+    """What the stats `image_key` holds: the PNG's key, or `<packed object's key>#<sample_id>.png`."""
+    if fmt not in _PACK_EXT:
+        return image_key(shard, sample_id)
+    return f"{pack_key(shard, fmt)}#{image_name(sample_id)}"
 
 
 def split_image_ref(ref: str) -> tuple[str, str | None]:
-    """A stats `image_key` -> (the object's key, the tar member or None): the inverse of `tar_image_ref`."""
-    key, _, member = ref.partition("#")
-    return key, member or None
+    """A stats `image_key` -> (the object's key, the packed member or None): the inverse of `image_ref`
+    (a png sample's id may itself hold a `#`)."""
+    found = _PACK_REF.match(ref)
+    return (found.group(1), found.group(2)) if found else (ref, None)
 
 
 def stats_key(job_id: str, shard: int) -> str:
@@ -107,9 +137,10 @@ def is_partial_records(key: str) -> bool:
     return key.startswith(PARTIAL) and key.endswith(".json")
 
 
-def partial_image_key(shard: int, sample_id: str, fmt: str = "png") -> str:
-    """A webdataset sample's image before its shard's tar is packed (the id quoted: it is one name)."""
-    return f"{partial_folder(shard)}{urllib.parse.quote(sample_id, safe='')}.{fmt}"
+def partial_image_key(shard: int, row: int) -> str:
+    """A packed format's sample PNG before its shard is packed, named by the sample's input row (short
+    and unique in the shard, whatever the id)."""
+    return f"{partial_folder(shard)}row-{row:012d}.png"
 
 
 def failure_key(shard: int) -> str:

@@ -1,5 +1,5 @@
-"""A job's output files: image encoding, the stats and errors Parquet datasets, shard commit markers
-and WebDataset tars. Their keys come from `layout`, their rows from `records`.
+"""A job's output files: image encoding, the stats and errors Parquet datasets and shard commit markers.
+Their keys come from `layout`, their rows from `records`; the image formats are `formats`'.
 
 A shard's outputs count only once its commit marker exists: `read_stats` reads committed shards only.
 `job_id` and `shard` are hive partition columns: they live in the path, not in the files, so pyarrow,
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import json
-import tarfile
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -185,51 +184,3 @@ def _check_version(path: str, schema: pa.Schema) -> None:
             f"{path} has sjd_batch.schema_version {version or '(none)'!r}; this sjd-batch reads "
             f"version {SCHEMA_VERSION!r} only"
         )
-
-
-class TarShardWriter:
-    """Builds one WebDataset-style tar in memory: `<sample_id>.png` + `<sample_id>.json` per sample.
-
-    Members get fixed owner, mode and mtime, so the same samples always give the same bytes (a retried
-    shard rewrites an identical object). WebDataset groups members by the name up to the first `.`,
-    so sample ids must not contain dots.
-    """
-
-    def __init__(self, mtime: int = 0) -> None:
-        self._buf = io.BytesIO()
-        self._tar = tarfile.open(fileobj=self._buf, mode="w", format=tarfile.PAX_FORMAT)
-        self._mtime = mtime
-        self._ids: set[str] = set()
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    def add(self, sample_id: str, image: bytes, meta: dict[str, Any], fmt: str = "png") -> None:
-        """Append one sample: its encoded image and its metadata as JSON."""
-        if "." in sample_id or "/" in sample_id or sample_id in self._ids:
-            raise ValueError(f"tar sample id {sample_id!r} must be unique and contain no '.' or '/'")
-        self._ids.add(sample_id)
-        self._member(layout.tar_member(sample_id, fmt), image)
-        meta_json = json.dumps(meta, sort_keys=True, default=str).encode()
-        self._member(layout.tar_member(sample_id, "json"), meta_json)
-
-    def _member(self, name: str, data: bytes) -> None:
-        info = tarfile.TarInfo(name)
-        info.size, info.mtime, info.mode = len(data), self._mtime, 0o644
-        self._tar.addfile(info, io.BytesIO(data))
-
-    def getvalue(self) -> bytes:
-        """The finished tar's bytes (closes the writer)."""
-        if not self._tar.closed:
-            self._tar.close()
-        return self._buf.getvalue()
-
-
-def read_tar_shard(data: bytes) -> dict[str, dict[str, bytes]]:
-    """Tar bytes -> {sample_id: {extension: bytes}}, grouping members as WebDataset does."""
-    samples: dict[str, dict[str, bytes]] = {}
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
-        for member in tar.getmembers():
-            key, _, ext = member.name.partition(".")
-            samples.setdefault(key, {})[ext] = tar.extractfile(member).read()
-    return samples

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from sjd_batch.io import layout, results
+from sjd_batch.io import formats, layout
 from sjd_batch.io.storage import Storage, StorageError
 from sjd_batch.report.data import JobOutput
 
@@ -75,30 +75,30 @@ def load_thumbs(picked: list[tuple[JobOutput, dict[str, Any]]], max_px: int, pro
 
 
 class _ImageReader:
-    """Reads one image by its stats `image_key`; a tar (`images/shard-00003.tar#id.png`) is read once."""
+    """Reads one image by its stats `image_key`; a packed shard object (`images/shard-00003.tar#id.png`,
+    or `.parquet#id.png`) is read once."""
 
     def __init__(self) -> None:
-        self._tars: dict[tuple[str, str], dict[str, dict[str, bytes]]] = {}
+        self._packs: dict[tuple[str, str], dict[str, bytes]] = {}
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._guard = threading.Lock()
 
     def read(self, storage: Storage, image_key: str | None) -> bytes:
         if not image_key:
             raise ValueError("the stats row has no image_key")
-        tar, member = layout.split_image_ref(image_key)
+        pack, member = layout.split_image_ref(image_key)
         if member is None:
             return storage.read_bytes(image_key)
-        key = (storage.uri, tar)
+        key = (storage.uri, pack)
         with self._guard:
             lock = self._locks.setdefault(key, threading.Lock())
-        with lock:  # threads asking for the same tar wait for one read of it
-            if key not in self._tars:
-                self._tars[key] = results.read_tar_shard(storage.read_bytes(tar))
-        sample_id, _, ext = member.partition(".")
+        with lock:  # threads asking for the same object wait for one read of it
+            if key not in self._packs:
+                self._packs[key] = formats.read_packed(pack, storage.read_bytes(pack))
         try:
-            return self._tars[key][sample_id][ext]
+            return self._packs[key][member]
         except KeyError:
-            raise ValueError(f"{storage.join(tar)} has no member {member!r}") from None
+            raise ValueError(f"{storage.join(pack)} has no member {member!r}") from None
 
 
 def make_thumb(data: bytes, max_px: int) -> tuple[bytes, str, int, int]:

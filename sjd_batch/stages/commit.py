@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 
 from sjd_batch.config import redact_uri
-from sjd_batch.io import layout, results
+from sjd_batch.io import formats, layout, results
 from sjd_batch.io.prompts import BadRow
 from sjd_batch.io.records import StatsRecord
 from sjd_batch.io.storage import Storage
@@ -38,8 +38,8 @@ class CommitInfo:
 class ShardCommitter:
     """Writes one job's shard outputs through `layout`'s keys."""
 
-    def __init__(self, storage: Storage, job_id: str, model: str, method: str, tar: bool) -> None:
-        self.storage, self.job_id, self.tar = storage, job_id, tar
+    def __init__(self, storage: Storage, job_id: str, model: str, method: str, fmt: str) -> None:
+        self.storage, self.job_id, self.fmt = storage, job_id, fmt
         self.meta = {"job_id": job_id, "model": model, "method": method}
 
     def is_committed(self, shard: int) -> bool:
@@ -61,11 +61,11 @@ class ShardCommitter:
             self.storage.write_bytes(layout.partial_records_key(shard, records[0].row), body)
 
     def commit(self, shard_in: ShardInput, records: list[StatsRecord], info: CommitInfo) -> bool:
-        """Write the tar (webdataset), stats and errors, then the marker. False if already committed."""
+        """Write the image format's dataset files (`formats`), stats and errors, then the marker.
+        False if already committed."""
         spec = shard_in.spec
         records = sorted(records, key=lambda r: shard_in.order[r.sample_id])
-        if self.tar:
-            self._write_tar(spec.index, records)
+        self._write_dataset_files(spec.index, records)
         skey = layout.stats_key(self.job_id, spec.index)
         results.write_stats(self.storage, skey, records, self.meta)
         bad = sorted(shard_in.bad, key=lambda b: b.row)
@@ -85,15 +85,17 @@ class ShardCommitter:
         results.write_errors(self.storage, key, bad, self.meta)
         return key
 
-    def _write_tar(self, shard: int, records: list[StatsRecord]) -> None:
-        writer = results.TarShardWriter()
+    def _write_dataset_files(self, shard: int, records: list[StatsRecord]) -> None:
+        """png: the shard folder's metadata.jsonl; webdataset, parquet: the packed tar or Parquet file,
+        from the PNGs staged under `_partial/`. Failed samples (no image) are in neither."""
+        if self.fmt not in formats.PACKED:
+            self.storage.write_bytes(layout.metadata_key(shard), formats.metadata_jsonl(records))
+            return
+        pack = formats.packer(self.fmt)
         for r in records:
-            if r.image_key is None:
-                continue  # a failed sample has no image
-            png = self.storage.read_bytes(layout.partial_image_key(shard, r.sample_id))
-            writer.add(r.sample_id, png, {"sample_id": r.sample_id, "prompt": r.prompt, "seed": r.seed,
-                                          "source": r.source, "row": r.row})
-        self.storage.write_bytes(layout.tar_key(shard), writer.getvalue())
+            if r.image_key is not None:
+                pack.add(r, self.storage.read_bytes(layout.partial_image_key(shard, r.row)))
+        self.storage.write_bytes(layout.pack_key(shard, self.fmt), pack.getvalue())
 
     def cleanup(self, shard: int) -> None:
         """Best effort: partial files are useless once the shard is committed."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from sjd_batch.io import layout
+from sjd_batch.io import formats, layout
 from sjd_batch.io.records import Provenance, StatsRecord
 from sjd_batch.io.results import encode_png
 from sjd_batch.io.storage import Storage
@@ -28,11 +28,12 @@ class Placement:
 
 
 class ImageEncoder:
-    """PNG-encodes and stores images where the layout says; WebDataset PNGs wait under `_partial/`
-    until `commit` packs the shard's tar."""
+    """PNG-encodes and stores images where the layout says; the PNGs of a packed format (webdataset,
+    parquet) wait under `_partial/` until `commit` packs the shard's tar or Parquet file."""
 
-    def __init__(self, storage: Storage, tar: bool) -> None:
-        self.storage, self.tar = storage, tar
+    def __init__(self, storage: Storage, fmt: str) -> None:
+        self.storage, self.fmt = storage, fmt
+        self.packed = fmt in formats.PACKED
 
     def __call__(self, sample: Decoded, where: Placement) -> StatsRecord:
         task, result = sample.task, sample.result
@@ -44,15 +45,11 @@ class ImageEncoder:
         t0 = time.perf_counter()
         png = encode_png(result.pixels)
         t1 = time.perf_counter()
-        self.storage.write_bytes(self._dest(where.shard, row.sample_id), png)
+        dest = layout.partial_image_key(where.shard, row.row) if self.packed else \
+            layout.image_key(where.shard, row.sample_id)
+        self.storage.write_bytes(dest, png)
         t2 = time.perf_counter()
-        return StatsRecord.of(prov, result.stats, self._ref(where.shard, row.sample_id), encode_s=t1 - t0,
-                              upload_s=t2 - t1, latency_s=t2 - sample.started)
-
-    def _dest(self, shard: int, sample_id: str) -> str:
-        """Where the PNG is written now."""
-        return layout.partial_image_key(shard, sample_id) if self.tar else layout.image_key(shard, sample_id)
-
-    def _ref(self, shard: int, sample_id: str) -> str:
-        """Where the stats say the image is once the shard is committed."""
-        return layout.tar_image_ref(shard, sample_id) if self.tar else layout.image_key(shard, sample_id)
+        # where the stats say the image is once the shard is committed
+        ref = layout.image_ref(where.shard, row.sample_id, self.fmt)
+        return StatsRecord.of(prov, result.stats, ref, encode_s=t1 - t0, upload_s=t2 - t1,
+                              latency_s=t2 - sample.started)

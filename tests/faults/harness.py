@@ -14,8 +14,9 @@ runs (`--local`, or on the test's Ray cluster), and one fault:
 
 After the fault, the job is rerun (healthy) until it exits 0, and `verify` checks the output: exactly one
 stats row and one valid image per input id, each image byte-identical to the uninterrupted reference
-run, every shard committed, no partial files left, and no credential in any stdout, stderr, stored
-object or file of the trial.
+run, every shard committed, each shard's dataset file (metadata.jsonl, tar or Parquet file) listing
+exactly its samples with their prompts, no partial files left, and no credential in any stdout, stderr,
+stored object or file of the trial.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sjd_batch.io import results
+from sjd_batch.io import formats, layout, results
+from sjd_batch.io.formats import FORMATS
 from sjd_batch.io.storage import Storage
 
 FAULTS = ("kill-driver", "kill-actor", "s3-outage", "disk-full", "race")
@@ -52,7 +54,7 @@ class Trial:
     seed: int
     fault: str
     backend: str  # local | s3
-    fmt: str  # png | webdataset
+    fmt: str  # png | webdataset | parquet
     prompts: int
     shard_size: int
     batch_size: int
@@ -74,7 +76,7 @@ def plan_trial(seed: int, faults: tuple[str, ...] = FAULTS) -> Trial:
     backend = {"s3-outage": "s3", "disk-full": "local"}.get(fault, rng.choice(("local", "s3")))
     prompts = rng.randint(6, 16)
     return Trial(
-        seed=seed, fault=fault, backend=backend, fmt=rng.choice(("png", "webdataset")), prompts=prompts,
+        seed=seed, fault=fault, backend=backend, fmt=rng.choice(FORMATS), prompts=prompts,
         shard_size=rng.randint(2, 5), batch_size=rng.randint(1, 3),
         ray=fault == "kill-actor" or rng.random() < 0.5,
         kill_after=rng.randint(1, prompts), racers=rng.randint(2, 3),
@@ -186,15 +188,14 @@ def reference_digests(storage: Storage) -> dict[str, str]:
             for r in table.select(["sample_id", "image_key"]).to_pylist()}
 
 
-def image_bytes(storage: Storage, key: str, tars: dict[str, dict[str, dict[str, bytes]]]) -> bytes:
-    """A stats row's image: a PNG object, or a member of a WebDataset tar (`tar#member`)."""
-    if "#" not in key:
+def image_bytes(storage: Storage, key: str, packs: dict[str, dict[str, bytes]]) -> bytes:
+    """A stats row's image: a PNG object, or a member of a shard's tar or Parquet file (`key#member`)."""
+    pack, member = layout.split_image_ref(key)
+    if member is None:
         return storage.read_bytes(key)
-    tar, member = key.split("#", 1)
-    if tar not in tars:
-        tars[tar] = results.read_tar_shard(storage.read_bytes(tar))
-    sample, _, ext = member.partition(".")
-    return tars[tar][sample][ext]
+    if pack not in packs:
+        packs[pack] = formats.read_packed(pack, storage.read_bytes(pack))
+    return packs[pack][member]
 
 
 def verify(storage: Storage, trial: Trial, reference: dict[str, str]) -> int:
@@ -208,19 +209,45 @@ def verify(storage: Storage, trial: Trial, reference: dict[str, str]) -> int:
     assert set(ids) == expected, f"{trial.describe()}: lost {sorted(expected - set(ids))}"
     shards = -(-trial.prompts // trial.shard_size)
     assert len(results.committed_shards(storage)) == shards, f"{trial.describe()}: uncommitted shards"
-    tars: dict[str, Any] = {}
+    packs: dict[str, Any] = {}
     for row in table.select(["sample_id", "image_key"]).to_pylist():
-        data = image_bytes(storage, row["image_key"], tars)
+        data = image_bytes(storage, row["image_key"], packs)
         with Image.open(io.BytesIO(data)) as img:
             img.verify()  # a valid PNG, not a truncated one
         digest = hashlib.sha256(data).hexdigest()
         assert digest == reference[row["sample_id"]], f"{trial.describe()}: {row['sample_id']} differs"
     keys = storage.list()
     assert not [k for k in keys if k.startswith("_partial")], f"{trial.describe()}: partial files left"
-    if trial.fmt == "png":
-        images = {k for k in keys if k.startswith("images/")}
-        assert images == set(table.column("image_key").to_pylist()), f"{trial.describe()}: stray images"
+    check_dataset_files(storage, trial, table, shards, set(keys))
     return len(ids)
+
+
+def check_dataset_files(storage: Storage, trial: Trial, table: pa.Table, shards: int, keys: set[str]) -> None:
+    """Each shard's metadata.jsonl (png) or packed file lists exactly its samples, with their prompts,
+    and `images/` holds nothing else."""
+    import json
+
+    images = {k for k in keys if k.startswith(layout.IMAGES)}
+    rows = table.select(["sample_id", "prompt", "shard", "image_key"]).to_pylist()
+    if trial.fmt == "png":
+        wanted = {r["image_key"] for r in rows} | {layout.metadata_key(s) for s in range(shards)}
+    else:
+        wanted = {layout.pack_key(s, trial.fmt) for s in range(shards)}
+    assert images == wanted, f"{trial.describe()}: images/ holds {sorted(images ^ wanted)} (stray or missing)"
+    for s in range(shards):
+        mine = sorted((r["sample_id"], r["prompt"]) for r in rows if r["shard"] == s)
+        key = layout.metadata_key(s) if trial.fmt == "png" else layout.pack_key(s, trial.fmt)
+        data = storage.read_bytes(key)
+        if trial.fmt == "png":
+            lines = [json.loads(line) for line in data.splitlines()]
+            found = [(line["sample_id"], line["text"]) for line in lines]
+            assert all(line["file_name"] == f"{line['sample_id']}.png" for line in lines)
+        elif trial.fmt == "webdataset":
+            found = [(sid, m["txt"].decode()) for sid, m in formats.read_tar_shard(data).items()]
+        else:
+            packed = pq.read_table(io.BytesIO(data), columns=["sample_id", "text"]).to_pylist()
+            found = [(r["sample_id"], r["text"]) for r in packed]
+        assert sorted(found) == mine, f"{trial.describe()}: {key} does not list exactly the shard's samples"
 
 
 def leaked(secret: str, storage: Storage, folder: Path) -> list[str]:

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from sjd_batch.decoding.state import SampleStats
-from sjd_batch.io import layout, results
+from sjd_batch.io import formats, layout, results
 from sjd_batch.io.prompts import BadRow
 from sjd_batch.io.records import STATS_SCHEMA, Provenance, StatsRecord
 from sjd_batch.io.storage import Storage, StorageError
@@ -54,14 +54,19 @@ def test_keys() -> None:
     assert layout.stats_key("j", 12) == "stats/job_id=j/shard=00012/part-0.parquet"
     assert layout.errors_key("j", 12) == "errors/job_id=j/shard=00012/part-0.parquet"
     assert layout.commit_key(7) == "_commits/shard=00007.json"
-    assert layout.tar_key(7) == "images/shard-00007.tar"
-    assert layout.tar_image_ref(7, "x") == "images/shard-00007.tar#x.png"
+    assert layout.metadata_key(3) == "images/shard=00003/metadata.jsonl"
+    assert layout.tar_key(7) == "images/shard-00007.tar" == layout.pack_key(7, "webdataset")
+    assert layout.pack_key(7, "parquet") == "images/shard-00007.parquet"
+    assert layout.image_ref(7, "x", "webdataset") == "images/shard-00007.tar#x.png"
+    assert layout.image_ref(7, "x", "parquet") == "images/shard-00007.parquet#x.png"
+    assert layout.image_ref(7, "x", "png") == layout.image_key(7, "x")
     assert layout.partial_records_key(7, 12) == "_partial/shard=00007/rows-000000000012.json"
-    assert layout.partial_image_key(7, "a b/c") == "_partial/shard=00007/a%20b%2Fc.png"
+    assert layout.partial_image_key(7, 12) == "_partial/shard=00007/row-000000000012.png"
     assert layout.failure_key(7) == "_failures/shard=00007.json"
     every_key = [layout.image_key(7, "x"), layout.tar_key(7), layout.stats_key("j", 7),
                  layout.errors_key("j", 7), layout.commit_key(7), layout.partial_records_key(7, 0),
-                 layout.partial_image_key(7, "x"), layout.failure_key(7)]
+                 layout.partial_image_key(7, 0), layout.failure_key(7), layout.metadata_key(7),
+                 layout.pack_key(7, "parquet")]
     assert {layout.shard_of(k) for k in every_key} == {7}  # one shard numbering everywhere
     assert layout.shard_of(layout.JOB_FILE) is None
 
@@ -239,32 +244,36 @@ def test_tar_shard_is_deterministic_and_webdataset_shaped() -> None:
     png = results.encode_png(np.zeros((2, 2, 3), np.uint8))
 
     def build() -> bytes:
-        writer = results.TarShardWriter()
-        for sid in ["s-2", "s-1"]:
-            writer.add(sid, png, {"sample_id": sid, "seed": 1})
+        writer = formats.TarPacker()
+        for i in (2, 1):
+            writer.add(dataclasses.replace(_record(0, i), sample_id=f"s-{i}"), png)
         assert len(writer) == 2
         return writer.getvalue()
 
     data = build()
     assert data == build()  # a retried shard rewrites identical bytes
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        assert tar.getnames() == ["s-2.png", "s-2.json", "s-1.png", "s-1.json"]
+        assert tar.getnames() == ["s-2.png", "s-2.txt", "s-2.json", "s-1.png", "s-1.txt", "s-1.json"]
         assert {m.mtime for m in tar.getmembers()} == {0}
-    samples = results.read_tar_shard(data)
-    assert samples["s-1"]["png"] == png and json.loads(samples["s-1"]["json"]) == {
-        "sample_id": "s-1",
-        "seed": 1,
-    }
+    samples = formats.read_tar_shard(data)
+    assert samples["s-1"]["png"] == png and samples["s-1"]["txt"] == b"prompt 1"
+    meta = json.loads(samples["s-1"]["json"])
+    assert meta == {"id": "s-1", "seed": 1001, "model": "tiny-random", "method": "sjd",
+                    "stats": {k: getattr(_record(0, 1), k) for k in formats.STAT_COLUMNS}}
 
 
 def test_tar_shard_refuses_ambiguous_ids() -> None:
-    writer = results.TarShardWriter()
-    writer.add("a", b"x", {})
+    writer = formats.TarPacker()
+    writer.add(dataclasses.replace(_record(0, 0), sample_id="a"), b"x")
     for bad in ("a", "has.dot", "a/b"):
         with pytest.raises(ValueError, match="must be unique and contain no"):
-            writer.add(bad, b"x", {})
+            writer.add(dataclasses.replace(_record(0, 0), sample_id=bad), b"x")
 
 
 def test_image_refs_round_trip() -> None:
-    assert layout.split_image_ref(layout.tar_image_ref(3, "a")) == (layout.tar_key(3), "a.png")
-    assert layout.split_image_ref(layout.image_key(3, "a")) == (layout.image_key(3, "a"), None)
+    for fmt in ("webdataset", "parquet"):
+        for sid in ("a", "a#b", "ü.x"):
+            ref = layout.image_ref(3, sid, fmt)
+            assert layout.split_image_ref(ref) == (layout.pack_key(3, fmt), f"{sid}.png")
+    for sid in ("a", "a#b", "x.tar#y"):  # a png sample's id may hold '#': its key is not a packed reference
+        assert layout.split_image_ref(layout.image_key(3, sid)) == (layout.image_key(3, sid), None)

@@ -25,7 +25,7 @@ from PIL import Image
 from sjd_batch import cli
 from sjd_batch.runner import run_local
 from tests.report.conftest import CAPTIONS, Outputs
-from tests.test_worker import make_job, write_prompts
+from tests.test_worker import make_job, prompt_table, write_prompts
 
 VOID = {"img", "meta", "br", "hr", "link", "input", "source", "wbr"}
 
@@ -226,28 +226,38 @@ def test_single_job_without_failures(outputs: Outputs, tmp_path: Path, capsys: p
     assert len([img for img in parsed.imgs if img.get("class") == "plot"]) == 6
 
 
-def test_webdataset_and_ar_job(outputs: Outputs, tmp_path: Path) -> None:
-    """Images read from WebDataset tars; a second model and an AR job (no drafts: acceptance '-')."""
-    prompts = write_prompts(tmp_path / "in" / "p.parquet", 4)
-    config = make_job([prompts], str(tmp_path / "wds"), method={"name": "ar"},
-                      output={"image_format": "webdataset"})
-    assert run_local(config, progress=False).ok
+def test_packed_formats_and_ar_job(outputs: Outputs, tmp_path: Path) -> None:
+    """Images read from WebDataset tars and Parquet image files; a second model and an AR job (no drafts:
+    acceptance '-')."""
+    prompts = write_prompts(tmp_path / "in" / "p.parquet", 4)  # ids p0000-p0003
+    wds = make_job([prompts], str(tmp_path / "wds"), method={"name": "ar"},
+                   output={"image_format": "webdataset"})
+    others = write_prompts(tmp_path / "in2" / "p.parquet", prompt_table(4, start=100))  # p0100-p0103
+    parquet = make_job([others], str(tmp_path / "pq"), output={"image_format": "parquet"})
+    assert run_local(wds, progress=False).ok and run_local(parquet, progress=False).ok
     out = tmp_path / "report.html"
-    assert cli.main(["report", outputs.ok, config.output.uri, "--out", str(out), "--no-progress"]) == 0
+    jobs = [outputs.ok, wds.output.uri, parquet.output.uri]
+    assert cli.main(["report", *jobs, "--out", str(out), "--no-progress"]) == 0
     parsed = ParsedPage(out.read_text(encoding="utf-8"))
     by_job = {row.pop("job"): row for row in parsed.table("table-by-job")}
     assert by_job == {"sjd · shapes-t2i": expected_row([outputs.ok]),
-                      "ar · tiny-random": expected_row([config.output.uri])}
+                      "ar · tiny-random": expected_row([wds.output.uri]),
+                      "sjd · tiny-random": expected_row([parquet.output.uri])}
     assert by_job["ar · tiny-random"]["acceptance (%)"] == "-"
     thumbs = [img for img in parsed.imgs if img.get("class") == "thumb"]
-    tars = [img for img in thumbs if img["alt"].startswith("p")]  # the tiny-random job's samples
-    assert len(thumbs) == 10 and len(tars) == 4
-    from sjd_batch.io import layout, results
+    packed = [img for img in thumbs if img["alt"].startswith("p")]  # the tiny-random jobs' samples
+    assert len(thumbs) == 14 and len(packed) == 8
+    from sjd_batch.io import formats, layout
 
-    members = results.read_tar_shard((tmp_path / "wds" / layout.tar_key(0)).read_bytes())
-    for thumb in tars:
+    members = {}  # one shard per job
+    for fmt, root in (("webdataset", tmp_path / "wds"), ("parquet", tmp_path / "pq")):
+        key = layout.pack_key(0, fmt)
+        members |= formats.read_packed(key, (root / key).read_bytes())
+    assert len(members) == 4 * 3 + 4  # tar: .png, .txt, .json per sample; Parquet: the images
+    for thumb in packed:
         _, img = decode_data_uri(thumb["src"])
-        assert img.tobytes() == Image.open(io.BytesIO(members[thumb["alt"]]["png"])).convert("RGB").tobytes()
+        png = members[f"{thumb['alt']}.png"]
+        assert img.tobytes() == Image.open(io.BytesIO(png)).convert("RGB").tobytes()
 
 
 def test_job_with_nothing_committed(tmp_path: Path) -> None:
