@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "sjd_batch.commands.bench_forward",
         "time one window forward by window length and batch size; latency bound per window",
     ),
+    "bench-output": ("sjd_batch.commands.bench_output", "time resume and compact on a big fake output"),
     "bench-plan": ("sjd_batch.commands.bench_plan", "time `sjd-batch plan` on a generated many-row input"),
     "bench-runner": ("sjd_batch.commands.bench_runner", "runner samples/s with 1, 2, 4 CPU actors"),
     "train-shapes": ("sjd_batch.commands.train_shapes", "train the shipped shapes-t2i model from scratch"),

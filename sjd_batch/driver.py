@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import time
 from dataclasses import dataclass
+from typing import Iterable
 
 from sjd_batch.config import JobConfig
 from sjd_batch.io.prompts import InputError, ShardSpec
@@ -30,17 +31,25 @@ class ShardOutcome:
 
 
 class ShardQueue:
-    """Shard attempts still to run; a failed attempt is queued again up to `max_retries` times."""
+    """Shard attempts still to run: the shards left, taken from the plan as they are needed (never a
+    list of every shard), then the retries; a failed attempt is queued again up to `max_retries` times."""
 
-    def __init__(self, todo: list[ShardSpec], max_retries: int, tracker: JobTracker) -> None:
-        self.pending = collections.deque((spec, 0) for spec in todo)
+    def __init__(self, todo: Iterable[ShardSpec], count: int, max_retries: int, tracker: JobTracker) -> None:
+        self.fresh, self.unstarted = iter(todo), count
+        self.retries: collections.deque[tuple[ShardSpec, int]] = collections.deque()
         self.max_retries, self.tracker = max_retries, tracker
 
     def __bool__(self) -> bool:
-        return bool(self.pending)
+        return self.unstarted > 0 or bool(self.retries)
+
+    def __len__(self) -> int:
+        return self.unstarted + len(self.retries)
 
     def pop(self) -> tuple[ShardSpec, int]:
-        return self.pending.popleft()
+        if self.unstarted > 0:
+            self.unstarted -= 1
+            return next(self.fresh), 0
+        return self.retries.popleft()
 
     def settle(self, outcome: ShardOutcome) -> None:
         """Count a finished attempt, or retry its shard, or report it failed for good."""
@@ -51,12 +60,12 @@ class ShardQueue:
             self.tracker.fail(spec, outcome.error, attempt + 1)
         else:
             self.tracker.retry(spec, attempt, outcome.error)
-            self.pending.append((spec, attempt + 1))
+            self.retries.append((spec, attempt + 1))
 
     def fail_all(self, error: str) -> None:
         """Nothing can run the rest (e.g. no actor could start): report every queued shard failed."""
-        while self.pending:
-            spec, attempt = self.pending.popleft()
+        while self:
+            spec, attempt = self.pop()
             self.tracker.fail(spec, error, attempt)
 
 
@@ -68,7 +77,7 @@ def run_local(config: JobConfig, progress: bool = True, plan: PreparedJob | None
     t0 = time.perf_counter()
     plan = plan or prepare_job(config)
     tracker = JobTracker(plan, progress)
-    queue = ShardQueue(plan.todo, config.run.max_retries, tracker)
+    queue = ShardQueue(plan.todo(), plan.todo_count, config.run.max_retries, tracker)
     worker = ShardWorker(config, plan.job_id) if queue else None
     while queue and worker is not None:
         spec, attempt = queue.pop()

@@ -16,14 +16,18 @@ import platform
 import subprocess
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Iterator
 
 from sjd_batch.config import ConfigError, JobConfig, redact_uri
 from sjd_batch.identity import identity, job_id
 from sjd_batch.io import layout, results
-from sjd_batch.io.shards import InputFile, ShardPlan, ShardSpec
+from sjd_batch.io.commit_log import CommitSet, read_log
+from sjd_batch.io.shards import ShardPlan, ShardSpec
 from sjd_batch.io.storage import Storage, split_uri
 from sjd_batch.planning import check_inputs, check_output_outside_inputs, plan_job
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def check_model(config: JobConfig) -> None:
@@ -52,17 +56,35 @@ class JobError(RuntimeError):
 
 @dataclass(frozen=True)
 class PreparedJob:
-    """A job ready to run: its id, its output, every shard of its plan and the committed ones."""
+    """A job ready to run: its id, its output, its shard plan and the shards known to be committed.
+
+    `committed` comes from the commit log (`io.commit_log`), not from listing the markers: a rerun of
+    100k shards reads a few objects. A committed shard the log missed is run again and found committed
+    by its worker (one HEAD). Memory is O(files) for the plan plus a few bytes per committed shard.
+    """
 
     config: JobConfig
     job_id: str
     storage: Storage
-    shards: list[ShardSpec]
-    committed: dict[int, dict]  # shard -> its commit marker
+    plan: ShardPlan
+    committed: CommitSet
 
     @property
-    def todo(self) -> list[ShardSpec]:
-        return [s for s in self.shards if s.index not in self.committed]
+    def todo_count(self) -> int:
+        return len(self.plan) - int(self._done.sum())
+
+    @property
+    def todo_rows(self) -> int:
+        return self.plan.rows - self.plan.rows_of(self.committed.shards)
+
+    def todo(self) -> Iterator[ShardSpec]:
+        """The shards left, in plan order, computed as they are taken."""
+        done = self._done
+        return (self.plan[i] for i in range(len(self.plan)) if not done[i])
+
+    @property
+    def _done(self) -> np.ndarray:
+        return self.committed.mask(len(self.plan))
 
 
 def resolve_job_id(config: JobConfig) -> str:
@@ -87,25 +109,25 @@ def prepare_job(config: JobConfig) -> PreparedJob:
         raise JobError(f"input.uris: {list(config.input.uris)} hold no rows: nothing to generate")
     if existing is None:  # first run: the plan is fixed from here on, check the inputs once
         check_inputs(plan, config)
-    shards = list(plan)
-    claim_output(storage, config, jid, plan.files, shards)
-    return PreparedJob(config, jid, storage, shards, results.committed_shards(storage))
+    claim_output(storage, config, jid, plan)
+    return PreparedJob(config, jid, storage, plan, read_log(storage))
 
 
-def claim_output(storage: Storage, config: JobConfig, jid: str, inputs: Sequence[InputFile],
-                 shards: list[ShardSpec]) -> None:
-    """Write `job.json`, or check that the one there is this job's (jobs never mix in one output)."""
-    plan = [[s.index, redact_uri(s.source), s.row_start, s.row_end] for s in shards]
+def claim_output(storage: Storage, config: JobConfig, jid: str, plan: ShardPlan) -> None:
+    """Write `job.json`, or check that the one there is this job's (jobs never mix in one output).
+
+    The plan is recorded per input file (`ShardPlan.to_record`), never per shard.
+    """
     if not storage.exists(layout.JOB_FILE):
         manifest = {"job_id": jid, "layout_version": layout.LAYOUT_VERSION,
                     "schema_version": results.SCHEMA_VERSION,
                     "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "config": config.to_dict(),
-                    "identity": identity(config, inputs), "versions": package_versions(),
-                    "git_revision": git_revision(), "shards": plan}
+                    "identity": identity(config, plan.files), "versions": package_versions(),
+                    "git_revision": git_revision(), "plan": plan.to_record(redact_uri)}
         if storage.write_bytes(layout.JOB_FILE, json.dumps(manifest, indent=2).encode(), if_absent=True):
             return  # else another driver claimed it first: check its claim below
     existing = _read_manifest(storage) or {}
-    _check_owner(storage, jid, identity(config, inputs), existing)
+    _check_owner(storage, jid, identity(config, plan.files), existing)
     _check_plan(storage, jid, existing, plan)
 
 
@@ -116,13 +138,19 @@ def check_claim(storage: Storage, config: JobConfig, plan: ShardPlan) -> bool:
     if existing is not None:
         jid = job_id(config, plan.files)
         _check_owner(storage, jid, identity(config, plan.files), existing)
-        _check_plan(storage, jid, existing, [[s.index, redact_uri(s.source), s.row_start, s.row_end]
-                                             for s in plan])
+        _check_plan(storage, jid, existing, plan)
     return existing is not None
 
 
-def _check_plan(storage: Storage, jid: str, existing: dict, plan: list[list]) -> None:
-    if _where_free(existing.get("shards", [])) != _where_free(plan):
+def _check_plan(storage: Storage, jid: str, existing: dict, plan: ShardPlan) -> None:
+    """Same shards as the recorded plan (file names, rows, shard size; not the folders read from)."""
+    if "plan" in existing:
+        theirs = ShardPlan.from_record(existing["plan"])
+        same = _where_free_files(theirs) == _where_free_files(plan) and theirs.shard_size == plan.shard_size
+    else:  # a job.json that lists every shard (sjd-batch before the per-file plan)
+        mine = [[s.index, s.source, s.row_start, s.row_end] for s in plan]
+        same = _where_free(existing.get("shards", [])) == _where_free(mine)
+    if not same:
         raise JobError(
             f"the input of job {jid} changed since {storage.join(layout.JOB_FILE)} was written (the shard "
             "plan differs): a job's shards must never change between runs; write to a new output.uri"
@@ -131,9 +159,13 @@ def _check_plan(storage: Storage, jid: str, existing: dict, plan: list[list]) ->
 
 def sweep_partials(storage: Storage) -> int:
     """Delete partial files of committed shards: a worker killed between its commit and its own
-    clean-up leaves them behind, and a rerun skips that shard. Returns how many were deleted."""
-    committed = results.committed_shards(storage)
-    stale = [k for k in storage.list(layout.PARTIAL) if layout.shard_of(k) in committed]
+    clean-up leaves them behind, and a rerun skips that shard. Returns how many were deleted.
+
+    One LIST of `_partial/` (shards in flight only) and one HEAD per shard found there."""
+    keys = storage.list(layout.PARTIAL)
+    shards = {s for k in keys if (s := layout.shard_of(k)) is not None}
+    committed = {s for s in shards if storage.exists(layout.commit_key(s))}
+    stale = [k for k in keys if layout.shard_of(k) in committed]
     for key in stale:
         storage.delete(key)
     return len(stale)
@@ -144,6 +176,10 @@ def record_failure(storage: Storage, shard: int, error: str, attempts: int) -> N
     body = {"shard": shard, "error": error, "attempts": attempts,
             "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     storage.write_bytes(layout.failure_key(shard), json.dumps(body).encode())
+
+
+def _where_free_files(plan: ShardPlan) -> list[tuple]:
+    return [(split_uri(f.uri)[1], f.rows) for f in plan.files]
 
 
 def _where_free(plan: list[list]) -> list[tuple]:

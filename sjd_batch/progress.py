@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
+from sjd_batch.io.commit_log import CommitLog, LoggedCommit
 from sjd_batch.io.prompts import ShardSpec
+from sjd_batch.io.storage import Storage
 from sjd_batch.job import PreparedJob, record_failure, sweep_partials
 from sjd_batch.worker import ShardReport
 
@@ -35,6 +37,7 @@ class JobSummary:
     seconds: float = 0.0
     step_compression_sum: float = 0.0
     generated: int = 0
+    compaction_hint: str = ""  # when the output's stats are many small files (see `compaction_hint`)
 
     @property
     def ok(self) -> bool:
@@ -70,27 +73,35 @@ class JobSummary:
             f"mean step compression {self.step_compression_mean:.2f}",
         ]
         lines += [f"  shard {i} failed: {err}" for i, err in sorted(self.failed.items())]
+        if self.compaction_hint:
+            lines.append(f"  {self.compaction_hint}")
         return "\n".join(lines)
 
 
 class JobTracker:
     """Progress bar and summary bookkeeping shared by `run_job` and `run_local`."""
 
-    def __init__(self, plan: PreparedJob, progress: bool) -> None:
-        todo = plan.todo
-        self.storage, self.done = plan.storage, 0
-        self.summary = JobSummary(plan.job_id, plan.storage.uri, len(plan.shards),
-                                  shards_skipped=len(plan.shards) - len(todo))
-        self.rows = {s.index: s.num_rows for s in todo}  # shards not finished yet
-        self.counted: dict[int, int] = {}  # shard -> samples shown on the bar
-        self.bar = tqdm(total=sum(s.num_rows for s in todo), unit="img", disable=not progress,
-                        desc=f"job {plan.job_id}", dynamic_ncols=True, file=sys.stderr)
+    def __init__(self, job: PreparedJob, progress: bool) -> None:
+        import numpy as np
+
+        self.storage, self.plan, self.done = job.storage, job.plan, 0
+        todo = job.todo_count
+        self.summary = JobSummary(job.job_id, job.storage.uri, len(job.plan),
+                                  shards_skipped=len(job.plan) - todo)
+        self.finished = np.zeros(len(job.plan), dtype=bool)  # by this run: later progress is stale
+        self.counted: dict[int, int] = {}  # running shard -> samples shown on the bar
+        self.log = CommitLog(job.storage)  # what this run sees committed, for the next run's resume
+        if todo:
+            self.log.merge()
+        self.bar = tqdm(total=job.todo_rows, unit="img", disable=not progress,
+                        desc=f"job {job.job_id}", dynamic_ncols=True, file=sys.stderr)
         self._postfix()
 
     def progress(self, done: dict[int, int]) -> None:
         """Live samples: `done` maps running shards to their samples so far (monotone, capped)."""
         for shard, n in done.items():
-            self._advance(shard, min(n, self.rows.get(shard, 0)))
+            if 0 <= shard < len(self.plan) and not self.finished[shard]:
+                self._advance(shard, min(n, self.plan[shard].num_rows))
 
     def _advance(self, shard: int, n: int) -> None:
         delta = n - self.counted.get(shard, 0)
@@ -101,16 +112,20 @@ class JobTracker:
     def observe(self, spec: ShardSpec, report: ShardReport) -> None:
         """A shard finished (committed now, or found committed by an earlier attempt)."""
         s = self.summary
-        s.shards_committed += 1
+        if report.committed:
+            s.shards_committed += 1
+        else:  # committed by an earlier run that the commit log had not recorded
+            s.shards_skipped += 1
         s.samples += report.samples
         s.generated += report.generated
         s.bad_rows += report.bad_rows
         s.failed_samples += report.failed
         s.step_compression_sum += report.step_compression_sum
         self.done += 1
-        self._advance(spec.index, spec.num_rows)
-        self.rows.pop(spec.index, None)
-        self._postfix()
+        # A shard found committed (by an earlier attempt) is logged with zeros: its counts are its marker's.
+        self.log.add(LoggedCommit(spec.index, report.samples, report.bad_rows,
+                                  report.seconds if report.committed else 0.0))
+        self._finish(spec)
 
     def retry(self, spec: ShardSpec, attempt: int, error: str) -> None:
         """Attempt `attempt` of a shard failed and the shard goes back in the queue."""
@@ -121,8 +136,12 @@ class JobTracker:
         """A shard failed for good (after `attempts` attempts); `status` reports it until it commits."""
         self.summary.failed[spec.index] = error
         record_failure(self.storage, spec.index, error, attempts)
+        self._finish(spec)
+
+    def _finish(self, spec: ShardSpec) -> None:
         self._advance(spec.index, spec.num_rows)
-        self.rows.pop(spec.index, None)
+        self.counted.pop(spec.index, None)
+        self.finished[spec.index] = True
         self._postfix()
 
     def _postfix(self) -> None:
@@ -135,9 +154,29 @@ class JobTracker:
 
     def close(self, t0: float) -> JobSummary:
         self.bar.close()
+        self.log.flush()
+        self.summary.compaction_hint = compaction_hint(self.storage, self.summary)
         sweep_partials(self.storage)  # leftovers of shards committed by a killed worker; writes nothing
         # Parts of uploads whose actor was killed are invisible to LIST, yet stored and billed.
         self.storage.abort_multipart_uploads()
         self.summary.seconds = time.perf_counter() - t0
         return self.summary
 
+
+COMPACT_FROM = 1000  # per-shard stats files from which `sjd-batch compact` is worth suggesting
+
+
+def compaction_hint(storage: Storage, summary: JobSummary) -> str:
+    """A line saying when the stats are many small files that `sjd-batch compact` would merge."""
+    from sjd_batch.io.compaction import latest_manifest
+
+    committed = summary.shards_skipped + summary.shards_committed
+    if committed < COMPACT_FROM:
+        return ""
+    manifest = latest_manifest(storage, "stats")
+    covered = sum(hi - lo for lo, hi in manifest.covered) if manifest else 0
+    small = committed - covered
+    if small < COMPACT_FROM:
+        return ""
+    return (f"stats: {small:,} per-shard files not compacted; `sjd-batch compact {storage.uri}` merges them "
+            "into a few large ones (DuckDB, Polars and S3 listings slow down on many small files)")

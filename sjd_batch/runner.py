@@ -84,7 +84,7 @@ def run_job(config: JobConfig, progress: bool = True, ray_init: dict[str, Any] |
     t0 = time.perf_counter()
     plan = prepare_job(config)
     tracker = JobTracker(plan, progress)
-    queue = ShardQueue(plan.todo, config.run.max_retries, tracker)
+    queue = ShardQueue(plan.todo(), plan.todo_count, config.run.max_retries, tracker)
     if queue:  # a complete job starts no Ray at all
         started = _connect(ray_init)
         try:
@@ -228,7 +228,7 @@ class _ActorPool:
 
 def _drive(config: JobConfig, job_id: str, queue: ShardQueue, tracker: JobTracker) -> None:
     """Keep one shard in flight per ready actor; the pool replaces dead actors, the queue retries."""
-    pool = _ActorPool(config, job_id, _pool_size(config, len(queue.pending)))
+    pool = _ActorPool(config, job_id, _pool_size(config, len(queue)))
     try:
         while queue or pool.busy:
             while queue and pool.can_take:

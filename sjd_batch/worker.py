@@ -53,6 +53,7 @@ class ShardReport:
     step_compression_sum: float  # over the generated samples (the runner keeps a running mean)
     actor: str
     node: str
+    decode_s: float = 0.0  # of `seconds`, the time spent in the model: the rest is the runner's overhead
 
 
 Progress = Callable[[int, int], None]  # (shard, samples done so far in it)
@@ -100,9 +101,9 @@ class ShardWorker:
 
         `progress(shard, samples_done)` is called after each group of samples (for live progress bars).
         """
-        t0, started_at = time.perf_counter(), time.time()
+        t0, started_at, busy0 = time.perf_counter(), time.time(), self.decode.busy_s
         if self.committer.is_committed(spec.index):
-            return self._report(spec, attempt, [], 0, 0, 0, False, t0)
+            return self._report(spec, attempt, [], 0, 0, 0, False, t0, busy0)
         done_before = self.committer.done_records(spec.index)
         shard_in = read_input(spec, done_before, self.config.run.seed, self.id_rules)
         done = len(shard_in.done)
@@ -110,9 +111,11 @@ class ShardWorker:
         where = Placement(spec.index, attempt, self.actor, self.node, self.config.model.name,
                           self.method.method)
         fresh = self._produce(self.decode(shard_in.tasks), where, report)
-        info = CommitInfo(attempt, self.actor, self.node, started_at, time.time(), time.perf_counter() - t0)
+        info = CommitInfo(attempt, self.actor, self.node, started_at, time.time(), time.perf_counter() - t0,
+                          self.decode.busy_s - busy0)
         committed = self.committer.commit(shard_in, [*shard_in.done, *fresh], info)
-        return self._report(spec, attempt, fresh, done + len(fresh), done, len(shard_in.bad), committed, t0)
+        return self._report(spec, attempt, fresh, done + len(fresh), done, len(shard_in.bad), committed, t0,
+                            busy0)
 
     def _produce(self, decoded: Iterable[Decoded], where: Placement, report: Callable[[int], None]
                  ) -> list[StatsRecord]:
@@ -140,7 +143,7 @@ class ShardWorker:
         return records
 
     def _report(self, spec: ShardSpec, attempt: int, fresh: list[StatsRecord], samples: int, resumed: int,
-                bad: int, committed: bool, t0: float) -> ShardReport:
+                bad: int, committed: bool, t0: float, busy0: float) -> ShardReport:
         ok = [r for r in fresh if r.error is None]
         return ShardReport(
             shard=spec.index, attempt=attempt, samples=samples,

@@ -51,10 +51,15 @@ def test_plan_reports_what_is_left_and_an_estimate(tmp_path: Path, capsys: pytes
     code, _, err = _plan(capsys, save_job(config, tmp_path / "job.yaml"))
     assert code == 2 and "changed since" in err and "must never change between runs" in err
     (tmp_path / "in" / "b.parquet").unlink()
-    (tmp_path / "out" / "_commits" / "shard=00001.json").unlink()  # as if shard 1 never committed
-    code, out, _ = _plan(capsys, save_job(config, tmp_path / "job.yaml"))
-    assert code == 0 and "1 of 2 shards committed (4 rows); left: 1 shards, 4 rows" in out
+    # Shard 1's marker deleted by hand: the commit log still names it, until --verify repairs the log
+    (tmp_path / "out" / "_commits" / "shard=00001.json").unlink()
+    job = save_job(config, tmp_path / "job.yaml")
+    assert "2 of 2 shards committed" in _plan(capsys, job)[1]
+    code, out, _ = _plan(capsys, job, "--verify")
+    assert code == 0 and "0 committed shard(s) added, 1 without a marker removed" in out
+    assert "1 of 2 shards committed (4 rows); left: 1 shards, 4 rows" in out
     assert "images/s per actor (measured on the committed shards)" in out
+    assert "1 of 2 shards committed" in _plan(capsys, job)[1]  # the log stays repaired
 
 
 def test_plan_refuses_what_run_refuses(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

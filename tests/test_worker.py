@@ -64,7 +64,7 @@ def new_worker(config: JobConfig) -> ShardWorker:
 def run_all_shards(config: JobConfig, worker: ShardWorker | None = None) -> list:
     plan = prepare_job(config)
     worker = worker or ShardWorker(config, plan.job_id)
-    return [worker.run_shard(spec) for spec in plan.shards]
+    return [worker.run_shard(spec) for spec in plan.plan]
 
 
 def check_output(storage: Storage, expected_ids: set[str], shards: int, fmt: str = "png") -> pa.Table:
@@ -148,7 +148,7 @@ def test_rerun_is_exactly_once(prompts: str, tmp_path: Path) -> None:
 
 def test_progress_callback(prompts: str, tmp_path: Path) -> None:
     config = make_job([prompts], str(tmp_path / "out"))
-    shards = prepare_job(config).shards
+    shards = list(prepare_job(config).plan)
     calls: list[tuple[int, int]] = []
     new_worker(config).run_shard(shards[0], progress=lambda shard, n: calls.append((shard, n)))
     assert calls == [(0, 2), (0, 4)]  # after each batch of 2: samples done so far in shard 0
@@ -173,7 +173,7 @@ def test_crash_mid_shard_resumes_samples(prompts: str, tmp_path: Path) -> None:
     clean = make_job([prompts], str(tmp_path / "clean"))
     run_all_shards(clean)
     config = make_job([prompts], str(tmp_path / "crashed"))
-    shards = prepare_job(config).shards
+    shards = list(prepare_job(config).plan)
     worker = new_worker(config)
     worker.storage = CrashAfter(config.output.uri, limit=2)  # shard 0: 2 of 4 images, then crash
     with pytest.raises(OSError, match="simulated crash"):
@@ -200,7 +200,7 @@ class NoDelete(LocalStorage):
 
 def test_partials_of_committed_shards_are_swept(prompts: str, tmp_path: Path) -> None:
     config = make_job([prompts], str(tmp_path / "out"))
-    shards = prepare_job(config).shards
+    shards = list(prepare_job(config).plan)
     worker = new_worker(config)
     worker.storage = NoDelete(config.output.uri)
     assert worker.run_shard(shards[0]).committed

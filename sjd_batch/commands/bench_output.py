@@ -3,7 +3,9 @@ fabricated output of many committed shards (no model runs: the shards' files are
 
 `--what compact`: `--shards` committed per-shard stats files (`--rows` each); `sjd-batch compact`
 merges them; the DuckDB count over the README's dataset must be equal before and after.
-`--what resume`: `--shards` committed shards; times how long a rerun takes to decide what is left.
+`--what resume`: a job of `--shards` one-row shards, every one committed (its marker, and the commit
+log a driver writes); times how long a rerun takes to decide what is left (`decide_s`), a whole rerun
+(`rerun_s`), and, to compare, one LIST of the markers and the old way (LIST + a GET per marker).
 For S3, pass an `s3://bucket/prefix` output (the AWS environment names the endpoint).
 """
 
@@ -89,6 +91,49 @@ def bench_compact(storage: Storage, shards: int, rows: int) -> dict[str, Any]:
             "query_after_s": read_after}
 
 
+def bench_resume(storage: Storage, shards: int, folder: Path) -> dict[str, Any]:
+    """A job of `shards` one-row shards, all committed (markers and the commit log the driver writes),
+    then: how long a rerun takes to decide what is left, against listing and reading every marker."""
+    from sjd_batch.commands.bench_plan import generate
+    from sjd_batch.config import absolute_paths, parse_job
+    from sjd_batch.driver import run_local
+    from sjd_batch.io import results
+    from sjd_batch.io.commit_log import CommitLog, LoggedCommit
+    from sjd_batch.job import prepare_job
+
+    [prompts] = generate(folder, 1, shards)
+    config = absolute_paths(parse_job({"name": "bench-resume", "model": {"name": "tiny-random"},
+                                       "input": {"uris": [str(prompts)], "shard_size": 1},
+                                       "output": {"uri": storage.uri}}))
+    t0 = time.perf_counter()
+    job = prepare_job(config)  # the first run's planning and checks; writes job.json
+    log = CommitLog(storage)  # what the driver writes as shards commit
+    for spec in job.todo():
+        log.add(LoggedCommit(spec.index, 1, 0, 1.0))
+    log.flush()
+    _markers(storage, shards)
+    made = time.perf_counter() - t0
+    timings = {"fabricate_s": made}
+    for name, call in (("decide_s", lambda: prepare_job(config).todo_count),
+                       ("rerun_s", lambda: run_local(config, progress=False).shards_skipped),
+                       ("list_markers_s", lambda: len(storage.list("_commits/"))),
+                       ("read_every_marker_s", lambda: len(results.committed_shards(storage)))):
+        t1 = time.perf_counter()
+        timings[name.replace("_s", "_result")] = call()
+        timings[name] = time.perf_counter() - t1
+    return {"shards": shards, **timings}
+
+
+def _markers(storage: Storage, shards: int) -> None:
+    from sjd_batch.io import results
+
+    def one(shard: int) -> None:
+        results.write_commit(storage, shard, {"rows": 1, "errors": 0, "seconds": 1.0})
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(one, range(shards)))
+
+
 def main(args: argparse.Namespace) -> int:
     storage = Storage.from_uri(args.output)
     if storage.list():
@@ -97,7 +142,11 @@ def main(args: argparse.Namespace) -> int:
         result = bench_compact(storage, args.shards, args.rows)
         ok = result["duckdb_count_before"] == result["duckdb_count_after"] == result["expected"]
     else:
-        raise SystemExit("resume: not yet")
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="sjd-bench-resume-") as tmp:
+            result = bench_resume(storage, args.shards, Path(tmp))
+        ok = result["decide_result"] == 0 and result["rerun_result"] == args.shards
     result.update(output=args.output, what=args.what)
     print(json.dumps(result, indent=2, sort_keys=True))
     if args.json:

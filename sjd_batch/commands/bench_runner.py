@@ -1,21 +1,26 @@
-"""`sjd-batch bench-runner`: runner throughput with 1, 2 and 4 CPU actors, against calling
-`generate()` directly on the same prompts.
+"""`sjd-batch bench-runner`: what the runner costs around the model, and what the driver costs.
 
-For each actor count it runs one fresh job on an embedded Ray (kept up across the runs) and reports:
-- `wall samples/s`: samples over the whole `run_job` call (actor start and model load included);
-- `steady samples/s`: samples over the span from the first shard's start to the last shard's commit;
-- `efficiency`: steady samples/s over (actors x the 1-actor steady samples/s);
-- `overhead/sample`: 1-actor steady seconds per sample minus direct `generate()` seconds per sample,
-  both with one torch thread: what shards, PNG encoding, uploads, stats and commits cost.
-It is a benchmark, not a test; on a machine with fewer cores than actors, actors share cores.
+One fresh job per actor count (`--actors 1,8,32`) on an embedded Ray of `--cpus` logical CPUs, kept up
+across the runs. With k actors each asks for cpus/k CPUs, so 32 actors fit on a 2-core machine: they
+share the cores, so samples/s there measure the runner's own costs, not scaling. Per run:
+- `wall samples/s` over the whole `run_job` call (actor start-up included), and `steady samples/s`
+  from the first shard's start to the last commit (read from the commit markers);
+- `overhead`: (k x steady span - model seconds) / model seconds, where model seconds are the time the
+  actors spent inside the model (prompt encoding, decoding, pixels; `decode_s` in each commit marker).
+  Everything else an actor does counts: reading shards, encoding and storing images, stats, commits,
+  and waiting for the driver between shards (`between`, its part of the overhead);
+- the driver's CPU seconds (`time.process_time` of this process) and its peak RSS (sampled);
+- with `--s3`: S3 requests per sample by method, counted by a proxy in front of a local SeaweedFS.
+`--direct` also times `generate()` alone on the same prompts (1 torch thread, no Ray), the other way
+to see the runner's cost. A benchmark, not a test: on a shared machine, compare runs side by side.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -25,60 +30,67 @@ from sjd_batch.config import JobConfig, absolute_paths, parse_job
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="tiny-random")
-    parser.add_argument("--method", default="sjd-vp")
-    parser.add_argument("--prompts", type=int, default=96, help="samples per run")
+    parser.add_argument("--method", default="sjd")
+    parser.add_argument("--samples", "--prompts", type=int, default=96, help="samples per run")
     parser.add_argument("--actors", default="1,2,4", help="comma-separated actor counts")
+    parser.add_argument("--cpus", type=float, default=None,
+                        help="logical CPUs of the embedded Ray (default: the largest actor count)")
     parser.add_argument("--shard-size", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument("--s3", action="store_true", help="write to a local SeaweedFS, counting requests")
+    parser.add_argument("--direct", action="store_true", help="also time generate() alone")
+    parser.add_argument("--json", help="also save the figures to this file")
 
 
 def main(args: argparse.Namespace) -> int:
+    from sjd_batch.commands.bench_plan import generate
+
     counts = [int(a) for a in args.actors.split(",")]
+    cpus = args.cpus or float(max(counts))
     with tempfile.TemporaryDirectory(prefix="sjd-bench-runner-") as tmp:
-        texts = _prompts(args.prompts)
-        prompts = _write_prompts(Path(tmp) / "prompts.parquet", texts)
-        direct = _direct(_job(args, prompts, f"{tmp}/direct", 1), texts)
-        rows = _runs(args, prompts, tmp, counts)
-    report = _report(direct, rows, args)
-    print(json.dumps(report, indent=2) if args.json else _text(report))
-    return 0
+        [prompts] = generate(Path(tmp) / "prompts", 1, args.samples)
+        direct = _direct(_job(args, str(prompts), f"{tmp}/direct", 1, 1.0)) if args.direct else None
+        if args.s3:
+            from sjd_batch.commands.bench_s3 import local_s3
+
+            (Path(tmp) / "s3").mkdir()
+            with local_s3(str(Path(tmp) / "s3")) as proxy:
+                rows = _runs(args, str(prompts), "s3://bench", counts, cpus, proxy)
+        else:
+            rows = _runs(args, str(prompts), tmp, counts, cpus, None)
+    report = {"model": args.model, "method": args.method, "samples": args.samples, "cpus": cpus,
+              "shard_size": args.shard_size, "batch_size": args.batch_size, "s3": args.s3,
+              "direct": direct, "runs": rows}
+    print(_text(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2, sort_keys=True))
+    return 0 if all(r["ok"] for r in rows) else 1
 
 
-def _job(args: argparse.Namespace, prompts: str, out: str, actors: int) -> JobConfig:
+def _job(args: argparse.Namespace, prompts: str, out: str, actors: int, cpus_per_actor: float) -> JobConfig:
     return absolute_paths(parse_job({
-        "name": f"bench-runner-{actors}",
-        "model": {"name": args.model},
-        "method": {"name": args.method},
-        "input": {"uris": [prompts], "shard_size": args.shard_size},
-        "output": {"uri": out},
-        "run": {"batch_size": args.batch_size, "num_actors": actors, "cpus_per_actor": 1},
+        "name": f"bench-runner-{actors}", "model": {"name": args.model}, "method": {"name": args.method},
+        "input": {"uris": [prompts], "shard_size": args.shard_size}, "output": {"uri": out},
+        "run": {"batch_size": args.batch_size, "num_actors": actors, "cpus_per_actor": cpus_per_actor},
     }))
 
 
-def _prompts(n: int) -> list[str]:
-    shapes, colors = ("circle", "square", "triangle", "cross"), ("red", "blue", "green", "yellow", "pink")
-    return [f"a large {colors[i % 5]} {shapes[i // 5 % 4]} at center" for i in range(n)]
-
-
-def _write_prompts(path: Path, texts: list[str]) -> str:
-    from sjd_batch.io.prompts import write_prompts
-
-    return write_prompts(str(path), texts, [f"b{i:05d}" for i in range(len(texts))])
-
-
-def _direct(config: JobConfig, prompts: list[str]) -> dict[str, float]:
-    """Seconds per sample of `generate()` alone (one torch thread, like a 1-CPU actor)."""
+def _direct(config: JobConfig) -> dict[str, float]:
+    """Seconds per sample of `generate()` alone (one torch thread, like a 1-CPU actor), on the job's
+    prompts with the job's sample seeds."""
     import torch
 
     from sjd_batch.api import generate_batch
     from sjd_batch.decoding import sample_seed
+    from sjd_batch.io.prompts import plan_shards, read_shard
     from sjd_batch.models.loading import load_model
 
     torch.set_num_threads(1)
+    [shard] = plan_shards(list(config.input.uris), 1 << 40)
+    rows = read_shard(shard)
+    prompts, ids = [r.prompt for r in rows], [r.sample_id for r in rows]
     model = load_model(config.model.name, "cpu", config.model.dtype)
     n, size = len(prompts), config.run.batch_size
-    ids = [f"b{i:05d}" for i in range(n)]
     seeds = [sample_seed(config.run.seed, i) for i in ids]
     sampling, method = config.sampling.over(model.default_sampling), config.method.decode_config()
     # No warm-up call: an actor's first shard runs on a cold model too (it is inside the steady span).
@@ -90,47 +102,88 @@ def _direct(config: JobConfig, prompts: list[str]) -> dict[str, float]:
     return {"seconds": seconds, "samples_per_s": n / seconds, "s_per_sample": seconds / n}
 
 
-def _runs(args: argparse.Namespace, prompts: str, tmp: str, counts: list[int]) -> list[dict[str, Any]]:
-    from sjd_batch.io import results
-    from sjd_batch.io.storage import Storage
-    from sjd_batch.runner import local_ray, run_job
+def _runs(args: argparse.Namespace, prompts: str, out: str, counts: list[int], cpus: float,
+          proxy: Any) -> list[dict[str, Any]]:
+    from sjd_batch.runner import local_ray
 
     rows = []
-    with local_ray(max(counts)):
+    with local_ray(max(1, round(cpus))):
         for k in counts:
-            config = _job(args, prompts, f"{tmp}/run-{k}", k)
-            summary = run_job(config, progress=False)
-            if not summary.ok:
-                print(summary.text(), file=sys.stderr)
-            commits = results.committed_shards(Storage.from_uri(config.output.uri)).values()
-            span = max(c["finished_at"] for c in commits) - min(c["started_at"] for c in commits)
-            rows.append({"actors": k, "samples": summary.samples, "wall_s": summary.seconds,
-                         "wall_samples_per_s": summary.samples / summary.seconds,
-                         "steady_s": span, "steady_samples_per_s": summary.samples / span})
+            config = _job(args, prompts, f"{out}/run-{k}", k, cpus / k)
+            rows.append(_one_run(config, k, proxy))
     return rows
 
 
-def _report(direct: dict[str, float], rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
-    base = next((r for r in rows if r["actors"] == 1), rows[0])
-    per_actor = base["steady_samples_per_s"] / base["actors"]
-    for r in rows:
-        r["efficiency"] = r["steady_samples_per_s"] / (r["actors"] * per_actor)
-    overhead = base["steady_s"] / base["samples"] * base["actors"] - direct["s_per_sample"]
-    return {"model": args.model, "method": args.method, "prompts": args.prompts,
-            "shard_size": args.shard_size, "batch_size": args.batch_size, "direct": direct, "runs": rows,
-            "overhead_s_per_sample": overhead}
+def _one_run(config: JobConfig, actors: int, proxy: Any) -> dict[str, Any]:
+    from sjd_batch.io import results
+    from sjd_batch.io.storage import Storage
+    from sjd_batch.runner import run_job
+
+    before = proxy.snapshot() if proxy else {}
+    rss = _PeakRss()
+    cpu0 = time.process_time()
+    summary = run_job(config, progress=False)
+    driver_cpu = time.process_time() - cpu0
+    peak = rss.stop()
+    requests = {m: n - before.get(m, 0) for m, n in (proxy.snapshot() if proxy else {}).items()}
+    commits = list(results.committed_shards(Storage.from_uri(config.output.uri)).values())
+    span = max(c["finished_at"] for c in commits) - min(c["started_at"] for c in commits)
+    model_s = sum(c.get("decode_s", 0.0) for c in commits)
+    in_shards = sum(c["seconds"] for c in commits)
+    n = summary.samples
+    return {"actors": actors, "cpus_per_actor": config.run.cpus_per_actor, "ok": summary.ok, "samples": n,
+            "wall_s": summary.seconds, "wall_samples_per_s": n / summary.seconds, "steady_s": span,
+            "steady_samples_per_s": n / span, "model_s": model_s,
+            "overhead": (actors * span - model_s) / model_s if model_s else None,
+            "between": (actors * span - in_shards) / model_s if model_s else None,
+            "driver_cpu_s": driver_cpu, "driver_peak_rss_mb": peak / 2**20,
+            "s3_requests": requests, "s3_requests_per_sample": sum(requests.values()) / n if proxy else None}
+
+
+class _PeakRss:
+    """Samples this process's resident set size every 0.25 s until `stop()`, which returns the peak."""
+
+    def __init__(self) -> None:
+        self.peak, self.done = _rss(), threading.Event()
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+        self.thread.start()
+
+    def _watch(self) -> None:
+        while not self.done.wait(0.25):
+            self.peak = max(self.peak, _rss())
+
+    def stop(self) -> int:
+        self.done.set()
+        self.thread.join()
+        return max(self.peak, _rss())
+
+
+def _rss() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
 
 
 def _text(report: dict[str, Any]) -> str:
-    d = report["direct"]
-    lines = [
-        f"model {report['model']}, method {report['method']}, {report['prompts']} prompts, shard "
-        f"{report['shard_size']}, batch {report['batch_size']}",
-        f"direct generate(): {d['samples_per_s']:.2f} samples/s ({d['s_per_sample'] * 1000:.1f} ms/sample)",
-        f"{'actors':>6} {'wall s':>8} {'wall samples/s':>15} {'steady samples/s':>17} {'efficiency':>11}",
-    ]
+    where = "S3 (local SeaweedFS)" if report["s3"] else "local folder"
+    lines = [f"model {report['model']}, method {report['method']}, {report['samples']} samples, shards of "
+             f"{report['shard_size']}, batches of {report['batch_size']}, {report['cpus']:g} CPUs for the "
+             f"actors, output {where}"]
+    if report["direct"]:
+        d = report["direct"]
+        lines.append(f"direct generate(): {d['samples_per_s']:.2f} samples/s "
+                     f"({d['s_per_sample'] * 1000:.1f} ms/sample)")
+    lines.append(f"{'actors':>6} {'wall s':>8} {'wall/s':>8} {'steady/s':>9} {'overhead':>9} {'between':>8} "
+                 f"{'driver CPU s':>12} {'driver MB':>10} {'S3 req/sample':>14}")
     for r in report["runs"]:
-        lines.append(f"{r['actors']:>6} {r['wall_s']:>8.1f} {r['wall_samples_per_s']:>15.2f} "
-                     f"{r['steady_samples_per_s']:>17.2f} {r['efficiency']:>11.2f}")
-    lines.append(f"runner overhead: {report['overhead_s_per_sample'] * 1000:.1f} ms/sample (1 actor, steady)")
+        s3 = f"{r['s3_requests_per_sample']:.2f}" if r["s3_requests_per_sample"] is not None else "-"
+        lines.append(f"{r['actors']:>6} {r['wall_s']:>8.1f} {r['wall_samples_per_s']:>8.1f} "
+                     f"{r['steady_samples_per_s']:>9.1f} {_pct(r['overhead']):>9} {_pct(r['between']):>8} "
+                     f"{r['driver_cpu_s']:>12.1f} {r['driver_peak_rss_mb']:>10.0f} {s3:>14}")
     return "\n".join(lines)
+
+
+def _pct(x: float | None) -> str:
+    return f"{100 * x:.1f}%" if x is not None else "-"

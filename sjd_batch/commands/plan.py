@@ -26,6 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override a job key, as in `sjd-batch run` (repeatable)")
     parser.add_argument("--check-ids", action="store_true",
                         help="scan the ids even when the job has started (its first run did)")
+    parser.add_argument("--verify", action="store_true",
+                        help="list the commit markers and repair the commit log where it disagrees")
     parser.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -46,16 +48,20 @@ class PlanReport:
     left_shards: int = 0
     left_rows: int = 0
     ids: dict[str, Any] | None = None  # the id scan's figures, when it ran
+    verified: dict[str, int] | None = None  # --verify: shards the log lacked / named without a marker
     images_per_s: float | None = None  # per actor, measured on the committed shards
     estimate_s: float | None = None  # the rows left at that rate, on run.num_actors actors
     seconds: dict[str, float] = field(default_factory=dict)  # where planning spent its time
 
 
-def make_report(config: JobConfig, check_ids: bool = False) -> PlanReport:
-    """Plan the job and read what its output holds; raises what `sjd-batch run` would raise."""
+def make_report(config: JobConfig, check_ids: bool = False, verify: bool = False) -> PlanReport:
+    """Plan the job and read what its output holds; raises what `sjd-batch run` would raise.
+
+    What is committed comes from the commit log (a few objects, `io.commit_log`); with `verify`, the
+    markers are listed first and the log is repaired to match them.
+    """
     from sjd_batch.identity import job_id
-    from sjd_batch.io import results
-    from sjd_batch.io.layout import JOB_FILE
+    from sjd_batch.io.commit_log import CommitSet, read_log, reconcile
     from sjd_batch.io.storage import Storage
     from sjd_batch.job import check_claim
     from sjd_batch.planning import check_inputs, plan_job
@@ -75,20 +81,22 @@ def make_report(config: JobConfig, check_ids: bool = False) -> PlanReport:
                       "spilled_bytes": scan.spilled_bytes}
         report.seconds["ids"] = time.perf_counter() - t1
     t2 = time.perf_counter()
-    committed = results.committed_shards(storage) if storage.exists(JOB_FILE) else {}
+    if started and verify:
+        missing, stale = reconcile(storage)
+        report.verified = {"missing_from_log": len(missing), "not_committed": len(stale)}
+    committed = read_log(storage) if started else CommitSet.of([])
     report.seconds["committed"] = time.perf_counter() - t2
     _fill_progress(report, plan, committed, config.run.num_actors)
     return report
 
 
-def _fill_progress(report: PlanReport, plan: Any, committed: dict[int, dict], actors: int) -> None:
-    done = [i for i in committed if 0 <= i < len(plan)]
-    report.committed_shards = len(done)
-    report.committed_rows = sum(plan[i].num_rows for i in done)
-    report.left_shards = len(plan) - len(done)
+def _fill_progress(report: PlanReport, plan: Any, committed: Any, actors: int) -> None:
+    done = committed.mask(len(plan))
+    report.committed_shards = int(done.sum())
+    report.committed_rows = plan.rows_of(committed.shards)
+    report.left_shards = len(plan) - report.committed_shards
     report.left_rows = plan.rows - report.committed_rows
-    samples = sum(c.get("rows", 0) for c in committed.values())
-    busy = sum(c.get("seconds", 0.0) for c in committed.values())
+    samples, busy = int(committed.rows.sum()), float(committed.seconds.sum())
     if samples and busy > 0:
         report.images_per_s = samples / busy
         report.estimate_s = report.left_rows / report.images_per_s / max(1, actors)
@@ -104,6 +112,9 @@ def text(r: PlanReport) -> str:
         lines.append(f"  ids: {ids['checked']:,} checked, none repeated across shards; {ids['unusable']:,} "
                      f"unusable (those rows will be skipped with their reason) "
                      f"[{r.seconds.get('ids', 0):.1f} s, {ids['partitions']} spill partition(s)]")
+    if r.verified is not None:
+        lines.append(f"  commit log verified against the markers: {r.verified['missing_from_log']} committed "
+                     f"shard(s) added, {r.verified['not_committed']} without a marker removed")
     if not r.started:
         lines.append("  output: not started")
     else:
@@ -133,7 +144,7 @@ def main(args: argparse.Namespace) -> int:
 
     try:
         config = load_job(args.job, args.overrides)
-        report = make_report(config, check_ids=args.check_ids)
+        report = make_report(config, check_ids=args.check_ids, verify=args.verify)
     except (ConfigError, JobError, StorageError) as e:
         print(f"sjd-batch plan: error: {e}", file=sys.stderr)
         return 2

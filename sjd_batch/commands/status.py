@@ -17,6 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def job_status(storage: Storage) -> dict:
     """Shard counts from `job.json` (the plan), the commit markers and the failure records."""
     from sjd_batch.io import layout, results
+    from sjd_batch.io.shards import planned_shard_count
 
     job = results.read_job_file(storage)
     committed = results.committed_shards(storage)
@@ -25,7 +26,7 @@ def job_status(storage: Storage) -> dict:
         record = json.loads(storage.read_bytes(key))
         if record["shard"] not in committed:
             failed[record["shard"]] = record["error"]
-    planned = [s[0] for s in job.get("shards", [])]
+    planned = range(planned_shard_count(job))
     return {
         "job_id": job.get("job_id"), "name": job.get("config", {}).get("name"), "shards": len(planned),
         "committed": sorted(committed), "failed": failed,

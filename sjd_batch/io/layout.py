@@ -20,6 +20,7 @@ retry rewrites the same objects and never adds new ones):
     ├── errors/job_id=<id>/shard=00003/part-0.parquet   skipped input rows and their reason (and errors/
     │                                                     _compacted/, errors/_manifest/ likewise)
     ├── _commits/shard=00003.json                       commit marker: written last, create-only
+    ├── _commitlog/part-<run>-000001.parquet            the committed shards a driver saw (io/commit_log.py)
     ├── _partial/shard=00003/rows-000000000012.json     stats records of finished samples (from row 12)
     ├── _partial/shard=00003/row-000000000012.png       webdataset, parquet: a sample's PNG (by its input
     │                                                     row) until the shard's tar or Parquet file is packed
@@ -46,6 +47,7 @@ STATS = "stats/"
 ERRORS = "errors/"
 COMMITS = "_commits/"
 PARTIAL = "_partial/"
+COMMIT_LOG = "_commitlog/"
 FAILURES = "_failures/"
 
 COMPACTED = "_compacted"
@@ -121,6 +123,16 @@ def errors_key(job_id: str, shard: int) -> str:
 def commit_key(shard: int) -> str:
     """A shard's commit marker."""
     return f"{COMMITS}{_shard(shard)}.json"
+
+
+def commit_log_part(run: str, seq: int) -> str:
+    """One part of the commit log, written by the driver of run `run` (io/commit_log.py)."""
+    return f"{COMMIT_LOG}part-{run}-{seq:06d}.parquet"
+
+
+def commit_log_merged(run: str) -> str:
+    """The union of earlier parts of the commit log, written by run `run`."""
+    return f"{COMMIT_LOG}merged-{run}.parquet"
 
 
 def partial_folder(shard: int) -> str:

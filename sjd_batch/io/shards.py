@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +81,35 @@ class ShardPlan:
     def shards_of(self, file_index: int) -> range:
         return range(self._first[file_index], self._first[file_index + 1])
 
+    def rows_of(self, shards: Iterable[int]) -> int:
+        """Input rows of the given shards, each counted once (numbers outside the plan count nothing)."""
+        import numpy as np
+
+        index = np.unique(np.fromiter(shards, dtype=np.int64))
+        index = index[(index >= 0) & (index < len(self))]
+        first = np.asarray(self._first[:-1], dtype=np.int64)
+        k = np.searchsorted(first, index, side="right") - 1
+        start = (index - first[k]) * self.shard_size
+        rows = np.asarray([f.rows for f in self.files], dtype=np.int64)[k]
+        return int(np.sum(np.minimum(start + self.shard_size, rows) - start))
+
+    def to_record(self, redact: Callable[[str], str] = lambda uri: uri) -> dict[str, Any]:
+        """The plan as `job.json` records it: O(files), with each URI passed through `redact`."""
+        return {"shard_size": self.shard_size, "shards": len(self), "rows": self.rows,
+                "files": [{"uri": redact(f.uri), "rows": f.rows, "has_id": f.has_id, "size": f.size,
+                           "footer": f.footer} for f in self.files]}
+
+    @staticmethod
+    def from_record(record: dict[str, Any]) -> ShardPlan:
+        files = tuple(InputFile(f["uri"], f["rows"], f["has_id"], f["size"], f["footer"])
+                      for f in record["files"])
+        return ShardPlan(files, record["shard_size"])
+
     def first_rows(self) -> tuple[int, ...]:
         """Global row number of each file's row 0, plus the total: global row = first_rows()[k] + row."""
         return self._row0
+
+
+def planned_shard_count(job: dict[str, Any]) -> int:
+    """How many shards the plan in a `job.json` has (the per-file record, or an older per-shard list)."""
+    return int(job["plan"]["shards"]) if "plan" in job else len(job.get("shards", []))

@@ -62,7 +62,9 @@ class JobOutput:
 
     @property
     def planned(self) -> int:
-        return len(self.manifest.get("shards", []))
+        from sjd_batch.io.shards import planned_shard_count
+
+        return planned_shard_count(self.manifest)
 
 
 def load_job(uri: str) -> JobOutput:

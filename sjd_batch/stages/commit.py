@@ -33,6 +33,7 @@ class CommitInfo:
     started_at: float  # epoch seconds
     finished_at: float
     seconds: float
+    decode_s: float = 0.0  # of `seconds`, in the model
 
 
 class ShardCommitter:
@@ -73,7 +74,8 @@ class ShardCommitter:
         body = {"job_id": self.job_id, "rows": len(records), "errors": len(bad), "stats_key": skey,
                 "errors_key": ekey, "attempt": info.attempt, "actor": info.actor, "node": info.node,
                 "source": redact_uri(spec.source), "row_start": spec.row_start, "row_end": spec.row_end,
-                "started_at": info.started_at, "finished_at": info.finished_at, "seconds": info.seconds}
+                "started_at": info.started_at, "finished_at": info.finished_at, "seconds": info.seconds,
+                "decode_s": info.decode_s}
         committed = results.write_commit(self.storage, spec.index, body)  # last: the shard becomes visible
         self.cleanup(spec.index)
         return committed

@@ -24,6 +24,7 @@ class DecodeStage:
     def __init__(self, model: ImageTokenModel, sampling: SamplingConfig, method: DecodeConfig,
                  batch_size: int) -> None:
         self.model, self.sampling, self.method, self.batch_size = model, sampling, method, batch_size
+        self.busy_s = 0.0  # seconds spent in the model (prompt encoding, decoding, pixels), all calls
 
     def __call__(self, tasks: Iterable[SampleTask]) -> Iterator[Decoded]:
         stream = iter(tasks)
@@ -46,7 +47,11 @@ class DecodeStage:
     def _generate(self, batch: list[SampleTask]) -> list[GenerationResult]:
         rows = [t.row for t in batch]
         negatives = [r.negative_prompt for r in rows] if any(r.negative_prompt for r in rows) else None
-        return generate_batch(
-            self.model, [r.prompt for r in rows], negatives, [r.sample_id for r in rows],
-            [t.seed for t in batch], self.sampling, self.method,
-        )
+        t0 = time.perf_counter()
+        try:
+            return generate_batch(
+                self.model, [r.prompt for r in rows], negatives, [r.sample_id for r in rows],
+                [t.seed for t in batch], self.sampling, self.method,
+            )
+        finally:
+            self.busy_s += time.perf_counter() - t0

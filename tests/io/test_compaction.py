@@ -117,3 +117,21 @@ def test_a_broken_manifest_is_a_clear_error(store: Storage, bad: bytes) -> None:
     store.write_bytes("stats/_manifest/00000001.json", bad)
     with pytest.raises(Exception, match="is not a valid compaction manifest"):
         compaction.latest_manifest(store, "stats")
+
+
+def test_the_run_summary_says_when_compaction_would_help(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sjd_batch import progress
+    from sjd_batch.progress import JobSummary, compaction_hint
+
+    monkeypatch.setattr(progress, "COMPACT_FROM", 20)  # 1,000 by default
+    COMPACT_FROM = 20
+    store = Storage.from_uri(str(tmp_path / "out"))
+    fabricate(store, range(COMPACT_FROM), rows=1)
+    summary = JobSummary("id", store.uri, COMPACT_FROM, shards_skipped=COMPACT_FROM - 10, shards_committed=10)
+    hint = compaction_hint(store, summary)
+    assert f"{COMPACT_FROM:,} per-shard files not compacted; `sjd-batch compact {store.uri}`" in hint
+    summary.compaction_hint = hint
+    assert hint in summary.text()
+    compact_output(store, 64 << 20, grace_s=0)
+    assert compaction_hint(store, summary) == ""  # compacted: nothing to say
+    assert compaction_hint(store, JobSummary("id", store.uri, 10, shards_committed=10)) == ""

@@ -171,7 +171,7 @@ def test_imagefolder_shows_committed_shards_only(prompts: str, tmp_path: Path) -
     """Shard 1 dies after two of its images (no metadata.jsonl, no marker): the imagefolder dataset
     and the stats both hold shard 0's samples only; its rerun completes both."""
     config = make_job([prompts], str(tmp_path / "out"), input={"shard_size": 3})
-    shards = prepare_job(config).shards
+    shards = prepare_job(config).plan
     worker = new_worker(config)
     assert worker.run_shard(shards[0]).committed
     worker.storage = FailAfter(config.output.uri, layout.IMAGES, limit=1)
@@ -192,7 +192,7 @@ def test_a_resumed_shard_packs_identical_bytes(fmt: str, prompts: str, outputs: 
     file is byte-identical to the uninterrupted run's: no timing or placement is packed."""
     config = make_job([prompts], str(tmp_path / "out"), input={"shard_size": 3}, output={"image_format": fmt},
                       run={"batch_size": 1})
-    shards = prepare_job(config).shards
+    shards = prepare_job(config).plan
     worker = new_worker(config)
     worker.storage = FailAfter(config.output.uri, layout.PARTIAL, limit=3)  # 2 PNGs + their group record
     with pytest.raises(OSError, match="simulated crash"):
