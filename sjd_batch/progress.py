@@ -10,12 +10,13 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 from tqdm import tqdm
 
 from sjd_batch.io.commit_log import CommitLog, LoggedCommit
 from sjd_batch.io.prompts import ShardSpec
-from sjd_batch.io.storage import Storage
+from sjd_batch.io.storage import Storage, StorageError
 from sjd_batch.job import PreparedJob, record_failure, sweep_partials
 from sjd_batch.worker import ShardReport
 
@@ -38,6 +39,7 @@ class JobSummary:
     step_compression_sum: float = 0.0
     generated: int = 0
     compaction_hint: str = ""  # when the output's stats are many small files (see `compaction_hint`)
+    unrecorded: list[str] = field(default_factory=list)  # bookkeeping writes the store refused (an outage)
 
     @property
     def ok(self) -> bool:
@@ -56,8 +58,9 @@ class JobSummary:
     def step_compression_mean(self) -> float:
         return self.step_compression_sum / self.generated if self.generated else float("nan")
 
-    def text(self) -> str:
-        """A human summary; failed shards are listed with their last error."""
+    def text(self, command: str = "") -> str:
+        """A human summary; failed shards are listed with their last error, then what was left
+        unrecorded and, when shards are missing, the next step (`command`: how this run was started)."""
         lines = [
             f"job {self.job_id} -> {self.output}: {'OK' if self.ok else 'FAILED'}",
             f"  shards: {self.shards_total} total, {self.shards_skipped} already committed, "
@@ -73,9 +76,18 @@ class JobSummary:
             f"mean step compression {self.step_compression_mean:.2f}",
         ]
         lines += [f"  shard {i} failed: {err}" for i, err in sorted(self.failed.items())]
+        lines += [f"  could not {what}" for what in self.unrecorded]
         if self.compaction_hint:
             lines.append(f"  {self.compaction_hint}")
+        if not self.ok:
+            lines.append(self._next_step(command))
         return "\n".join(lines)
+
+    def _next_step(self, command: str) -> str:
+        done = self.shards_skipped + self.shards_committed
+        rerun = f"rerun the same command ({command})" if command else "rerun the job"
+        return (f"  {done} of {self.shards_total} shards are committed and stay as they are; {rerun} once "
+                f"the cause above is fixed: it resumes with the {self.shards_total - done} shards left")
 
 
 class JobTracker:
@@ -135,8 +147,18 @@ class JobTracker:
     def fail(self, spec: ShardSpec, error: str, attempts: int) -> None:
         """A shard failed for good (after `attempts` attempts); `status` reports it until it commits."""
         self.summary.failed[spec.index] = error
-        record_failure(self.storage, spec.index, error, attempts)
+        self._bookkeep(f"record shard {spec.index}'s failure for `status`", record_failure, self.storage,
+                       spec.index, error, attempts)
         self._finish(spec)
+
+    def _bookkeep(self, what: str, write: Callable[..., Any], *args: Any) -> Any:
+        """Run a bookkeeping write; when the store refuses it (a long outage), note it for the summary
+        instead of ending the run without one. Committed shards never depend on these writes."""
+        try:
+            return write(*args)
+        except StorageError as e:
+            self.summary.unrecorded.append(f"{what}: {e}")
+            return None
 
     def _finish(self, spec: ShardSpec) -> None:
         self._advance(spec.index, spec.num_rows)
@@ -154,11 +176,18 @@ class JobTracker:
 
     def close(self, t0: float) -> JobSummary:
         self.bar.close()
-        self.log.flush()
-        self.summary.compaction_hint = compaction_hint(self.storage, self.summary)
-        sweep_partials(self.storage)  # leftovers of shards committed by a killed worker; writes nothing
+        # Each step below is bookkeeping: when the store is down, the summary says what was skipped.
+        self._bookkeep("write the commit log (the next run relearns those commits from the markers)",
+                       self.log.flush)
+        hint = self._bookkeep("check whether compaction would help", compaction_hint, self.storage,
+                              self.summary)
+        self.summary.compaction_hint = hint or ""
+        # Leftovers of shards committed by a killed worker; a later run sweeps them.
+        self._bookkeep("delete committed shards' leftover partial files (a later run does)", sweep_partials,
+                       self.storage)
         # Parts of uploads whose actor was killed are invisible to LIST, yet stored and billed.
-        self.storage.abort_multipart_uploads()
+        self._bookkeep("abort unfinished multipart uploads (a later run does)",
+                       self.storage.abort_multipart_uploads)
         self.summary.seconds = time.perf_counter() - t0
         return self.summary
 

@@ -12,7 +12,8 @@ whether to answer with a `Fault` instead:
 
 `FlakyProxy(target_url, fail_first=3)` fails the first `fail_first` matching requests and forwards the
 rest. `OutageProxy` switches between healthy, failing and slow windows of random length from a seeded
-schedule (the fault-injection suite's S3 faults). Every proxy is bounded: it serves from daemon threads
+schedule (the fault-injection suite's S3 faults), and `begin_outage()` makes it fail every request until
+`stop_faults()` (a long outage). Every proxy is bounded: it serves from daemon threads
 and shuts itself down after `lifetime_s` even if the test forgets to stop it.
 
     with FlakyProxy(s3_endpoint, fail_first=3) as proxy:
@@ -132,6 +133,12 @@ class OutageProxy(FaultProxy):
         """Forward everything from now on (the rerun after a trial must see a healthy store)."""
         with self._lock:
             self._faults_on, self._kind = False, "ok"
+
+    def begin_outage(self) -> None:
+        """Answer every request with a 503 from now until `stop_faults()`: a store that is down."""
+        with self._lock:
+            self._faults_on, self._kind, self._until = True, "fail", float("inf")
+            self.windows.append((round(time.monotonic() - self._t0, 2), float("inf"), "outage"))
 
     def fault(self, method: str, path: str) -> Fault | None:
         with self._lock:

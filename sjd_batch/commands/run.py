@@ -8,6 +8,7 @@ the job could not start (bad config, output owned by another job, unreadable inp
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 
 from sjd_batch.config import ConfigError, load_job
@@ -36,5 +37,12 @@ def main(args: argparse.Namespace) -> int:
     except (ConfigError, JobError, StorageError) as e:
         print(f"sjd-batch run: error: {e}", file=sys.stderr)
         return 2
-    print(summary.text())
+    print(summary.text(_command(args)))
     return 0 if summary.ok else 1
+
+
+def _command(args: argparse.Namespace) -> str:
+    """This run's command line, for the summary's next step (`--set` values may hold no credential:
+    load_job refuses a URI that carries one)."""
+    sets = [a for override in args.overrides for a in ("--set", override)]
+    return shlex.join(["sjd-batch", "run", args.job, *(["--local"] if args.local else []), *sets])
