@@ -138,19 +138,27 @@ def committed_shards(storage: Storage) -> dict[int, dict[str, Any]]:
         return dict(pool.map(load, keys))
 
 
-def stats_dataset(storage: Storage, committed_only: bool = True) -> ds.Dataset:
-    """The stats as a `pyarrow.dataset` (hive partitions `job_id`, `shard`), for DuckDB/Polars/Arrow."""
-    return _dataset(storage, layout.STATS, STATS_SCHEMA, committed_only)
+def stats_dataset(output: Storage | str, committed_only: bool = True) -> ds.Dataset:
+    """The stats as a `pyarrow.dataset` (hive partitions `job_id`, `shard`), for DuckDB/Polars/Arrow.
+
+    `output`: the job's output URI (a local folder, `s3://bucket/prefix`) or its `Storage`."""
+    return _dataset(_storage(output), layout.STATS, STATS_SCHEMA, committed_only)
 
 
-def read_stats(storage: Storage, committed_only: bool = True) -> pa.Table:
-    """All stats rows of committed shards (or of every shard written, with `committed_only=False`)."""
-    return stats_dataset(storage, committed_only).to_table()
+def read_stats(output: Storage | str, committed_only: bool = True) -> pa.Table:
+    """All stats rows of committed shards (or of every shard written, with `committed_only=False`) of the
+    output at `output` (a URI or a `Storage`)."""
+    return stats_dataset(output, committed_only).to_table()
 
 
-def read_errors(storage: Storage, committed_only: bool = True) -> pa.Table:
+def read_errors(output: Storage | str, committed_only: bool = True) -> pa.Table:
     """All skipped input rows of committed shards, with their `job_id` and `shard`."""
-    return _dataset(storage, layout.ERRORS, ERRORS_SCHEMA, committed_only).to_table()
+    return _dataset(_storage(output), layout.ERRORS, ERRORS_SCHEMA, committed_only).to_table()
+
+
+def _storage(output: Storage | str) -> Storage:
+    # A URI as the user would write it; Storage.from_uri refuses one that carries credentials.
+    return output if isinstance(output, Storage) else Storage.from_uri(output)
 
 
 def _dataset(storage: Storage, folder: str, schema: pa.Schema, committed_only: bool) -> ds.Dataset:
