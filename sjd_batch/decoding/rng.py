@@ -96,13 +96,30 @@ def race(probs: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     draw (the Gumbel-max trick in another guise) and, unlike `torch.multinomial`, it never syncs.
 
     Args:
-        probs: [..., V] non-negative weights (need not be normalised).
+        probs: [..., V] non-negative weights (need not be normalised), any float dtype.
         k: [...] int64 keys.
 
     Returns:
-        [...] int64 indices.
+        [...] int64 indices; never one of weight 0 unless the whole row is 0.
     """
     vk = _vocab_keys(probs.shape[-1], str(probs.device))
-    bits = mix32(k[..., None] ^ vk) >> 8  # 24 bits: exactly representable in float32
-    u = (bits.to(probs.dtype) + 0.5) * (2.0**-24)
-    return (probs / -torch.log(u)).argmax(-1)
+    return race_bits(probs, mix32(k[..., None] ^ vk))
+
+
+def race_bits(probs: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
+    """The race of `race` from given 32-bit hashes bits [..., V] (exposed to test the extremes)."""
+    work = torch.float64 if probs.dtype == torch.float64 else torch.float32
+    return (probs.to(work) / exponentials(bits, work)).argmax(-1)
+
+
+def exponentials(bits: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Exponential variates E = -log U from 32-bit hashes, with U strictly inside (0, 1).
+
+    U = (b + 1/2) 2^-23 from the top 23 bits b: every value, 1/2 included, is exact in float32, so
+    U lies in [2^-24, 1 - 2^-24] and E in (0, 17) whatever the dtype of the weights. (Computing U in
+    the weights' own dtype, as before, rounded U to exactly 1 (E = 0, so 0/0 = NaN won the argmax
+    for a zero-weight index) in float32 at the largest 24-bit value, often in bfloat16, and
+    overflowed to inf in float16.)
+    """
+    u = ((bits >> 9).to(dtype) + 0.5) * 2.0**-23
+    return -torch.log(u)
