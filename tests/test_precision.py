@@ -18,7 +18,7 @@ import torch
 
 import sjd_batch
 from sjd_batch.decoding.protocol import decode_window, prefill_window
-from sjd_batch.models.shapes.model import generator_captions
+from sjd_batch.models.shapes.captions import generator_captions
 
 TOP1_MIN = 0.98
 TV_MEAN_MAX = 0.02

@@ -34,8 +34,8 @@ import torch
 from sjd_batch.api import generate
 from sjd_batch.commands.bench import MethodSpec, parse_methods
 from sjd_batch.models.loading import load_model
-from sjd_batch.models.shapes.checker import cell_regions, check, detect, object_mask
-from sjd_batch.models.shapes.data import COLORS, GRID, SHAPES, SIZES, make_batch
+from sjd_batch.training.shapes.checker import cell_regions, check, detect, object_mask
+from sjd_batch.training.shapes.data import COLORS, GRID, SHAPES, SIZES, make_batch
 
 HELDOUT_SEED = 999
 

@@ -15,7 +15,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Callable, Iterator
 
-from sjd_batch.models.shapes.train import TrainConfig, train
+from sjd_batch.training.shapes.train import TrainConfig, train
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

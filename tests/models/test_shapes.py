@@ -9,11 +9,12 @@ import torch
 
 from sjd_batch import generate, load_model
 from sjd_batch.models.blocks.llama_t2i import BOI, BOS
-from sjd_batch.models.shapes.checker import check, detect, mismatched_caption, parse_caption
-from sjd_batch.models.shapes.data import caption_of, make_batch, make_sample
+from sjd_batch.models.shapes.captions import generator_captions
 from sjd_batch.models.shapes.model import load_tokenizer
 from sjd_batch.models.shapes.tokenizer import psnr
-from sjd_batch.models.shapes.train import TrainConfig, sequences
+from sjd_batch.training.shapes.checker import check, detect, mismatched_caption, parse_caption
+from sjd_batch.training.shapes.data import caption_of, make_batch, make_sample
+from sjd_batch.training.shapes.train import TrainConfig, sequences
 
 HELDOUT = 999  # the held-out generator seed the model card also uses
 # Floors for the shipped weights at their default sampling (cfg 1.0, top-p 0.8), with margin below
@@ -31,6 +32,15 @@ PROMPTS = [
     "a small red square at top middle and a large blue circle at bottom left",
     "a large green cross at middle left",
 ]
+
+
+
+def test_the_models_caption_stream_is_the_generators():
+    # the loaded model samples bench/eval prompts from captions.py without drawing images; they must be
+    # the captions of the training generator's images, sample for sample
+    for seed in (0, HELDOUT):
+        assert generator_captions(200, seed) == [make_sample(seed, i).caption for i in range(200)]
+    assert generator_captions(50, 1) != generator_captions(50, 2)  # the seed does select the stream
 
 
 @pytest.fixture(scope="module")

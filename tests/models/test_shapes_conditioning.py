@@ -17,9 +17,9 @@ import torch
 from sjd_batch.commands.train_shapes import add_arguments
 from sjd_batch.decoding.protocol import decode_window, prefill_window
 from sjd_batch.models.blocks.llama_t2i import BOI, UNK, GridPositions, Vocabulary, image_offsets
-from sjd_batch.models.shapes.data import POSITIONS, caption_words, make_sample
 from sjd_batch.models.shapes.model import load_shapes, load_tokenizer
-from sjd_batch.models.shapes.train import (
+from sjd_batch.training.shapes.data import POSITIONS, caption_words, make_sample
+from sjd_batch.training.shapes.train import (
     TrainConfig,
     add_bound_words,
     build_lm,

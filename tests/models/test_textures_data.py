@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from sjd_batch.models.shapes.checker import check, mismatched_caption
-from sjd_batch.models.shapes.data import make_sample as shapes_sample
+from sjd_batch.training.shapes.checker import check, mismatched_caption
+from sjd_batch.training.shapes.data import make_sample as shapes_sample
 from sjd_batch.training.textures.data import BACKGROUND_MAX, make_batch, make_sample
 
 HELDOUT = 999

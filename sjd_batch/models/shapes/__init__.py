@@ -1,8 +1,10 @@
 """`shapes-t2i`: a small text-to-image model that sjd-batch trains itself on procedural captioned shapes.
 
-Modules: `data` (the captioned-image generator), `tokenizer` (k-means patch codebook), `checker`
-(reads pixels, judges caption adherence), `model` (loads the shipped assets as a `LlamaT2IModel`),
-`train` (reproducible training) and `tiny` (`tiny-random`, a random-weight model with the same layout).
+Modules: `captions` (the caption language, and the generator's caption stream that bench and eval
+prompts come from), `tokenizer` (k-means patch codebook), `model` (loads the shipped assets as a
+`LlamaT2IModel`) and `tiny` (`tiny-random`, a random-weight model with the same layout). The
+captioned-image generator, the checker, the trainer and the model card are training code, in
+`sjd_batch.training.shapes`.
 
 `FAMILY` and `TINY_RANDOM` are the family's one declaration of its defaults. A trained model's sampling
 defaults are measured after training and stored in its folder (`vocabulary.json`); the registry reads

@@ -19,7 +19,7 @@ from transformers import LlamaForCausalLM
 
 from sjd_batch.decoding.sampling import SamplingConfig
 from sjd_batch.models.blocks.llama_t2i import GridPositions, LlamaT2IModel, Vocabulary, row_layout
-from sjd_batch.models.shapes.data import make_sample
+from sjd_batch.models.shapes.captions import generator_captions
 from sjd_batch.models.shapes.tokenizer import PatchTokenizer
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "shapes-t2i"
@@ -98,7 +98,3 @@ def load_shapes(
         grid=load_grid(assets),
     )
 
-
-def generator_captions(count: int, seed: int) -> list[str]:
-    """Captions of the generator stream `seed` (bench and eval prompts): sample i is (seed, i)."""
-    return [make_sample(seed, i).caption for i in range(count)]

@@ -1,7 +1,7 @@
 """Measure and draw the figures of the `textures-t2i` model card (docs/models/textures-t2i.md).
 
 Run `python -m sjd_batch.training.textures.card --out docs/models` to regenerate the figures and print
-every number as JSON. The measurements are shapes-t2i's card functions (`sjd_batch.models.shapes.card`)
+every number as JSON. The measurements are shapes-t2i's card functions (`sjd_batch.training.shapes.card`)
 run on the textured generator and textures-t2i's codebook.
 """
 
@@ -14,8 +14,14 @@ from pathlib import Path
 import torch
 
 from sjd_batch.models.loading import load_model
-from sjd_batch.models.shapes.card import HELDOUT, checker_accuracy, entropy_histogram, loss_curve, sample_grid
 from sjd_batch.models.shapes.model import load_tokenizer
+from sjd_batch.training.shapes.card import (
+    HELDOUT,
+    checker_accuracy,
+    entropy_histogram,
+    loss_curve,
+    sample_grid,
+)
 from sjd_batch.training.textures.data import make_batch
 from sjd_batch.training.textures.train import ASSETS, NAME
 

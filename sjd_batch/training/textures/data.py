@@ -1,6 +1,6 @@
 """Captioned textured images for `textures-t2i`, deterministic from (seed, index).
 
-The layout and the caption are shapes-t2i's (`sjd_batch.models.shapes.data`): one to three objects,
+The layout and the caption are shapes-t2i's (`sjd_batch.training.shapes.data`): one to three objects,
 each named by size, colour, shape and 3×3 grid cell, drawn from the same random stream, so stream
 (seed, index) has the same caption in both generators. What differs is everything the caption does
 not name. The whole 64×64 image is one procedural texture: a Gaussian random field whose fine scale,
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sjd_batch.models.shapes.data import (
+from sjd_batch.training.shapes.data import (
     COLORS,
     IMAGE_SIZE,
     JITTER,

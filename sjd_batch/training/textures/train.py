@@ -1,7 +1,7 @@
 """Train `textures-t2i`: resumable, checkpointed, warm-started from shapes-t2i's caption layout.
 
 The sequence, loss, caption dropout, object weighting, held-out score and adherence probe are
-shapes-t2i's (`sjd_batch.models.shapes.train`); only the images differ (`data.py`), and with them the
+shapes-t2i's (`sjd_batch.training.shapes.train`); only the images differ (`data.py`), and with them the
 codebook (K = 4,096 k-means codes of 4×4 patches).
 
 A stage starts from a model folder (`resume_from`). When that folder's codebook is not this run's size
@@ -32,11 +32,11 @@ from transformers import LlamaForCausalLM
 
 from sjd_batch.models.blocks.llama_t2i import GridPositions, Vocabulary, row_layout
 from sjd_batch.models.registry import ASSETS_TEXTURES
-from sjd_batch.models.shapes.data import IMAGE_SIZE, POSITIONS, caption_words
 from sjd_batch.models.shapes.model import ASSETS as SHAPES_ASSETS
 from sjd_batch.models.shapes.model import ShapesMeta, load_grid, load_tokenizer
 from sjd_batch.models.shapes.tokenizer import PatchTokenizer, nearest, psnr
-from sjd_batch.models.shapes.train import (
+from sjd_batch.training.shapes.data import IMAGE_SIZE, POSITIONS, caption_words
+from sjd_batch.training.shapes.train import (
     HeldOut,
     TrainConfig,
     build_lm,

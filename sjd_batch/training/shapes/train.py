@@ -37,16 +37,6 @@ from sjd_batch.models.blocks.llama_t2i import (
     input_embeds,
     row_layout,
 )
-from sjd_batch.models.shapes.data import (
-    IMAGE_SIZE,
-    JITTER,
-    POSITIONS,
-    SIZES,
-    Sample,
-    caption_words,
-    cell_center,
-    make_batch,
-)
 from sjd_batch.models.shapes.model import ASSETS, GRID_FILE, NAME, ShapesMeta, load_grid
 from sjd_batch.models.shapes.tokenizer import (
     PATCH,
@@ -55,6 +45,16 @@ from sjd_batch.models.shapes.tokenizer import (
     fit_codebook,
     psnr,
     to_patches,
+)
+from sjd_batch.training.shapes.data import (
+    IMAGE_SIZE,
+    JITTER,
+    POSITIONS,
+    SIZES,
+    Sample,
+    caption_words,
+    cell_center,
+    make_batch,
 )
 
 IGNORE = -100  # the label HF's causal-LM loss skips
@@ -231,8 +231,8 @@ def probe_adherence(
     if not cfg.probe_captions:
         return {}
     from sjd_batch.api import generate
-    from sjd_batch.models.shapes.checker import check
-    from sjd_batch.models.shapes.model import generator_captions
+    from sjd_batch.models.shapes.captions import generator_captions
+    from sjd_batch.training.shapes.checker import check
 
     side = IMAGE_SIZE // tokenizer.patch
     model = LlamaT2IModel(

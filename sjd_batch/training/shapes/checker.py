@@ -16,7 +16,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from sjd_batch.models.shapes.data import (
+from sjd_batch.training.shapes.data import (
     COLORS,
     GRID,
     IMAGE_SIZE,

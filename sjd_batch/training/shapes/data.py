@@ -14,40 +14,27 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sjd_batch.models.shapes.captions import (
+    COLORS,
+    GRID,
+    POSITIONS,
+    SHAPES,
+    SIZES,
+    ShapeObject,
+    caption_of,
+    caption_words,
+    sample_objects,
+)
+
+# The caption language is the model's (models/shapes/captions.py); it is re-exported here so that
+# generator users import one module.
+__all__ = ["BACKGROUND_MAX", "COLORS", "GRID", "IMAGE_SIZE", "JITTER", "POSITIONS", "SHAPES", "SIZES",
+           "Sample", "ShapeObject", "caption_of", "caption_words", "cell_center", "make_batch", "make_sample",
+           "render", "sample_objects", "shape_mask"]
+
 IMAGE_SIZE = 64
-GRID = 3
-SHAPES = ("circle", "square", "triangle", "cross")
-SIZES = {"small": 5.5, "large": 9.0}  # half-extent in pixels
-COLORS: dict[str, tuple[int, int, int]] = {
-    "red": (225, 40, 40),
-    "orange": (245, 140, 25),
-    "yellow": (235, 225, 40),
-    "green": (45, 195, 60),
-    "cyan": (40, 205, 215),
-    "blue": (55, 85, 235),
-    "purple": (155, 60, 215),
-    "pink": (245, 115, 190),
-}
-POSITIONS = (
-    "top left", "top middle", "top right",
-    "middle left", "center", "middle right",
-    "bottom left", "bottom middle", "bottom right",
-)  # row-major over the 3×3 grid
 BACKGROUND_MAX = 110  # no background channel exceeds this; objects are far brighter
 JITTER = {"small": 2, "large": 1}  # integer position jitter; large objects must stay inside their cell
-
-
-@dataclass(frozen=True)
-class ShapeObject:
-    """One captioned object."""
-
-    shape: str
-    color: str
-    size: str
-    cell: int  # 0..8, row-major
-
-    def phrase(self) -> str:
-        return f"a {self.size} {self.color} {self.shape} at {POSITIONS[self.cell]}"
 
 
 @dataclass(frozen=True)
@@ -57,11 +44,6 @@ class Sample:
     pixels: np.ndarray  # [64, 64, 3] uint8
     caption: str
     objects: tuple[ShapeObject, ...]
-
-
-def caption_of(objects: tuple[ShapeObject, ...] | list[ShapeObject]) -> str:
-    """The canonical caption: object phrases joined by "and"."""
-    return " and ".join(o.phrase() for o in objects)
 
 
 def cell_center(cell: int) -> tuple[float, float]:
@@ -85,21 +67,6 @@ def shape_mask(shape: str, cx: float, cy: float, r: float, size: int = IMAGE_SIZ
         arm = r / 3
         return ((np.abs(dx) <= arm) & (np.abs(dy) <= r)) | ((np.abs(dy) <= arm) & (np.abs(dx) <= r))
     raise ValueError(f"unknown shape {shape!r}; choose one of {SHAPES}")
-
-
-def sample_objects(rng: np.random.Generator, max_objects: int = 3) -> tuple[ShapeObject, ...]:
-    """One to `max_objects` objects in distinct cells, attributes drawn uniformly."""
-    count = int(rng.integers(1, max_objects + 1))
-    cells = rng.choice(GRID * GRID, size=count, replace=False)
-    return tuple(
-        ShapeObject(
-            shape=SHAPES[rng.integers(len(SHAPES))],
-            color=list(COLORS)[rng.integers(len(COLORS))],
-            size=list(SIZES)[rng.integers(len(SIZES))],
-            cell=int(c),
-        )
-        for c in cells
-    )
 
 
 def _upsample(grid: np.ndarray, size: int = IMAGE_SIZE) -> np.ndarray:
@@ -179,11 +146,3 @@ def make_batch(seed: int, start: int, count: int) -> tuple[np.ndarray, list[str]
     """Samples start .. start+count-1: pixels [count, 64, 64, 3] uint8, captions, samples."""
     samples = [make_sample(seed, start + i) for i in range(count)]
     return np.stack([s.pixels for s in samples]), [s.caption for s in samples], samples
-
-
-def caption_words() -> tuple[str, ...]:
-    """Every word a caption can use, in a fixed order (the model's word vocabulary)."""
-    words = ["a", "at", "and", *SIZES, *COLORS, *SHAPES]
-    for p in POSITIONS:
-        words += [w for w in p.split() if w not in words]
-    return tuple(dict.fromkeys(words))

@@ -1,6 +1,6 @@
 """Measure and draw everything the `shapes-t2i` model card shows.
 
-Run `python -m sjd_batch.models.shapes.card --out docs/models` to regenerate the figures and print
+Run `python -m sjd_batch.training.shapes.card --out docs/models` to regenerate the figures and print
 every number as JSON. Uses matplotlib (model-card path only; nothing else in the package imports it).
 The functions take the generator and tokenizer as parameters, so textures-t2i's card
 (`sjd_batch.training.textures.card`) uses them too.
@@ -20,11 +20,11 @@ import torch
 from sjd_batch.api import generate
 from sjd_batch.decoding.sampling import cfg_combine
 from sjd_batch.models.blocks.llama_t2i import LlamaT2IModel
-from sjd_batch.models.shapes.checker import check, mismatched_caption
-from sjd_batch.models.shapes.data import make_batch, make_sample
 from sjd_batch.models.shapes.model import ASSETS, load_shapes, load_tokenizer
 from sjd_batch.models.shapes.tokenizer import PatchTokenizer, psnr
-from sjd_batch.models.shapes.train import next_logits, sequences
+from sjd_batch.training.shapes.checker import check, mismatched_caption
+from sjd_batch.training.shapes.data import make_batch, make_sample
+from sjd_batch.training.shapes.train import next_logits, sequences
 
 HELDOUT = 999
 
