@@ -24,14 +24,7 @@ def build_tiny_janus(folder: str | Path, seed: int = 0, logit_scale: float = 1.0
     ties (where float noise could pick either code) out of the equivalence tests. The generation
     embeddings are rescaled to the text embeddings' size (see `_tune_random_weights`).
     """
-    from transformers import (
-        JanusConfig,
-        JanusForConditionalGeneration,
-        JanusProcessor,
-        JanusVisionConfig,
-        JanusVQVAEConfig,
-        LlamaConfig,
-    )
+    from transformers import JanusForConditionalGeneration, JanusProcessor
     from transformers.models.janus.image_processing_pil_janus import JanusImageProcessorPil
 
     folder = Path(folder)
@@ -42,6 +35,21 @@ def build_tiny_janus(folder: str | Path, seed: int = 0, logit_scale: float = 1.0
         chat_template=_CHAT_TEMPLATE,
         num_image_tokens=16,
     )
+    config = _tiny_config(tokenizer)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # the weights are a pure function of the seed
+        model = JanusForConditionalGeneration(config)
+        _tune_random_weights(model, logit_scale)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    (folder / MANIFEST).write_text(json.dumps({"family": "janus"}) + "\n")
+    return folder
+
+
+def _tiny_config(tokenizer: Any) -> Any:
+    """The `JanusConfig` of the tiny model: a 2-layer text Llama, a 1-layer vision tower, a 64-code VQ."""
+    from transformers import JanusConfig, JanusVisionConfig, JanusVQVAEConfig, LlamaConfig
+
     text = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=64,
@@ -75,20 +83,12 @@ def build_tiny_janus(folder: str | Path, seed: int = 0, logit_scale: float = 1.0
         image_token_embed_dim=64,
         num_hidden_layers=2,
     )
-    config = JanusConfig(
+    return JanusConfig(
         text_config=text,
         vision_config=vision,
         vq_config=vq,
         image_token_id=tokenizer.convert_tokens_to_ids("<image_placeholder>"),
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)  # the weights are a pure function of the seed
-        model = JanusForConditionalGeneration(config)
-        _tune_random_weights(model, logit_scale)
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    (folder / MANIFEST).write_text(json.dumps({"family": "janus"}) + "\n")
-    return folder
 
 
 @torch.no_grad()
