@@ -14,7 +14,8 @@ from sjd_batch.models.shapes.model import load_tokenizer
 from sjd_batch.models.shapes.tokenizer import psnr
 from sjd_batch.training.shapes.checker import check, detect, mismatched_caption, parse_caption
 from sjd_batch.training.shapes.data import caption_of, make_batch, make_sample
-from sjd_batch.training.shapes.train import TrainConfig, sequences
+from sjd_batch.training.shapes.objective import sequences
+from sjd_batch.training.shapes.train import TrainConfig
 
 HELDOUT = 999  # the held-out generator seed the model card also uses
 # Floors for the shipped weights at their default sampling (cfg 1.0, top-p 0.8), with margin below

@@ -19,14 +19,8 @@ from sjd_batch.decoding.protocol import decode_window, prefill_window
 from sjd_batch.models.blocks.llama_t2i import BOI, UNK, GridPositions, Vocabulary, image_offsets
 from sjd_batch.models.shapes.model import load_shapes, load_tokenizer
 from sjd_batch.training.shapes.data import POSITIONS, caption_words, make_sample
-from sjd_batch.training.shapes.train import (
-    TrainConfig,
-    add_bound_words,
-    build_lm,
-    next_logits,
-    save_assets,
-    sequences,
-)
+from sjd_batch.training.shapes.objective import next_logits, sequences
+from sjd_batch.training.shapes.train import TrainConfig, add_bound_words, build_lm, save_assets
 from tests.models.contract import assert_greedy_methods_match_ar, assert_window_matches_stepwise
 
 PROMPTS = ["a large red circle at top left",

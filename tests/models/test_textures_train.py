@@ -9,7 +9,7 @@ from dataclasses import replace
 import torch
 
 from sjd_batch.models.shapes.model import load_shapes, load_tokenizer
-from sjd_batch.training.shapes.train import next_logits, sequences
+from sjd_batch.training.shapes.objective import next_logits, sequences
 from sjd_batch.training.textures.train import TexturesTrainConfig, read_config, train, warm_start
 
 CAPTIONS = ["a large red circle at top left",

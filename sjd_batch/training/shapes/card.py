@@ -24,7 +24,7 @@ from sjd_batch.models.shapes.model import ASSETS, load_shapes, load_tokenizer
 from sjd_batch.models.shapes.tokenizer import PatchTokenizer, psnr
 from sjd_batch.training.shapes.checker import check, mismatched_caption
 from sjd_batch.training.shapes.data import make_batch, make_sample
-from sjd_batch.training.shapes.train import next_logits, sequences
+from sjd_batch.training.shapes.objective import next_logits, sequences
 
 HELDOUT = 999
 

@@ -36,6 +36,7 @@ from sjd_batch.models.shapes.model import ASSETS as SHAPES_ASSETS
 from sjd_batch.models.shapes.model import ShapesMeta, load_grid, load_tokenizer
 from sjd_batch.models.shapes.tokenizer import PatchTokenizer, nearest, psnr
 from sjd_batch.training.shapes.data import IMAGE_SIZE, POSITIONS, caption_words
+from sjd_batch.training.shapes.objective import weighted_loss
 from sjd_batch.training.shapes.train import (
     HeldOut,
     TrainConfig,
@@ -46,7 +47,6 @@ from sjd_batch.training.shapes.train import (
     progress,
     save_assets,
     training_batch,
-    weighted_loss,
 )
 from sjd_batch.training.textures.data import TEXTURES, make_batch
 
