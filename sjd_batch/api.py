@@ -132,8 +132,8 @@ def generate(
     negatives = negative_prompts or [None] * len(prompts)
     requests = [Request(prompts[i], all_seeds[i], negatives[i], tag=ids[i]) for i in range(len(prompts))]
     results = {}
-    for r in generate_stream(model, requests, sampling, config, batch_size, decode_images, schedule,
-                             engine_stats):
+    for _, r in generate_stream(model, requests, sampling, config, batch_size, decode_images, schedule,
+                                engine_stats):
         if r.error is not None:
             raise ValueError(f"sample {r.sample_id}: {r.error}")
         results[r.sample_id] = r
@@ -149,16 +149,16 @@ def generate_stream(
     decode_images: bool = True,
     schedule: str = "continuous",
     engine_stats: EngineStats | None = None,
-) -> Iterator[GenerationResult]:
-    """Decode a stream of requests with `batch_size` in flight; yield each result as it finishes.
+) -> Iterator[tuple[Request, GenerationResult]]:
+    """Decode a stream of requests with `batch_size` in flight; yield each (request, result) as it finishes.
 
-    Settings are already resolved (`split_params`). `Request.tag` becomes the result's `sample_id`.
-    A request the model refuses yields a result with `error` set (and no tokens); the stream goes on.
+    Settings are already resolved (`split_params`). A result's `sample_id` is `str(request.tag)`. A
+    request the model refuses yields a result with `error` set (and no tokens); the stream goes on.
     """
     for f in decode_stream(model, requests, sampling, config, batch_size, schedule, engine_stats):
         req = f.request
         if f.error is not None:
-            yield GenerationResult(str(req.tag), req.prompt, req.seed, None, None, None, f.error)
+            yield req, GenerationResult(str(req.tag), req.prompt, req.seed, None, None, None, f.error)
             continue
         pixels = None
         if decode_images:
@@ -166,7 +166,7 @@ def generate_stream(
             with torch.inference_mode():
                 pixels = model.decode_pixels(f.tokens[None])[0].cpu()
             f.stats.observe_pixels(time.perf_counter() - t0)
-        yield GenerationResult(str(req.tag), req.prompt, req.seed, f.tokens, pixels, f.stats)
+        yield req, GenerationResult(str(req.tag), req.prompt, req.seed, f.tokens, pixels, f.stats)
 
 
 def generate_batch(

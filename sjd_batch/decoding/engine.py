@@ -30,7 +30,7 @@ import torch
 from sjd_batch.decoding import rng
 from sjd_batch.decoding.jacobi import Context, ar_step, first_drafts, jacobi_step, synced_clock
 from sjd_batch.decoding.methods import DecodeConfig
-from sjd_batch.decoding.protocol import ImageTokenModel, Prefix, prefill_window
+from sjd_batch.decoding.protocol import ImageTokenModel, Prefix, PromptRejected, prefill_window
 from sjd_batch.decoding.sampling import Grammar, SamplingConfig, processed_probs
 from sjd_batch.decoding.state import ONEHOT, DraftLaws, JacobiState, SampleStats
 
@@ -101,9 +101,9 @@ def decode_stream(
 ) -> Iterator[Finished]:
     """Decode a stream of requests with `slots` samples in flight; yields each as it finishes.
 
-    Results come in finishing order, not request order (use `Request.tag`). A request the model
-    refuses (ValueError/TypeError from its tokeniser, a prompt longer than `prompt_room`) comes back
-    with `error` set and does not stop the stream. `prefill="together"` runs the prefills of the
+    Results come in finishing order, not request order (use `Request.tag`). A request whose prompt the
+    model rejects (`PromptRejected` from its tokeniser, or a prompt longer than `prompt_room`) comes
+    back with `error` set and does not stop the stream; any other error propagates. `prefill="together"` runs the prefills of the
     samples that start in the same round as one forward (faster for one big batch, but a sample's
     prompt KV then depends on its group up to float rounding); the default prefills each alone.
     """
@@ -202,16 +202,18 @@ class _Engine:
             self.occupants[slot] = _Occupant(request, self.counters.iterations, (t1 - t0) / len(ready), t1)
 
     def _encode(self, request: Request) -> tuple[Prefix | None, str | None]:
+        """The request's rows, or why the model rejects its prompt (`PromptRejected` only: any other
+        error is a bug and propagates)."""
         try:
             prefix = request.prefix or self.model.encode(
                 [request.prompt], [request.negative] if request.negative else None, self.sampling.uses_cfg)
-        except (ValueError, TypeError) as e:
-            return None, f"{type(e).__name__}: {e}"
+        except PromptRejected as e:
+            return None, str(e)
         if prefix.rows != self.rows_per:
-            return None, f"ValueError: prefix has {prefix.rows} rows, expected {self.rows_per}"
+            raise ValueError(f"prefix has {prefix.rows} rows, expected {self.rows_per}")
         if prefix.length > self.ctx.prefix_slots:
-            return None, (f"ValueError: the prompt takes {prefix.length} slots; model {self.model.name} "
-                          f"leaves room for {self.ctx.prefix_slots} (its max_prompt_length)")
+            return None, (f"the prompt takes {prefix.length} slots; model {self.model.name} leaves room "
+                          f"for {self.ctx.prefix_slots} (its max_prompt_length)")
         return prefix, None
 
     def _prefill(self, slots: list[int], seeds: list[int], prefixes: list[Prefix]) -> torch.Tensor:
