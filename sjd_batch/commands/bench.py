@@ -13,7 +13,9 @@ Figures per (method, schedule, batch):
                    forward): 1.0 would mean the engine costs nothing around the network
   idle_share       share of slot-forwards spent on slots with no unfinished sample (`EngineStats`):
                    with `--schedule fixed` (the old fixed batches) finished rows ride along until the
-                   batch's slowest row is done; `continuous` refills a slot as soon as it is free
+                   batch's slowest row is done; `continuous` refills a slot as soon as it is free, so
+                   only each round's final drain idles (`idle_share_before_drain`: the idle share
+                   while prompts were still waiting, 0 for `continuous` on a CPU)
 
 `hf-generate` is a baseline beside our methods: transformers' own `generate()` on the same model, device,
 prompts and sampling as `ar`, through the model's `hf_generate(prompts, seed, sampling)` (Emu3, Janus),
@@ -124,6 +126,7 @@ def summarise(model: Any, runs: Cells, batch_size: int) -> list[dict]:
         accepted = _sum_lists(s.accepted_by_offset for s in stats)
         speed = ratio_interval([c.images_per_s / a.images_per_s for c, a in zip(cell, ar, strict=True)])
         idle = [(int(r.engine.idle), r.engine.iterations * r.engine.slots) for r in cell]
+        waiting = sum(int(r.engine.idle_while_pending) for r in cell)
         ours = spec.method != HF_GENERATE
         rows.append({
             "model": model.name, "method": label, "schedule": sched if ours else "fixed",
@@ -139,6 +142,7 @@ def summarise(model: Any, runs: Cells, batch_size: int) -> list[dict]:
             # hf-generate's forwards run inside transformers, out of the timer's reach
             "engine_overhead": (wall - pixel) / fwd if fwd else None,
             "idle_share": sum(i for i, _ in idle) / max(1, sum(t for _, t in idle)) if ours else None,
+            "idle_share_before_drain": waiting / max(1, sum(t for _, t in idle)) if ours else None,
             "forward_calls": sum(r.forwards for r in cell), "peak_mem_mb": max(r.peak_mb for r in cell),
             "device": str(model.device),
             **({"layout_violations": sum(not s.extra.get("layout_ok", True) for s in stats)}

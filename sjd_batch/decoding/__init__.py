@@ -4,7 +4,8 @@ This package imports only `torch` and the standard library (enforced by `tests/t
 so it can be read, tested and profiled without Ray, boto3, pyarrow or PIL.
 """
 
-from sjd_batch.decoding.engine import DecodeOutput, EngineStats, Finished, Request, decode, decode_stream
+from sjd_batch.decoding.batch import DecodeOutput, decode
+from sjd_batch.decoding.engine import EngineStats, Finished, Request, decode_stream
 from sjd_batch.decoding.methods import METHODS, DecodeConfig, resolve_method
 from sjd_batch.decoding.protocol import ImageTokenModel, Layout, Prefix, Window
 from sjd_batch.decoding.rng import sample_seed

@@ -32,7 +32,7 @@ from sjd_batch.decoding.jacobi import Context, ar_step, first_drafts, jacobi_ste
 from sjd_batch.decoding.methods import DecodeConfig
 from sjd_batch.decoding.protocol import ImageTokenModel, Prefix, PromptRejected, prefill_window
 from sjd_batch.decoding.sampling import Grammar, SamplingConfig, processed_probs
-from sjd_batch.decoding.state import ONEHOT, DraftLaws, JacobiState, SampleStats
+from sjd_batch.decoding.state import JacobiState, SampleStats
 
 DEFAULT_PROMPT_ROOM = 256  # prompt slots for a model that does not say (`max_prompt_length`)
 SCHEDULES = ("continuous", "fixed")
@@ -150,7 +150,8 @@ class _Engine:
         self.scratch: dict[int, Any] = {}  # prefill caches of P slots, by group size
         self.together = together
         work = torch.float64 if model.dtype == torch.float64 else torch.float32  # the dtype of P
-        self.state = _empty_state(slots, length, width, model.vocab_size, config, device, work)
+        self.state = JacobiState.empty(slots, length, width, model.vocab_size, config.vp_lambda > 0, work,
+                                       device)
         self.step = ar_step if config.method == "ar" else jacobi_step
         self.occupants: list[_Occupant | None] = [None] * slots
         self.flags = HostFlags(lag=1 if device.type == "cuda" else 0)
@@ -281,25 +282,6 @@ class _Engine:
                            decode_s=now - occupant.t_start)
 
 
-def _empty_state(slots: int, length: int, width: int, vocab: int, config: DecodeConfig,
-                 device: torch.device, dtype: torch.dtype) -> JacobiState:
-    """Every slot empty (inactive); `_Engine._reset` fills one. `dtype`: the dtype of P."""
-    long, work = dict(dtype=torch.long, device=device), dict(dtype=dtype, device=device)
-    drafts = width - 1
-    laws = None
-    if width > 1:
-        laws = DraftLaws(torch.ones(slots, drafts, **work), torch.full((slots, drafts), ONEHOT, **long),
-                         torch.zeros(slots, 1, vocab, **work))
-    vp_vocab = vocab if config.vp_lambda > 0 else 1
-    return JacobiState(
-        seq=torch.zeros(slots, length + width, **long), n=torch.full((slots,), length, **long), laws=laws,
-        prev_p=torch.zeros(slots, 1, vp_vocab, **work), prev_src=torch.full((slots, width), -1, **long),
-        forwards=torch.zeros(slots, **long), accept_lens=torch.zeros(slots, length + 1, **long),
-        tested=torch.zeros(slots, drafts, **long), accepted=torch.zeros(slots, drafts, **long),
-        active=torch.zeros(slots, dtype=torch.bool, device=device),
-    )
-
-
 class HostFlags:
     """Which slots are still decoding, as the host sees it: the loop's only read of the device.
 
@@ -343,35 +325,3 @@ def _stack(prefixes: list[Prefix], rows_per: int) -> Prefix:
             ids.append(torch.nn.functional.pad(p.ids[half], (pad, 0)))
             start.append(p.start[half] + pad)
     return Prefix(ids=torch.stack(ids), start=torch.stack(start))
-
-
-@dataclass
-class DecodeOutput:
-    tokens: torch.Tensor  # [B, T] long, on the CPU
-    stats: list[SampleStats]
-
-
-def decode(model: ImageTokenModel, prefix: Prefix, seeds: torch.Tensor, sampling: SamplingConfig,
-           config: DecodeConfig) -> DecodeOutput:
-    """Decode one batch of tokenised prompts, every sample in flight at once (B slots).
-
-    Args:
-        prefix: B rows (2B with CFG: cond rows, then uncond rows), left-padded to a common length.
-        seeds: [B, 2] per-sample seed words (`rng.seed_tensor`).
-
-    Returns:
-        tokens [B, T] and one `SampleStats` per row, in row order.
-    """
-    batch, rows_per = seeds.shape[0], 2 if sampling.uses_cfg else 1
-    if prefix.rows != batch * rows_per:
-        raise ValueError(f"prefix has {prefix.rows} rows for {batch} seeds (cfg={sampling.uses_cfg})")
-    requests = [
-        Request("", lo | hi << 32, tag=i, prefix=Prefix(prefix.ids[i::batch], prefix.start[i::batch]))
-        for i, (lo, hi) in enumerate(seeds.tolist())
-    ]
-    stream = decode_stream(model, requests, sampling, config, batch, prefill="together")
-    out = sorted(stream, key=lambda f: f.tag)
-    for f in out:
-        if f.error is not None:
-            raise ValueError(f"sample {f.tag}: {f.error}")
-    return DecodeOutput(torch.stack([f.tokens for f in out]), [f.stats for f in out])

@@ -79,6 +79,26 @@ class JacobiState:
     accepted: torch.Tensor  # [B, L-1] long: drafts accepted at each window offset
     active: torch.Tensor  # [B] bool: decoding a sample that is not done
 
+    @classmethod
+    def empty(cls, slots: int, length: int, width: int, vocab: int, keep_p: bool, dtype: torch.dtype,
+              device: torch.device) -> JacobiState:
+        """Every slot empty (inactive); the engine fills one at a time. `dtype` is P's; `keep_p`:
+        SJD-VP needs the previous P (its placeholder then has the vocabulary's width)."""
+        long, work = dict(dtype=torch.long, device=device), dict(dtype=dtype, device=device)
+        drafts = width - 1
+        laws = None
+        if width > 1:
+            laws = DraftLaws(torch.ones(slots, drafts, **work), torch.full((slots, drafts), ONEHOT, **long),
+                             torch.zeros(slots, 1, vocab, **work))
+        return cls(
+            seq=torch.zeros(slots, length + width, **long), n=torch.full((slots,), length, **long), laws=laws,
+            prev_p=torch.zeros(slots, 1, vocab if keep_p else 1, **work),
+            prev_src=torch.full((slots, width), -1, **long), forwards=torch.zeros(slots, **long),
+            accept_lens=torch.zeros(slots, length + 1, **long), tested=torch.zeros(slots, drafts, **long),
+            accepted=torch.zeros(slots, drafts, **long),
+            active=torch.zeros(slots, dtype=torch.bool, device=device),
+        )
+
     def observe_iteration(self, step: IterationResult, length: int) -> None:
         """Commit one iteration for the active slots; the others keep their tokens and statistics.
 

@@ -1,0 +1,165 @@
+"""Auto-tuned window and batch size (`sjd-batch tune`, `method.window: auto`, `run.batch_size: auto`).
+
+Measure on the machine at hand, model, choose. The cost model, per image, with continuous batching
+(no idle slots):
+
+    seconds per image (W, B) = (T / c(W)) * forward(W, B) * k(W) / B  +  prefill + pixels
+
+    T            generated tokens per image (the layout length)
+    c(W)         step compression at window W, from a short calibration decode (c = 1 for AR)
+    forward(W,B) median wall time of one forward over B samples' windows of W tokens, measured here
+                 (`bench_forward.time_forward`, CFG rows included)
+    k(W)         engine overhead, wall / summed forward time, measured in the same calibration decode
+    prefill, pixels  per image, from the calibration decode
+
+images/s = 1 / seconds per image; the choice maximises it over the measured grid. Assumptions, said
+out loud: k does not depend on B (measured at the calibration batch), and c does not depend on B
+(true: a sample's tokens and forwards do not depend on its batch-mates). The same formula with a
+forward time from a roofline instead of a measurement gives the GPU projection (`projection.py`).
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from sjd_batch.commands.bench_forward import time_forward
+from sjd_batch.commands.measure import MethodSpec, Runner
+
+DEFAULT_WINDOWS = (4, 8, 12, 16, 24, 32, 48, 64)
+DEFAULT_BATCHES = (1, 2, 4, 8, 16, 32, 64)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What a short decode at one window measured."""
+
+    window: int
+    compression: float  # T / mean NFE
+    overhead: float  # k: (wall - pixels) / forward time
+    prefill_s: float  # per image
+    pixel_s: float  # per image
+
+
+@dataclass(frozen=True)
+class Candidate:
+    method: str
+    window: int  # 1 for AR
+    batch: int
+    seconds_per_image: float
+
+    @property
+    def images_per_s(self) -> float:
+        return 1.0 / self.seconds_per_image
+
+
+@dataclass
+class TuneResult:
+    """Everything `tune` measured and chose (its JSON)."""
+
+    model: str
+    device: str
+    method: str
+    tokens: int
+    forward_ms: dict[str, float] = field(default_factory=dict)  # "W,B" -> median ms
+    calibration: list[Calibration] = field(default_factory=list)
+    candidates: list[Candidate] = field(default_factory=list)
+
+    def best(self, method: str | None = None) -> Candidate:
+        pool = [c for c in self.candidates if method is None or c.method == method]
+        return min(pool, key=lambda c: c.seconds_per_image)
+
+    def best_speculative(self) -> Candidate:
+        return min((c for c in self.candidates if c.method != "ar"), key=lambda c: c.seconds_per_image)
+
+    def why(self) -> str:
+        """One paragraph: what was chosen and why, in the cost model's terms."""
+        spec, ar = self.best_speculative(), self.best("ar")
+        cal = next(c for c in self.calibration if c.window == spec.window)
+        fwd = self.forward_ms[f"{spec.window},{spec.batch}"]
+        ar_fwd = self.forward_ms[f"1,{ar.batch}"]
+        winner = spec if spec.seconds_per_image <= ar.seconds_per_image else ar
+        return (
+            f"best {self.method}: window {spec.window}, batch {spec.batch}: step compression "
+            f"{cal.compression:.2f} x, forward {fwd:.2f} ms for {spec.batch} x {spec.window} tokens, "
+            f"engine overhead {cal.overhead:.2f} -> {spec.images_per_s:.2f} images/s predicted. "
+            f"Best ar: batch {ar.batch}, forward {ar_fwd:.2f} ms -> {ar.images_per_s:.2f} images/s. "
+            f"Choice: {winner.method} (window {winner.window}, batch {winner.batch})."
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["best"] = asdict(self.best_speculative())
+        out["best_ar"] = asdict(self.best("ar"))
+        out["why"] = self.why()
+        return out
+
+
+def forward_grid(model: Any, windows: list[int], batches: list[int], repeats: int = 5,
+                 warmup: int = 2) -> dict[str, float]:
+    """Median forward ms per "W,B" (context: the middle of a decode); a cell that runs out of memory
+    is left out, and so are the larger batches at that window."""
+    cfg = model.default_sampling.uses_cfg and model.has_uncond
+    context = 64 + model.layout.length // 2
+    grid: dict[str, float] = {}
+    with torch.inference_mode():
+        for window in windows:
+            for batch in batches:
+                try:
+                    t = time_forward(model, batch, window, context, cfg, repeats, warmup)
+                except torch.OutOfMemoryError:
+                    break
+                grid[f"{window},{batch}"] = t.median_ms
+    return grid
+
+
+def calibrate(model: Any, spec: MethodSpec, windows: list[int], prompts: list[str], batch: int,
+              seed: int = 0) -> list[Calibration]:
+    """Step compression and engine overhead per window, from a short decode of `prompts` (AR: window 1)."""
+    out = []
+    ids = [f"tune-{i}" for i in range(len(prompts))]
+    for window in windows:
+        params = dict(spec.params) if window == 1 else {**spec.params, "window": window}
+        method = "ar" if window == 1 else spec.method
+        run = Runner(model, seed, batch)(MethodSpec(method, method, params), prompts, ids)
+        stats = [r.stats for r in run.results]
+        out.append(Calibration(
+            window=window,
+            compression=model.layout.length / statistics.fmean(s.nfe for s in stats),
+            overhead=(run.wall_s - run.pixel_s) / run.forward_s,
+            prefill_s=statistics.fmean(s.prefill_s for s in stats),
+            pixel_s=run.pixel_s / len(stats),
+        ))
+    return out
+
+
+def predict(cal: Calibration, forward_ms: float, batch: int, tokens: int) -> float:
+    """Seconds per image under the cost model (module docstring)."""
+    return tokens / cal.compression * forward_ms / 1e3 * cal.overhead / batch + cal.prefill_s + cal.pixel_s
+
+
+def candidates(result: TuneResult) -> list[Candidate]:
+    """Every measured (window, batch) priced by the cost model."""
+    out = []
+    for cal in result.calibration:
+        method = "ar" if cal.window == 1 else result.method
+        for key, ms in result.forward_ms.items():
+            window, batch = (int(v) for v in key.split(","))
+            if window == cal.window:
+                out.append(Candidate(method, window, batch, predict(cal, ms, batch, result.tokens)))
+    return out
+
+
+def tune(model: Any, spec: MethodSpec, prompts: list[str], windows: list[int], batches: list[int],
+         calibration_batch: int = 8, repeats: int = 5) -> TuneResult:
+    """Measure the forward grid and the calibration, then price every cell."""
+    length = model.layout.length
+    windows = sorted({1, *[w for w in windows if 2 <= w <= length]})
+    result = TuneResult(model.name, str(model.device), spec.label, length)
+    result.forward_ms = forward_grid(model, windows, batches, repeats)
+    result.calibration = calibrate(model, spec, windows, prompts, min(calibration_batch, len(prompts)))
+    result.candidates = candidates(result)
+    return result
