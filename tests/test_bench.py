@@ -44,7 +44,7 @@ def test_bench_reports_overhead_idle_share_and_intervals(tmp_path, capsys):
     sjd_c, sjd_f = rows["sjd:window=6", "continuous"], rows["sjd:window=6", "fixed"]
     assert sjd_c["idle_share_before_drain"] == 0.0  # a free slot is refilled before the next forward
     assert sjd_f["idle_share_before_drain"] > 0.0  # fixed batches wait for their slowest row
-    assert sjd_c["nfe_mean"] == sjd_f["nfe_mean"]  # same samples, same forwards each: only the schedule differs
+    assert sjd_c["nfe_mean"] == sjd_f["nfe_mean"]  # same samples, same forwards: only the schedule differs
     assert rows["ar", "continuous"]["idle_share"] == 0.0  # AR rows all finish together
     assert data["meta"]["command"].startswith("sjd-batch bench") and "git" in data["meta"]
     assert "engine x" in capsys.readouterr().out
