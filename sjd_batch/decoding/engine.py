@@ -103,9 +103,10 @@ def decode_stream(
 
     Results come in finishing order, not request order (use `Request.tag`). A request whose prompt the
     model rejects (`PromptRejected` from its tokeniser, or a prompt longer than `prompt_room`) comes
-    back with `error` set and does not stop the stream; any other error propagates. `prefill="together"` runs the prefills of the
-    samples that start in the same round as one forward (faster for one big batch, but a sample's
-    prompt KV then depends on its group up to float rounding); the default prefills each alone.
+    back with `error` set and does not stop the stream; any other error propagates.
+    `prefill="together"` runs the prefills of the samples that start in the same round as one forward
+    (faster for one big batch, but a sample's prompt KV then depends on its group up to float
+    rounding); the default prefills each alone.
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
