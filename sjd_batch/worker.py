@@ -50,6 +50,8 @@ class ShardReport:
     failed: int  # samples recorded with an `error` (no image) in this attempt
     committed: bool  # False when the shard was already committed (by an earlier attempt)
     seconds: float
+    started_at: float  # epoch seconds: this attempt's span, as in its commit marker (throughput.py)
+    finished_at: float
     step_compression_sum: float  # over the generated samples (the runner keeps a running mean)
     actor: str
     node: str
@@ -103,7 +105,7 @@ class ShardWorker:
         """
         t0, started_at, busy0 = time.perf_counter(), time.time(), self.decode.busy_s
         if self.committer.is_committed(spec.index):
-            return self._report(spec, attempt, [], 0, 0, 0, False, t0, busy0)
+            return self._report(spec, attempt, [], 0, 0, 0, False, t0, busy0, (started_at, time.time()))
         done_before = self.committer.done_records(spec.index)
         shard_in = read_input(spec, done_before, self.config.run.seed, self.id_rules)
         done = len(shard_in.done)
@@ -115,7 +117,7 @@ class ShardWorker:
                           self.decode.busy_s - busy0)
         committed = self.committer.commit(shard_in, [*shard_in.done, *fresh], info)
         return self._report(spec, attempt, fresh, done + len(fresh), done, len(shard_in.bad), committed, t0,
-                            busy0)
+                            busy0, (info.started_at, info.finished_at))
 
     def _produce(self, decoded: Iterable[Decoded], where: Placement, report: Callable[[int], None]
                  ) -> list[StatsRecord]:
@@ -143,13 +145,14 @@ class ShardWorker:
         return records
 
     def _report(self, spec: ShardSpec, attempt: int, fresh: list[StatsRecord], samples: int, resumed: int,
-                bad: int, committed: bool, t0: float, busy0: float) -> ShardReport:
+                bad: int, committed: bool, t0: float, busy0: float, span: tuple[float, float]) -> ShardReport:
         ok = [r for r in fresh if r.error is None]
         return ShardReport(
             shard=spec.index, attempt=attempt, samples=samples,
             generated=len(ok), resumed=resumed, bad_rows=bad, failed=len(fresh) - len(ok),
             committed=committed,
-            seconds=time.perf_counter() - t0, step_compression_sum=sum(r.step_compression for r in ok),
+            seconds=time.perf_counter() - t0, started_at=span[0], finished_at=span[1],
+            step_compression_sum=sum(r.step_compression for r in ok),
             actor=self.actor, node=self.node,
         )
 

@@ -7,7 +7,8 @@ clocks are read; speed-ups are per-round ratios against `ar` (same schedule and 
 a 95% interval over the rounds.
 
 Figures per (method, schedule, batch):
-  images_per_s     images finished (pixels included) / wall seconds of the runs that made them
+  images_per_s     the one images/s (`sjd_batch/throughput.py`): images made, pixels included, over
+                   the wall seconds of the runs that made them (prompts in to images out)
   engine_overhead  (wall - pixel decoding) / summed wall time of the `model.forward` calls, prefills
                    included, timed in the same runs (`ForwardTimer`, device synchronised around each
                    forward): 1.0 would mean the engine costs nothing around the network
@@ -34,6 +35,7 @@ from typing import Any
 
 import torch
 
+from sjd_batch import throughput
 from sjd_batch.commands.measure import (  # noqa: F401 (follows_layout, hf_generate_results: re-exported)
     HF_GENERATE,
     MethodSpec,
@@ -137,7 +139,7 @@ def summarise(model: Any, runs: Cells, batch_size: int) -> list[dict]:
             "acceptance_by_offset": [a / n if n else 0.0 for a, n in zip(accepted, tested, strict=True)],
             "latency_s_mean": statistics.fmean(lat),
             "latency_speedup_vs_ar": statistics.fmean(ar_lat) / statistics.fmean(lat),
-            "images_per_s": len(stats) / wall,
+            "images_per_s": throughput.images_per_s(len(stats), wall),
             "images_per_s_vs_ar": speed[0], "images_per_s_vs_ar_95": [speed[1], speed[2]],
             # hf-generate's forwards run inside transformers, out of the timer's reach
             "engine_overhead": (wall - pixel) / fwd if fwd else None,

@@ -6,8 +6,8 @@ decodes the same prompts with the same seeds, one after the other, so drift on a
 all of them alike. A ratio against `ar` is taken per round and summarised by its mean and a 95%
 Student-t interval over the rounds. Clocks are read with the device synchronised.
 
-Throughput (the project's one definition, docs/benchmarks.md): images/s = images finished, pixels
-included, divided by the wall-clock seconds of the span that produced them.
+Throughput: the project's one images/s (`sjd_batch/throughput.py`, README "Figures"): images made,
+pixels included, over the wall-clock seconds from prompts in to images out.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from sjd_batch import throughput
 from sjd_batch.api import GenerationResult, generate, split_params
 from sjd_batch.decoding import EngineStats, SampleStats
 from sjd_batch.decoding.jacobi import synced_clock
@@ -147,7 +148,7 @@ class Run:
 
     @property
     def images_per_s(self) -> float:
-        return len(self.results) / self.wall_s
+        return throughput.images_per_s(len(self.results), self.wall_s) or 0.0
 
 
 @dataclass

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from sjd_batch import throughput
 from sjd_batch.commands.bench import bench_prompts
 from sjd_batch.commands.measure import MethodSpec, Runner, parse_methods, ratio_interval
 from sjd_batch.job import git_revision
@@ -91,7 +92,8 @@ def verify(model: Any, result: TuneResult, spec: MethodSpec, count: int, seed: i
 
 def _describe(c: Candidate, rate: list) -> dict[str, Any]:
     return {"method": c.method, "window": c.window, "batch": c.batch,
-            "predicted_images_per_s": c.images_per_s, "measured_images_per_s": rate[0] / rate[1]}
+            "predicted_images_per_s": c.images_per_s,
+            "measured_images_per_s": throughput.images_per_s(rate[0], rate[1])}
 
 
 def main(args: argparse.Namespace) -> int:
