@@ -8,29 +8,37 @@ Measure on the machine at hand, model, choose. The cost model, per image, with c
     T            generated tokens per image (the layout length)
     c(W)         step compression at window W, from a short calibration decode (c = 1 for AR)
     forward(W,B) median wall time of one forward over B samples' windows of W tokens, measured here
-                 (`bench_forward.time_forward`, CFG rows included)
+                 (`timing.time_forward`, CFG rows included)
     k(W)         engine overhead, wall / summed forward time, measured in the same calibration decode
     prefill, pixels  per image, from the calibration decode
 
 images/s = 1 / seconds per image; the choice maximises it over the measured grid. Assumptions, said
 out loud: k does not depend on B (measured at the calibration batch), and c does not depend on B
 (true: a sample's tokens and forwards do not depend on its batch-mates). The same formula with a
-forward time from a roofline instead of a measurement gives the GPU projection (`projection.py`).
+forward time from a roofline instead of a measurement gives the GPU projection.
+
+`auto` in a job (`method.window: auto`, `run.batch_size: auto`) runs a short version of the same tune
+in each actor once its model is loaded (`auto_settings`) and logs what it chose and why.
 """
 
 from __future__ import annotations
 
 import statistics
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
 
-from sjd_batch.commands.bench_forward import time_forward
-from sjd_batch.commands.measure import MethodSpec, Runner
+from sjd_batch.api import generate_stream
+from sjd_batch.decoding import DecodeConfig, Request, SamplingConfig, resolve_method
+from sjd_batch.decoding.jacobi import synced_clock
+from sjd_batch.decoding.rng import sample_seed
+from sjd_batch.timing import ForwardTimer, time_forward
 
 DEFAULT_WINDOWS = (4, 8, 12, 16, 24, 32, 48, 64)
 DEFAULT_BATCHES = (1, 2, 4, 8, 16, 32, 64)
+AUTO_WINDOWS = (8, 16, 32)  # the worker's short tune for `window: auto` (AR, window 1, is added)
+AUTO_BATCHES = (1, 4, 16, 32)
 
 
 @dataclass(frozen=True)
@@ -98,11 +106,11 @@ class TuneResult:
         return out
 
 
-def forward_grid(model: Any, windows: list[int], batches: list[int], repeats: int = 5,
-                 warmup: int = 2) -> dict[str, float]:
+def forward_grid(model: Any, sampling: SamplingConfig, windows: list[int], batches: list[int],
+                 repeats: int = 5, warmup: int = 2) -> dict[str, float]:
     """Median forward ms per "W,B" (context: the middle of a decode); a cell that runs out of memory
     is left out, and so are the larger batches at that window."""
-    cfg = model.default_sampling.uses_cfg and model.has_uncond
+    cfg = sampling.uses_cfg
     context = 64 + model.layout.length // 2
     grid: dict[str, float] = {}
     with torch.inference_mode():
@@ -116,24 +124,34 @@ def forward_grid(model: Any, windows: list[int], batches: list[int], repeats: in
     return grid
 
 
-def calibrate(model: Any, spec: MethodSpec, windows: list[int], prompts: list[str], batch: int,
-              seed: int = 0) -> list[Calibration]:
+def calibrate(model: Any, sampling: SamplingConfig, method: DecodeConfig, windows: list[int],
+              prompts: list[str], batch: int, seed: int = 0) -> list[Calibration]:
     """Step compression and engine overhead per window, from a short decode of `prompts` (AR: window 1)."""
     out = []
-    ids = [f"tune-{i}" for i in range(len(prompts))]
     for window in windows:
-        params = dict(spec.params) if window == 1 else {**spec.params, "window": window}
-        method = "ar" if window == 1 else spec.method
-        run = Runner(model, seed, batch)(MethodSpec(method, method, params), prompts, ids)
-        stats = [r.stats for r in run.results]
-        out.append(Calibration(
-            window=window,
-            compression=model.layout.length / statistics.fmean(s.nfe for s in stats),
-            overhead=(run.wall_s - run.pixel_s) / run.forward_s,
-            prefill_s=statistics.fmean(s.prefill_s for s in stats),
-            pixel_s=run.pixel_s / len(stats),
-        ))
+        config = resolve_method("ar") if window == 1 else replace(method, window=window)
+        out.append(_calibration_decode(model, sampling, config, prompts, batch, seed))
     return out
+
+
+def _calibration_decode(model: Any, sampling: SamplingConfig, config: DecodeConfig, prompts: list[str],
+                        batch: int, seed: int) -> Calibration:
+    requests = [Request(p, sample_seed(seed, f"tune-{i}"), tag=i) for i, p in enumerate(prompts)]
+    with ForwardTimer(model) as fwd:
+        t0 = synced_clock(model.device)
+        results = [r for _, r in generate_stream(model, requests, sampling, config, batch)]
+        wall = synced_clock(model.device) - t0
+    stats = [r.stats for r in results if r.stats is not None]
+    if not stats:
+        raise ValueError(f"tuning: the model refused every calibration prompt ({results[0].error})")
+    pixel_s = sum(s.pixel_s for s in stats)
+    return Calibration(
+        window=config.window if config.method != "ar" else 1,
+        compression=model.layout.length / statistics.fmean(s.nfe for s in stats),
+        overhead=(wall - pixel_s) / fwd.seconds,
+        prefill_s=statistics.fmean(s.prefill_s for s in stats),
+        pixel_s=pixel_s / len(stats),
+    )
 
 
 def predict(cal: Calibration, forward_ms: float, batch: int, tokens: int) -> float:
@@ -153,13 +171,39 @@ def candidates(result: TuneResult) -> list[Candidate]:
     return out
 
 
-def tune(model: Any, spec: MethodSpec, prompts: list[str], windows: list[int], batches: list[int],
-         calibration_batch: int = 8, repeats: int = 5) -> TuneResult:
-    """Measure the forward grid and the calibration, then price every cell."""
+def tune(model: Any, sampling: SamplingConfig, method: DecodeConfig, prompts: list[str], windows: list[int],
+         batches: list[int], calibration_batch: int = 8, repeats: int = 5, label: str = "") -> TuneResult:
+    """Measure the forward grid and the calibration, then price every cell (AR, window 1, always in)."""
     length = model.layout.length
-    windows = sorted({1, *[w for w in windows if 2 <= w <= length]})
-    result = TuneResult(model.name, str(model.device), spec.label, length)
-    result.forward_ms = forward_grid(model, windows, batches, repeats)
-    result.calibration = calibrate(model, spec, windows, prompts, min(calibration_batch, len(prompts)))
+    windows = sorted({1, *[w for w in windows if 2 <= w <= length]}) if method.method != "ar" else [1]
+    result = TuneResult(model.name, str(model.device), label or method.method, length)
+    result.forward_ms = forward_grid(model, sampling, windows, batches, repeats)
+    batch = min(calibration_batch, len(prompts))
+    result.calibration = calibrate(model, sampling, method, windows, prompts, batch)
     result.candidates = candidates(result)
     return result
+
+
+@dataclass(frozen=True)
+class AutoChoice:
+    """What `window: auto` / `batch_size: auto` settled on, and why (one sentence for the log)."""
+
+    method: DecodeConfig
+    batch: int
+    why: str
+
+
+def auto_settings(model: Any, sampling: SamplingConfig, method: DecodeConfig, window_auto: bool,
+                  batch: int | None, prompts: list[str]) -> AutoChoice:
+    """A short tune on this machine for the settings left to `auto` (a small grid, one calibration
+    batch): the method's window (kept when not `auto`) and batch size (`batch` None: `auto`) with the
+    most predicted images/s. The method itself is the job's; the AR figure is only reported."""
+    windows = list(AUTO_WINDOWS) if window_auto else [method.window]
+    batches = list(AUTO_BATCHES) if batch is None else [batch]
+    result = tune(model, sampling, method, prompts, windows, batches, calibration_batch=4, repeats=3)
+    if method.method == "ar":
+        best = result.best("ar")
+        why = f"ar: batch {best.batch}, {best.images_per_s:.2f} images/s predicted"
+        return AutoChoice(method, best.batch, why)
+    best = result.best_speculative()
+    return AutoChoice(replace(method, window=best.window), best.batch, result.why())

@@ -39,3 +39,27 @@ def test_tune_measures_and_says_what_it_chose(tmp_path, capsys):
     assert data["verify"]["rounds"] >= 1 and data["verify"]["ar"]["measured_images_per_s"] > 0
     printed = capsys.readouterr().out
     assert "Choice:" in printed and "measured side by side" in printed
+
+
+def test_auto_window_and_batch_in_a_job(tmp_path, capsys):
+    """`window: auto` and `batch_size: auto`: the actor measures, picks from the grid, says why, and the
+    job id tells an auto job from one with the preset window."""
+    from sjd_batch.driver import run_local
+    from sjd_batch.identity import identity
+    from sjd_batch.io import results
+    from sjd_batch.io.storage import Storage
+    from sjd_batch.tuning import AUTO_BATCHES, AUTO_WINDOWS
+    from tests.test_worker import make_job, write_prompts
+
+    prompts = write_prompts(tmp_path / "in" / "p.parquet", 6)
+    config = make_job([prompts], str(tmp_path / "out"), method={"window": "auto"}, run={"batch_size": "auto"})
+    summary = run_local(config, progress=False)
+    assert summary.ok and summary.generated == 6, summary.text()
+    err = capsys.readouterr().err
+    assert "auto settings: window" in err and "Choice:" in err
+    rows = results.read_stats(Storage.from_uri(config.output.uri)).to_pylist()
+    windows = {json.loads(r["params_json"])["window"] for r in rows}
+    assert len(windows) == 1 and windows <= set(AUTO_WINDOWS)
+    assert {r["batch_size"] for r in rows} <= set(AUTO_BATCHES)
+    preset = make_job([prompts], str(tmp_path / "out2"), method={"window": None})
+    assert identity(config, [])["method"]["window"] == "auto" != identity(preset, [])["method"]["window"]

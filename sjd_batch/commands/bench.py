@@ -49,18 +49,9 @@ from sjd_batch.commands.measure import (  # noqa: F401 (follows_layout, hf_gener
 )
 from sjd_batch.job import git_revision
 from sjd_batch.models.loading import load_model
+from sjd_batch.timing import bench_prompts  # noqa: F401 (re-exported: calibrate, tune)
 
 Cells = dict[tuple[str, str], tuple[MethodSpec, list[Run]]]  # (label, schedule) -> spec, runs by round
-
-
-def bench_prompts(model: Any, count: int, seed: int) -> list[str]:
-    """The model's own caption sampler when it has one, else simple synthetic captions."""
-    sampler = getattr(model, "example_prompts", None)
-    if callable(sampler):
-        return list(sampler(count, seed))
-    colours = ["red", "green", "blue", "yellow", "purple", "orange", "white", "cyan"]
-    shapes = ["circle", "square", "triangle", "cross"]
-    return [f"a {colours[i % 8]} {shapes[(i // 8) % 4]} at the center" for i in range(count)]
 
 
 def run_bench(args: argparse.Namespace) -> list[dict[str, Any]]:

@@ -25,6 +25,7 @@ from sjd_batch import throughput
 from sjd_batch.api import GenerationResult, generate, split_params
 from sjd_batch.decoding import EngineStats, SampleStats
 from sjd_batch.decoding.jacobi import synced_clock
+from sjd_batch.timing import ForwardTimer
 
 HF_GENERATE = "hf-generate"
 # two-sided 95% Student-t quantiles by degrees of freedom (1..30); 1.96 beyond
@@ -73,36 +74,6 @@ def ratio_interval(values: list[float]) -> tuple[float, float, float]:
     df = len(values) - 1
     half = (_T95[df - 1] if df <= len(_T95) else 1.96) * statistics.stdev(values) / math.sqrt(len(values))
     return mean, mean - half, mean + half
-
-
-class ForwardTimer:
-    """Times every `model.forward` call while the block runs (device synchronised before and after).
-
-    It wraps the instance attribute, so the engine's calls, compiled or not, all pass through it.
-    """
-
-    def __init__(self, model: Any) -> None:
-        self.model, self.seconds, self.calls = model, 0.0, 0
-
-    def __enter__(self) -> ForwardTimer:
-        inner, device = self.model.forward, self.model.device
-
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            t0 = synced_clock(device)
-            out = inner(*args, **kwargs)
-            self.seconds += synced_clock(device) - t0
-            self.calls += 1
-            return out
-
-        self._had_own, self._inner = "forward" in vars(self.model), inner
-        self.model.forward = timed
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._had_own:
-            self.model.forward = self._inner
-        else:
-            del self.model.forward
 
 
 class RssPeak:

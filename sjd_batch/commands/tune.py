@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from sjd_batch import throughput
+from sjd_batch.api import split_params
 from sjd_batch.commands.bench import bench_prompts
 from sjd_batch.commands.measure import MethodSpec, Runner, parse_methods, ratio_interval
 from sjd_batch.job import git_revision
@@ -104,8 +105,9 @@ def main(args: argparse.Namespace) -> int:
     spec = parse_methods(args.method, {})[-1]
     windows = [int(w) for w in args.windows.split(",")]
     batches = [int(b) for b in args.batch_sizes.split(",")]
-    result = tune(model, spec, bench_prompts(model, args.prompts, args.seed + 3), windows, batches,
-                  repeats=args.repeats)
+    sampling, config = split_params(model, spec.method, spec.params)
+    result = tune(model, sampling, config, bench_prompts(model, args.prompts, args.seed + 3), windows,
+                  batches, repeats=args.repeats, label=spec.label)
     print_result(result)
     payload = {"meta": {"command": "sjd-batch tune " + " ".join(sys.argv[2:]), "git": git_revision(),
                         "torch": torch.__version__, "threads": torch.get_num_threads()}, **result.to_json()}
