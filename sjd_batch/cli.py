@@ -35,6 +35,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "sjd_batch.commands.tune",
         "measure forward cost and acceptance; choose the window and batch size with the most images/s",
     ),
+    "project": ("sjd_batch.commands.project",
+                "GPU projection table (a projection): roofline forward x measured step compression"),
     "bench-runner": ("sjd_batch.commands.bench_runner", "runner samples/s with 1, 2, 4 CPU actors"),
     "train-shapes": ("sjd_batch.commands.train_shapes", "train the shipped shapes-t2i model from scratch"),
     "train-textures": (
