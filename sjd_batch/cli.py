@@ -37,6 +37,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "project": ("sjd_batch.commands.project",
                 "GPU projection table (a projection): roofline forward x measured step compression"),
+    "bench-gpu": ("sjd_batch.commands.bench_gpu",
+                  "on a GPU: CUDA tests, forward time at the real families' sizes, bench on the device"),
     "bench-runner": ("sjd_batch.commands.bench_runner", "runner samples/s with 1, 2, 4 CPU actors"),
     "train-shapes": ("sjd_batch.commands.train_shapes", "train the shipped shapes-t2i model from scratch"),
     "train-textures": (

@@ -24,6 +24,7 @@ in each actor once its model is loaded (`auto_settings`) and logs what it chose 
 from __future__ import annotations
 
 import statistics
+import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -107,18 +108,22 @@ class TuneResult:
 
 
 def forward_grid(model: Any, sampling: SamplingConfig, windows: list[int], batches: list[int],
-                 repeats: int = 5, warmup: int = 2) -> dict[str, float]:
+                 repeats: int = 5, warmup: int = 2, deadline: float | None = None) -> dict[str, float]:
     """Median forward ms per "W,B" (context: the middle of a decode); a cell that runs out of memory
-    is left out, and so are the larger batches at that window."""
+    is left out, and so are the larger batches at that window. Past `deadline` (`time.monotonic()`)
+    the cells left are skipped."""
     cfg = sampling.uses_cfg
     context = 64 + model.layout.length // 2
     grid: dict[str, float] = {}
     with torch.inference_mode():
         for window in windows:
             for batch in batches:
+                if deadline is not None and time.monotonic() > deadline:
+                    return grid
                 try:
                     t = time_forward(model, batch, window, context, cfg, repeats, warmup)
                 except torch.OutOfMemoryError:
+                    torch.cuda.empty_cache()
                     break
                 grid[f"{window},{batch}"] = t.median_ms
     return grid
