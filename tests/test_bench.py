@@ -45,6 +45,10 @@ def test_bench_reports_overhead_idle_share_and_intervals(tmp_path, capsys):
     assert sjd_c["idle_share_before_drain"] == 0.0  # a free slot is refilled before the next forward
     assert sjd_f["idle_share_before_drain"] > 0.0  # fixed batches wait for their slowest row
     assert sjd_c["nfe_mean"] == sjd_f["nfe_mean"]  # same samples, same forwards: only the schedule differs
+    lo, hi = sjd_c["images_per_s_vs_fixed_95"]
+    assert lo <= sjd_c["images_per_s_vs_fixed"] <= hi and "images_per_s_vs_fixed" not in sjd_f
+    lo, hi = sjd_c["engine_overhead_95"]
+    assert len(sjd_c["images_per_s_by_round"]) == 2 and lo <= sjd_c["engine_overhead"] <= hi
     assert rows["ar", "continuous"]["idle_share"] == 0.0  # AR rows all finish together
     assert data["meta"]["command"].startswith("sjd-batch bench") and "git" in data["meta"]
     assert "engine x" in capsys.readouterr().out

@@ -137,11 +137,27 @@ def summarise(model: Any, runs: Cells, batch_size: int) -> list[dict]:
             "idle_share": sum(i for i, _ in idle) / max(1, sum(t for _, t in idle)) if ours else None,
             "idle_share_before_drain": waiting / max(1, sum(t for _, t in idle)) if ours else None,
             "forward_calls": sum(r.forwards for r in cell), "peak_mem_mb": max(r.peak_mb for r in cell),
-            "device": str(model.device),
+            "device": str(model.device), "images_per_s_by_round": [r.images_per_s for r in cell],
+            **_spreads(runs, label, sched, cell),
             **({"layout_violations": sum(not s.extra.get("layout_ok", True) for s in stats)}
                if not ours else {}),
         })
     return rows
+
+
+def _spreads(runs: Cells, label: str, sched: str, cell: list[Run]) -> dict[str, Any]:
+    """95% intervals over the rounds: the engine overhead, and (continuous rows, when the same method
+    also ran in fixed batches) the images/s ratio continuous / fixed, round by round."""
+    out: dict[str, Any] = {}
+    if all(r.forward_s for r in cell):
+        _, lo, hi = ratio_interval([(r.wall_s - r.pixel_s) / r.forward_s for r in cell])
+        out["engine_overhead_95"] = [lo, hi]
+    fixed = runs.get((label, "fixed"))
+    if sched == "continuous" and fixed is not None:
+        mean, lo, hi = ratio_interval([c.images_per_s / f.images_per_s
+                                       for c, f in zip(cell, fixed[1], strict=True)])
+        out["images_per_s_vs_fixed"], out["images_per_s_vs_fixed_95"] = mean, [lo, hi]
+    return out
 
 
 def _sum_lists(lists) -> list[int]:
