@@ -87,16 +87,20 @@ class TuneResult:
     def why(self) -> str:
         """One paragraph: what was chosen and why, in the cost model's terms."""
         spec, ar = self.best_speculative(), self.best("ar")
+        winner = spec if spec.seconds_per_image <= ar.seconds_per_image else ar
+        return f"{self.explain()} Choice: {winner.method} (window {winner.window}, batch {winner.batch})."
+
+    def explain(self) -> str:
+        """The best setting of the speculative method and of AR, with the measurements behind each."""
+        spec, ar = self.best_speculative(), self.best("ar")
         cal = next(c for c in self.calibration if c.window == spec.window)
         fwd = self.forward_ms[f"{spec.window},{spec.batch}"]
         ar_fwd = self.forward_ms[f"1,{ar.batch}"]
-        winner = spec if spec.seconds_per_image <= ar.seconds_per_image else ar
         return (
             f"best {self.method}: window {spec.window}, batch {spec.batch}: step compression "
             f"{cal.compression:.2f} x, forward {fwd:.2f} ms for {spec.batch} x {spec.window} tokens, "
             f"engine overhead {cal.overhead:.2f} -> {spec.images_per_s:.2f} images/s predicted. "
-            f"Best ar: batch {ar.batch}, forward {ar_fwd:.2f} ms -> {ar.images_per_s:.2f} images/s. "
-            f"Choice: {winner.method} (window {winner.window}, batch {winner.batch})."
+            f"Best ar: batch {ar.batch}, forward {ar_fwd:.2f} ms -> {ar.images_per_s:.2f} images/s."
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -210,5 +214,7 @@ def auto_settings(model: Any, sampling: SamplingConfig, method: DecodeConfig, wi
         best = result.best("ar")
         why = f"ar: batch {best.batch}, {best.images_per_s:.2f} images/s predicted"
         return AutoChoice(method, best.batch, why)
-    best = result.best_speculative()
-    return AutoChoice(replace(method, window=best.window), best.batch, result.why())
+    best, ar = result.best_speculative(), result.best("ar")
+    note = (f" The job's method stays {method.method}; plain ar would be faster on this hardware."
+            if ar.seconds_per_image < best.seconds_per_image else "")
+    return AutoChoice(replace(method, window=best.window), best.batch, result.explain() + note)

@@ -56,7 +56,7 @@ def test_auto_window_and_batch_in_a_job(tmp_path, capsys):
     summary = run_local(config, progress=False)
     assert summary.ok and summary.generated == 6, summary.text()
     err = capsys.readouterr().err
-    assert "auto settings: window" in err and "Choice:" in err
+    assert "auto settings: window" in err and "images/s predicted" in err
     rows = results.read_stats(Storage.from_uri(config.output.uri)).to_pylist()
     windows = {json.loads(r["params_json"])["window"] for r in rows}
     assert len(windows) == 1 and windows <= set(AUTO_WINDOWS)
