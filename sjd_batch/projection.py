@@ -14,7 +14,7 @@ k = 1, i.e. none, and pixel decoding left out, for lack of a GPU measurement of 
     latency (batch 1)    = prefill + (T / c(W)) * time(W, B=1, C ~ prompt + T/2)
     images/s (batch B)   = B / ((T / c(W)) * time(W, B, C))   at the best B whose KV cache fits
 
-with c(W) a step compression measured on a shipped model (`sjd-batch tune` / `bench` JSON). When
+with c(W) a step compression measured on a shipped model (`sjd-batch autotune` / `bench` JSON). When
 `bench-gpu` has measured forward times on a GPU, pass them (`--forward`) and they replace the roofline.
 """
 

@@ -7,7 +7,7 @@
 - the span, for a job's output: per job, from the first shard's start to the last shard's commit
   (`started_at`, `finished_at` of the commit markers), summed over jobs, so the gap between two jobs
   run one after another does not count, and every actor of the pool counts at once. For a process that
-  decodes a list of prompts itself (`bench`, `tune`), the span is prompts in to images out.
+  decodes a list of prompts itself (`bench`, `autotune`), the span is prompts in to images out.
 
 Model loading, actor start-up and planning lie outside the span: the figure is the steady rate of the
 pool, which is what a longer job of the same kind would sustain.

@@ -1,4 +1,4 @@
-"""Timing primitives shared by `bench`, `bench-forward`, `tune` and the worker's `auto` settings.
+"""Timing primitives shared by `bench`, `bench-forward`, `autotune` and the worker's `auto` settings.
 
 Clocks are read with the device synchronised (`synced_clock`), so a GPU's queued work is counted where
 it is done, not where it was launched.

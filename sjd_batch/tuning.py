@@ -1,4 +1,4 @@
-"""Auto-tuned window and batch size (`sjd-batch tune`, `method.window: auto`, `run.batch_size: auto`).
+"""Auto-tuned window and batch size (`sjd-batch autotune`, `method.window: auto`, `run.batch_size: auto`).
 
 Measure on the machine at hand, model, choose. The cost model, per image, with continuous batching
 (no idle slots):
@@ -67,7 +67,7 @@ class Candidate:
 
 @dataclass
 class TuneResult:
-    """Everything `tune` measured and chose (its JSON)."""
+    """Everything `autotune` measured and chose (its JSON)."""
 
     model: str
     device: str

@@ -1,4 +1,4 @@
-"""Measurement for `bench` and `tune`: method specs, rounds of interleaved runs, forward timing, memory,
+"""Measurement for `bench` and `autotune`: method specs, rounds of interleaved runs, forward timing, memory,
 and ratios with 95% intervals.
 
 Protocol (docs/design.md, section 8): the prompts are cut into rounds; in each round every (method, schedule)

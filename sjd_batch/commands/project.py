@@ -1,7 +1,7 @@
 """`sjd-batch project --tune TUNE.json [--bench BENCH.json]`: the GPU projection table (a projection,
 not a measurement: `sjd_batch/projection.py` says what it is computed from).
 
-Step compressions come from files that `tune` and `bench` wrote on a shipped model: `tune`'s
+Step compressions come from files that `autotune` and `bench` wrote on a shipped model: `autotune`'s
 calibration gives c(W) of its method at every window it tried (the window with the lowest projected
 latency is taken per GPU and family), `bench` gives each method's c at its own window. `ar` has c = 1
 at window 1. "Best lossless" is the lossless method setting with the lowest projected latency.
@@ -20,7 +20,7 @@ LOSSLESS = ("sjd", "sjd-vp", "mc-sjd", "mc-sjd-vp")  # exact in law; `jacobi` is
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--tune", required=True, help="JSON of `sjd-batch tune` (calibration: c per window)")
+    parser.add_argument("--tune", required=True, help="JSON of `sjd-batch autotune` (c per window)")
     parser.add_argument("--bench", default="", help="JSON of `sjd-batch bench` (other methods' c)")
     parser.add_argument("--gpus", default="H100,H200")
     parser.add_argument("--json", default="", help="also write the projection to this JSON file")

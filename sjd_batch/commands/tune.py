@@ -1,4 +1,4 @@
-"""`sjd-batch tune --model NAME`: the window and batch size with the most images/s on this machine.
+"""`sjd-batch autotune --model NAME`: the window and batch size with the most images/s on this machine.
 
 It measures the forward time against window and batch, and the step compression and engine overhead
 against window from a short calibration decode, prices every cell with the cost model of
@@ -109,7 +109,7 @@ def main(args: argparse.Namespace) -> int:
     result = tune(model, sampling, config, bench_prompts(model, args.prompts, args.seed + 3), windows,
                   batches, repeats=args.repeats, label=spec.label)
     print_result(result)
-    payload = {"meta": {"command": "sjd-batch tune " + " ".join(sys.argv[2:]), "git": git_revision(),
+    payload = {"meta": {"command": "sjd-batch autotune " + " ".join(sys.argv[2:]), "git": git_revision(),
                         "torch": torch.__version__, "threads": torch.get_num_threads()}, **result.to_json()}
     if args.verify:
         check = verify(model, result, spec, args.verify, args.seed, args.round)
