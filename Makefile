@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q -e '.[test,plots]'
 	rm -f $(VENV)/.installed-* && touch $@
 
-.PHONY: install demo test lint bench browser
+.PHONY: install demo test lint bench bench-gpu browser
 install: $(STAMP)
 
 demo: $(STAMP)
@@ -44,3 +44,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/sjd-batch bench --model shapes-t2i --methods ar,sjd,sjd-vp,mc-sjd --prompts 16 --json bench.json
+
+# On a machine with one CUDA GPU (a CUDA build of torch installed, README "GPU install"): the CUDA tests,
+# forward time vs window and batch at the real families' sizes, and bench of every method on the shipped
+# models, in at most 8 minutes; JSON under $(OUT).
+OUT ?= bench-gpu-out
+bench-gpu: $(STAMP)
+	RAY_AUTH_MODE=disabled $(VENV)/bin/sjd-batch bench-gpu --out $(OUT) --budget-s 480

@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, fields
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import torch
 
 from sjd_batch.decoding import (
     DecodeConfig,
+    EngineStats,
     ImageTokenModel,
+    Request,
     SampleStats,
     SamplingConfig,
     decode,
+    decode_stream,
     resolve_method,
 )
 from sjd_batch.decoding.rng import sample_seed, seed_tensor
@@ -33,9 +36,10 @@ class GenerationResult:
     sample_id: str
     prompt: str
     seed: int
-    tokens: torch.Tensor  # [T] long: the generated layout, forced tokens included
+    tokens: torch.Tensor | None  # [T] long: the generated layout, forced tokens included
     pixels: torch.Tensor | None  # [H, W, 3] uint8, or None when images were not decoded
-    stats: SampleStats
+    stats: SampleStats | None
+    error: str | None = None  # why the engine refused the request (tokens and stats are then None)
 
     @property
     def image(self) -> Any:
@@ -92,6 +96,8 @@ def generate(
     sample_ids: Sequence[str] | None = None,
     seeds: Sequence[int] | None = None,
     decode_images: bool = True,
+    schedule: str = "continuous",
+    engine_stats: EngineStats | None = None,
     **params: Any,
 ) -> list[GenerationResult]:
     """Generate one image per prompt.
@@ -101,12 +107,16 @@ def generate(
         prompts: the captions.
         method: "ar", "jacobi", "sjd", "sjd-vp", "mc-sjd" or "mc-sjd-vp".
         seed: the job seed; sample i gets the seed blake2b(seed, sample_ids[i]).
-        batch_size: samples decoded together; each advances at its own pace.
+        batch_size: samples decoded together; each advances at its own pace, and a finished one's
+            slot takes the next prompt at once (continuous batching).
         negative_prompts: per-sample unconditional texts for CFG (default: the model's empty caption).
         sample_ids: stable ids (default "0", "1", ...); a sample's output depends only on its id,
             the job seed and the settings, never on its batch-mates.
         seeds: explicit per-sample seeds, overriding the derived ones.
         decode_images: also decode pixels (off for token-only benchmarks).
+        schedule: "continuous" (default) or "fixed" (the old way: the next batch_size prompts start
+            only once every slot is done; for comparisons).
+        engine_stats: an `EngineStats` to fill with the engine's counters (share of idle slots).
         **params: sampling (temperature, top_k, top_p, cfg_scale, cfg_mode) and decoding (window,
             init, init_law, vp_lambda, vp_form, vp_clip, vp_lossy, coupling) overrides.
 
@@ -118,20 +128,45 @@ def generate(
     ids = [str(i) for i in range(len(prompts))] if sample_ids is None else [str(s) for s in sample_ids]
     all_seeds = list(seeds) if seeds is not None else [sample_seed(seed, i) for i in ids]
     _check_lengths(len(prompts), ids=ids, seeds=all_seeds, negative_prompts=negative_prompts)
-    results: list[GenerationResult] = []
-    for rows in _batches(len(prompts), batch_size):
-        negatives = [negative_prompts[i] for i in rows] if negative_prompts is not None else None
-        results += generate_batch(
-            model,
-            [prompts[i] for i in rows],
-            negatives,
-            [ids[i] for i in rows],
-            [all_seeds[i] for i in rows],
-            sampling,
-            config,
-            decode_images,
-        )
-    return results
+    model.encode(prompts, negative_prompts, with_uncond=sampling.uses_cfg)  # bad prompts fail before any work
+    negatives = negative_prompts or [None] * len(prompts)
+    requests = [Request(prompts[i], all_seeds[i], negatives[i], tag=ids[i]) for i in range(len(prompts))]
+    results = {}
+    for _, r in generate_stream(model, requests, sampling, config, batch_size, decode_images, schedule,
+                                engine_stats):
+        if r.error is not None:
+            raise ValueError(f"sample {r.sample_id}: {r.error}")
+        results[r.sample_id] = r
+    return [results[i] for i in ids]
+
+
+def generate_stream(
+    model: ImageTokenModel,
+    requests: Iterable[Request],
+    sampling: SamplingConfig,
+    config: DecodeConfig,
+    batch_size: int,
+    decode_images: bool = True,
+    schedule: str = "continuous",
+    engine_stats: EngineStats | None = None,
+) -> Iterator[tuple[Request, GenerationResult]]:
+    """Decode a stream of requests with `batch_size` in flight; yield each (request, result) as it finishes.
+
+    Settings are already resolved (`split_params`). A result's `sample_id` is `str(request.tag)`. A
+    request the model refuses yields a result with `error` set (and no tokens); the stream goes on.
+    """
+    for f in decode_stream(model, requests, sampling, config, batch_size, schedule, engine_stats):
+        req = f.request
+        if f.error is not None:
+            yield req, GenerationResult(str(req.tag), req.prompt, req.seed, None, None, None, f.error)
+            continue
+        pixels = None
+        if decode_images:
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                pixels = model.decode_pixels(f.tokens[None])[0].cpu()
+            f.stats.observe_pixels(time.perf_counter() - t0)
+        yield req, GenerationResult(str(req.tag), req.prompt, req.seed, f.tokens, pixels, f.stats)
 
 
 def generate_batch(
@@ -184,8 +219,3 @@ def _check_lengths(count: int, **lists: Sequence[Any] | None) -> None:
     for name, values in lists.items():
         if values is not None and len(values) != count:
             raise ValueError(f"{name} has {len(values)} entries for {count} prompts")
-
-
-def _batches(count: int, size: int) -> Iterator[list[int]]:
-    for start in range(0, count, size):
-        yield list(range(start, min(start + size, count)))

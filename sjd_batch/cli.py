@@ -30,6 +30,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "bench-output": ("sjd_batch.commands.bench_output", "time resume and compact on a big fake output"),
     "bench-plan": ("sjd_batch.commands.bench_plan", "time `sjd-batch plan` on a generated many-row input"),
+    # not "tune": Ray installs a `tune` program, and the container entrypoint runs a program of that name
+    "autotune": (
+        "sjd_batch.commands.tune",
+        "measure forward cost and acceptance; choose the window and batch size with the most images/s",
+    ),
+    "project": ("sjd_batch.commands.project",
+                "GPU projection table (a projection): roofline forward x measured step compression"),
+    "bench-gpu": ("sjd_batch.commands.bench_gpu",
+                  "on a GPU: CUDA tests, forward time at the real families' sizes, bench on the device"),
     "bench-runner": ("sjd_batch.commands.bench_runner", "runner samples/s with 1, 2, 4 CPU actors"),
     "train-shapes": ("sjd_batch.commands.train_shapes", "train the shipped shapes-t2i model from scratch"),
     "train-textures": (

@@ -84,6 +84,18 @@ def _valid_uri(uri: str) -> str:
 Uri = Annotated[str, Field(min_length=1), AfterValidator(_not_blank), AfterValidator(_valid_uri)]
 
 
+def _int_or_auto(value: Any, minimum: int | None) -> Any:
+    """An integer (>= `minimum`), or "auto" (measured by each actor: `sjd_batch/tuning.py`). Checked
+    before pydantic's union, whose two-branch error would not say what is expected."""
+    if value is None or value == "auto":
+        return value
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"expected an int or 'auto', got {type(value).__name__} ({value!r})")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"must be >= {minimum} or 'auto', got {value!r}")
+    return value
+
+
 def _pick(value: T | None, default: T) -> T:
     return default if value is None else value
 
@@ -95,7 +107,9 @@ class MethodSection(_Section):
     """
 
     name: str = Field("sjd-vp", json_schema_extra={"enum": sorted(METHODS)}, description="the method")
-    window: int | None = Field(None, description="L, tokens per forward (last committed + L-1 drafts), >= 2")
+    window: int | Literal["auto"] | None = Field(
+        None, description="L, tokens per forward (last committed + L-1 drafts), >= 2; auto: each actor "
+        "measures and picks the window with the most images/s on its hardware (sjd_batch/tuning.py)")
     init: Literal[INIT_SCHEMES] | None = Field(None, description="how a draft entering the window is chosen")
     init_law: Literal[INIT_LAWS] | None = Field(None, description="law stored for random init drafts")
     vp_lambda: float | None = Field(None, description="SJD-VP strength; 0 is plain SJD")
@@ -104,6 +118,11 @@ class MethodSection(_Section):
     vp_lossy: bool | None = Field(None, description="LOSSY on purpose: draw from q~, verify against P")
     coupling: Literal[COUPLINGS] | None = Field(None, description="independent | maximal (MC-SJD)")
     verifier: Literal[VERIFIERS] | None = Field(None, description="speculative | exact")
+
+    @field_validator("window", mode="before")
+    @classmethod
+    def _window(cls, value: Any) -> Any:
+        return _int_or_auto(value, None)  # the method's own bound (>= 2) is checked by `decode_config`
 
     @model_validator(mode="before")
     @classmethod
@@ -118,8 +137,9 @@ class MethodSection(_Section):
     def decode_config(self) -> DecodeConfig:
         """The engine's settings: the named preset with every parameter set here on top."""
         p = resolve_method(self.name)
+        window = p.window if self.window == "auto" else _pick(self.window, p.window)  # auto: the actor's
         return replace(
-            p, window=_pick(self.window, p.window), init=_pick(self.init, p.init),
+            p, window=window, init=_pick(self.init, p.init),
             init_law=_pick(self.init_law, p.init_law), vp_lambda=_pick(self.vp_lambda, p.vp_lambda),
             vp_form=_pick(self.vp_form, p.vp_form), vp_clip=_pick(self.vp_clip, p.vp_clip),
             vp_lossy=_pick(self.vp_lossy, p.vp_lossy), coupling=_pick(self.coupling, p.coupling),
@@ -183,13 +203,20 @@ class OutputSection(_Section):
 class RunSection(_Section):
     """How the job executes. Only `seed` changes what it produces (see `sjd_batch.identity`)."""
 
-    batch_size: int = Field(8, ge=1, description="samples decoded together per actor")
+    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        8, description="samples decoded together per actor; auto: each actor measures and picks the size "
+        "with the most images/s on its hardware (sjd_batch/tuning.py)")
     num_actors: int = Field(1, ge=1, description="Ray actors")
     gpus_per_actor: float = Field(0.0, ge=0, description="1 on GPU clusters: one actor per GPU")
     cpus_per_actor: float = Field(1.0, ge=0, description="CPUs reserved per actor (torch threads)")
     seed: int = Field(0, description="job seed; sample seed = blake2b(seed, sample_id)")
     max_retries: int = Field(2, ge=0, description="retries of a failing shard before the job reports it")
     upload_threads: int = Field(4, ge=1, description="threads encoding and uploading images")
+
+    @field_validator("batch_size", mode="before")
+    @classmethod
+    def _batch_size(cls, value: Any) -> Any:
+        return _int_or_auto(value, 1)
 
 
 class JobConfig(_Section):

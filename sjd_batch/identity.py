@@ -29,7 +29,9 @@ def identity(config: JobConfig, inputs: Sequence[InputFile]) -> dict[str, Any]:
     """What the job id hashes (also stored in job.json, so a reader can see why two ids differ)."""
     return {
         "model": config.model.model_dump(),
-        "method": dataclasses.asdict(config.method.decode_config()),
+        "method": {**dataclasses.asdict(config.method.decode_config()),
+                   # auto: the window each actor picks, which changes what a sample's tokens are
+                   **({"window": "auto"} if config.method.window == "auto" else {})},
         "sampling": config.sampling.model_dump(exclude_none=True),
         "seed": config.run.seed,
         "shard_size": config.input.shard_size,

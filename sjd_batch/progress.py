@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 from tqdm import tqdm
 
+from sjd_batch import throughput
 from sjd_batch.io.commit_log import CommitLog, LoggedCommit
 from sjd_batch.io.prompts import ShardSpec
 from sjd_batch.io.storage import Storage, StorageError
@@ -35,7 +36,8 @@ class JobSummary:
     bad_rows: int = 0
     failed_samples: int = 0  # samples recorded with an error instead of an image
     retries: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # the whole run: planning, actor start and model loading included
+    spans: list[tuple[float, float]] = field(default_factory=list)  # shards committed now: (start, end)
     step_compression_sum: float = 0.0
     generated: int = 0
     compaction_hint: str = ""  # when the output's stats are many small files (see `compaction_hint`)
@@ -51,8 +53,9 @@ class JobSummary:
         return self.shards_skipped == self.shards_total
 
     @property
-    def images_per_s(self) -> float:
-        return self.generated / self.seconds if self.seconds else 0.0
+    def images_per_s(self) -> float | None:
+        """The one images/s (`throughput.py`): images made now over the span of the shards that made them."""
+        return throughput.images_per_s(self.generated, throughput.span_seconds(self.spans))
 
     @property
     def step_compression_mean(self) -> float:
@@ -72,7 +75,8 @@ class JobSummary:
         lines += [
             f"  samples: {self.samples} written ({self.generated} generated now), "
             f"{self.bad_rows} bad rows skipped, {self.failed_samples} samples failed",
-            f"  {self.seconds:.1f} s, {self.images_per_s:.2f} images/s, "
+            f"  {self.seconds:.1f} s in all, {_rate(self.images_per_s)} images/s (over "
+            f"{throughput.span_seconds(self.spans) or 0:.1f} s of shards), "
             f"mean step compression {self.step_compression_mean:.2f}",
         ]
         lines += [f"  shard {i} failed: {err}" for i, err in sorted(self.failed.items())]
@@ -88,6 +92,10 @@ class JobSummary:
         rerun = f"rerun the same command ({command})" if command else "rerun the job"
         return (f"  {done} of {self.shards_total} shards are committed and stay as they are; {rerun} once "
                 f"the cause above is fixed: it resumes with the {self.shards_total - done} shards left")
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 class JobTracker:
@@ -133,6 +141,8 @@ class JobTracker:
         s.bad_rows += report.bad_rows
         s.failed_samples += report.failed
         s.step_compression_sum += report.step_compression_sum
+        if report.committed:
+            s.spans.append((report.started_at, report.finished_at))
         self.done += 1
         # A shard found committed (by an earlier attempt) is logged with zeros: its counts are its marker's.
         self.log.add(LoggedCommit(spec.index, report.samples, report.bad_rows,

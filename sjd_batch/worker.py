@@ -1,17 +1,19 @@
 """`ShardWorker`: turns one prompt shard into images, a stats file and a commit marker.
 
 The callable-class idiom of `ray.data.llm`: `__init__` loads the model and resolves the job's settings
-once (`SamplingConfig` over the model's defaults, the method's `DecodeConfig`), each call runs one shard
-through the four stages of `sjd_batch.stages` (read, decode, encode, commit). The worker never sees
-Ray: the runner passes in the job id and the actor and node names it should record.
+once (`SamplingConfig` over the model's defaults, the method's `DecodeConfig`; a window or batch size
+left to `auto` is measured there, on the actor's own hardware: `tuning.auto_settings`), each call runs
+one shard through the four stages of `sjd_batch.stages` (read, decode, encode, commit). The worker
+never sees Ray: the runner passes in the job id and the actor and node names it should record.
 
-Seeds are a pure function of (job seed, sample id), so a retry reproduces the same images bit for bit.
-Also here: the device and precision choice of a worker.
-"""
+Seeds are a pure function of (job seed, sample id), so a retry reproduces the same images bit for bit
+(with `window: auto`, on an actor that picked the same window: each stats row records its window).
+Also here: the device and precision choice of a worker."""
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
@@ -20,6 +22,7 @@ import torch
 
 from sjd_batch.api import check_sampling
 from sjd_batch.config import JobConfig
+from sjd_batch.decoding import DecodeConfig, SamplingConfig
 from sjd_batch.io.ids import IdRules
 from sjd_batch.io.prompts import ShardSpec
 from sjd_batch.io.records import StatsRecord
@@ -50,6 +53,8 @@ class ShardReport:
     failed: int  # samples recorded with an `error` (no image) in this attempt
     committed: bool  # False when the shard was already committed (by an earlier attempt)
     seconds: float
+    started_at: float  # epoch seconds: this attempt's span, as in its commit marker (throughput.py)
+    finished_at: float
     step_compression_sum: float  # over the generated samples (the runner keeps a running mean)
     actor: str
     node: str
@@ -76,10 +81,26 @@ class ShardWorker:
             self.model = compile_forward(self.model)
         sampling = config.sampling.over(self.model.default_sampling)
         check_sampling(self.model, sampling)
-        self.method = config.method.decode_config()
+        self.method, self.batch_size = self._settings(sampling)
         self.id_rules = IdRules.for_format(config.output.image_format)
-        self.decode = DecodeStage(self.model, sampling, self.method, config.run.batch_size)
+        self.decode = DecodeStage(self.model, sampling, self.method, self.batch_size)
         self.storage = Storage.from_uri(config.output.uri)
+
+    def _settings(self, sampling: SamplingConfig) -> tuple[DecodeConfig, int]:
+        """The method and batch size; `auto` ones are measured here, on this actor's hardware, once."""
+        method, batch = self.config.method.decode_config(), self.config.run.batch_size
+        window_auto = self.config.method.window == "auto"
+        if not window_auto and batch != "auto":
+            return method, batch
+        from sjd_batch.timing import bench_prompts
+        from sjd_batch.tuning import auto_settings
+
+        prompts = bench_prompts(self.model, 4, self.config.run.seed)
+        choice = auto_settings(self.model, sampling, method, window_auto, None if batch == "auto" else batch,
+                               prompts)
+        print(f"actor {self.actor}: auto settings: window {choice.method.window}, batch {choice.batch}. "
+              f"{choice.why}", file=sys.stderr, flush=True)
+        return choice.method, choice.batch
 
     @property
     def storage(self) -> Storage:
@@ -103,7 +124,7 @@ class ShardWorker:
         """
         t0, started_at, busy0 = time.perf_counter(), time.time(), self.decode.busy_s
         if self.committer.is_committed(spec.index):
-            return self._report(spec, attempt, [], 0, 0, 0, False, t0, busy0)
+            return self._report(spec, attempt, [], 0, 0, 0, False, t0, busy0, (started_at, time.time()))
         done_before = self.committer.done_records(spec.index)
         shard_in = read_input(spec, done_before, self.config.run.seed, self.id_rules)
         done = len(shard_in.done)
@@ -115,13 +136,13 @@ class ShardWorker:
                           self.decode.busy_s - busy0)
         committed = self.committer.commit(shard_in, [*shard_in.done, *fresh], info)
         return self._report(spec, attempt, fresh, done + len(fresh), done, len(shard_in.bad), committed, t0,
-                            busy0)
+                            busy0, (info.started_at, info.finished_at))
 
     def _produce(self, decoded: Iterable[Decoded], where: Placement, report: Callable[[int], None]
                  ) -> list[StatsRecord]:
         """Encode and store images in threads while the decode stream goes on; every `batch_size`
         finished samples become one partial file, once their images are all stored."""
-        size, groups, group = self.config.run.batch_size, [], []
+        size, groups, group = self.batch_size, [], []
         with cf.ThreadPoolExecutor(self.config.run.upload_threads, thread_name_prefix="upload") as images, \
                 cf.ThreadPoolExecutor(2, thread_name_prefix="group") as savers:
             for n, sample in enumerate(decoded, 1):
@@ -143,13 +164,14 @@ class ShardWorker:
         return records
 
     def _report(self, spec: ShardSpec, attempt: int, fresh: list[StatsRecord], samples: int, resumed: int,
-                bad: int, committed: bool, t0: float, busy0: float) -> ShardReport:
+                bad: int, committed: bool, t0: float, busy0: float, span: tuple[float, float]) -> ShardReport:
         ok = [r for r in fresh if r.error is None]
         return ShardReport(
             shard=spec.index, attempt=attempt, samples=samples,
             generated=len(ok), resumed=resumed, bad_rows=bad, failed=len(fresh) - len(ok),
             committed=committed,
-            seconds=time.perf_counter() - t0, step_compression_sum=sum(r.step_compression for r in ok),
+            seconds=time.perf_counter() - t0, started_at=span[0], finished_at=span[1],
+            step_compression_sum=sum(r.step_compression for r in ok),
             actor=self.actor, node=self.node,
         )
 

@@ -72,13 +72,14 @@ def test_defaults_and_types(tmp_path: Path) -> None:
         (with_("run.batch_sise", 3), "run.batch_sise: unknown key (did you mean 'batch_size'?)"),
         (with_("outptu", {}), "outptu: unknown key (did you mean 'output'?)"),
         (with_("sampling.temprature", 1), "sampling.temprature: unknown key (did you mean 'temperature'?)"),
-        (with_("run.batch_size", "eight"), "run.batch_size: expected int, got str ('eight')"),
+        (with_("run.batch_size", "eight"), "run.batch_size: expected an int or 'auto', got str ('eight')"),
         (with_("run.num_actors", True), "run.num_actors: expected int, got bool"),
         (with_("input.uris", []), "input.uris: expected a non-empty list of strings"),
         (with_("input.uris", [3]), "input.uris[0]: expected str, got int"),
         (with_("run", 5), "run: expected a mapping, got int"),
         (with_("method.name", "fast"), "method: unknown method 'fast'"),
         (with_("method.window", 1), "window must be >= 2"),
+        (with_("method.window", "big"), "method.window: expected an int or 'auto', got str ('big')"),
         (with_("sampling.top_p", 2.0), "top_p must be in (0, 1]"),
         (with_("output.image_format", "jpg"),
          "output.image_format: must be one of ('png', 'webdataset', 'parquet')"),
@@ -179,7 +180,8 @@ def test_published_schema_is_current() -> None:
     current = json.loads(json.dumps(job_schema()))
     assert published == current, "regenerate it: sjd-batch schema > docs/job-schema.json"
     assert published["properties"]["run"]["$ref"].endswith("RunSection")
-    assert published["$defs"]["RunSection"]["properties"]["batch_size"]["minimum"] == 1
+    batch = published["$defs"]["RunSection"]["properties"]["batch_size"]["anyOf"]
+    assert {"type": "integer", "minimum": 1} in batch and {"const": "auto", "type": "string"} in batch
 
 
 def test_credentials_in_uris_are_refused_without_echoing_them(tmp_path: Path) -> None:

@@ -17,28 +17,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import torch
 
-from sjd_batch.decoding.jacobi import synced_clock
-from sjd_batch.decoding.protocol import decode_window
 from sjd_batch.models.loading import load_model
+from sjd_batch.timing import ForwardTiming, time_forward  # noqa: F401 (ForwardTiming: re-exported)
 
 # Step compression of `sjd` on shapes-t2i by window (docs/benchmarks.md, window sweep); override
 # with --compression after re-measuring on new weights.
 DEFAULT_COMPRESSION = "1=1.0,16=2.86,32=3.34,64=3.60"
-
-
-@dataclass(frozen=True)
-class ForwardTiming:
-    batch: int
-    rows: int  # batch, doubled when CFG rows ride along
-    window: int
-    context: int  # key slots each query attends over
-    median_ms: float
-    tokens_per_s: float
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -67,27 +55,6 @@ def parse_pairs(text: str) -> dict[int, float]:
             raise ValueError(f"--compression: {item!r} is not window=compression (e.g. 16=2.5)")
         pairs[int(key)] = float(value)
     return pairs
-
-
-def time_forward(model, batch: int, window: int, context: int, cfg: bool, repeats: int, warmup: int):
-    """Median wall time of one `window`-token forward for `batch` samples over `context` key slots."""
-    rows = batch * (2 if cfg else 1)
-    slots = context + window
-    cache = model.new_cache(rows, slots)
-    lo, hi = model.layout.image_start, model.layout.image_end
-    ids = torch.randint(lo, hi, (rows, window), device=model.device)
-    first = torch.full((rows,), context, dtype=torch.long, device=model.device)
-    start = torch.zeros(rows, dtype=torch.long, device=model.device)
-    win = decode_window(first, start, window, slots)
-    times = []
-    for i in range(warmup + repeats):
-        t0 = synced_clock(model.device)
-        model.forward(cache, ids, win)
-        elapsed = synced_clock(model.device) - t0
-        if i >= warmup:
-            times.append(elapsed)
-    median = statistics.median(times)
-    return ForwardTiming(batch, rows, window, context, median * 1e3, batch * window / median)
 
 
 def latency_bounds(timings: list[ForwardTiming], compression: dict[int, float], length: int) -> list[dict]:

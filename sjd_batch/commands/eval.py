@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from sjd_batch.api import generate
-from sjd_batch.commands.bench import MethodSpec, parse_methods
+from sjd_batch.commands.measure import MethodSpec, parse_methods
 from sjd_batch.models.loading import load_model
 from sjd_batch.training.shapes.checker import cell_regions, check, detect, object_mask
 from sjd_batch.training.shapes.data import COLORS, GRID, SHAPES, SIZES, make_batch

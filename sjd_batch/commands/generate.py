@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from sjd_batch.api import generate
-from sjd_batch.commands.bench import _parse_value
+from sjd_batch.commands.measure import parse_value
 from sjd_batch.models.loading import load_model
 
 DEFAULT_PROMPTS = [
@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     model = load_model(args.model, device=args.device)
     prompts = args.prompts or DEFAULT_PROMPTS
-    params = dict(_parse_value(p) for p in args.set)
+    params = dict(parse_value(p) for p in args.set)
     results = generate(model, prompts, args.method, seed=args.seed, batch_size=args.batch_size, **params)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

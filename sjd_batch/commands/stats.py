@@ -3,9 +3,9 @@
 Reads the committed shards only, with pyarrow (the README shows the same queries in DuckDB and
 Polars). Per group: sample count, mean and percentiles of step compression (which is also a sample's
 mean accepted length, so it is not repeated) and latency, the pooled acceptance (drafts accepted over
-drafts tested), and images/s, which is the group's samples over the wall-clock span of the shards
-that made them (from the commit markers), so it reflects the whole pool of actors. The README's
-"Figures" section defines each of them.
+drafts tested), and images/s (`sjd_batch/throughput.py`: the group's images over the wall-clock span
+of the shards that made them, from the commit markers, so it reflects the whole pool of actors). The
+README's "Figures" section defines each of them.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import math
 import sys
 from typing import Any
 
+from sjd_batch import throughput
 from sjd_batch.io.storage import Storage, StorageError
 
 METRICS = ("step_compression", "latency_s")
@@ -36,7 +37,7 @@ def summarize(storage: Storage, by: str | None = None) -> dict[str, Any]:
     if by is not None and by not in table.column_names:
         raise ValueError(f"--by {by}: no such stats column; columns: {sorted(table.column_names)}")
     commits = results.committed_shards(storage)
-    spans = {i: (c.get("started_at"), c.get("finished_at")) for i, c in commits.items()}
+    spans = {i: (str(c.get("job_id")), c.get("started_at"), c.get("finished_at")) for i, c in commits.items()}
     out: dict[str, Any] = {"total": _summary(table, spans)}
     if by is not None:
         keys = sorted(set(table.column(by).to_pylist()), key=lambda v: (v is None, str(v)))
@@ -72,12 +73,16 @@ def _summary(table: Any, spans: dict[int, tuple]) -> dict[str, Any]:
 
 
 def _images_per_s(table: Any, spans: dict[int, tuple]) -> float | None:
-    shards = set(table.column("shard").to_pylist())
-    times = [spans[s] for s in shards if s in spans and None not in spans[s]]
-    if not times:
-        return None
-    wall = max(t[1] for t in times) - min(t[0] for t in times)
-    return table.num_rows / wall if wall > 0 else None
+    """The one images/s (`throughput.py`): images (rows without an error) over the shards' spans per job."""
+    import pyarrow.compute as pc
+
+    by_job: dict[str, list[tuple]] = {}
+    for shard in set(table.column("shard").to_pylist()):
+        if shard in spans:
+            job, start, end = spans[shard]
+            by_job.setdefault(job, []).append((start, end))
+    images = table.num_rows - pc.count(table.column("error")).as_py()  # count: the non-null errors
+    return throughput.images_per_s(images, throughput.jobs_seconds(by_job))
 
 
 def main(args: argparse.Namespace) -> int:

@@ -4,7 +4,8 @@ This package imports only `torch` and the standard library (enforced by `tests/t
 so it can be read, tested and profiled without Ray, boto3, pyarrow or PIL.
 """
 
-from sjd_batch.decoding.jacobi import DecodeOutput, autoregressive_decode, decode, speculative_jacobi_decode
+from sjd_batch.decoding.batch import DecodeOutput, decode
+from sjd_batch.decoding.engine import EngineStats, Finished, Request, decode_stream
 from sjd_batch.decoding.methods import METHODS, DecodeConfig, resolve_method
 from sjd_batch.decoding.protocol import ImageTokenModel, Layout, Prefix, Window
 from sjd_batch.decoding.rng import sample_seed
@@ -15,15 +16,17 @@ __all__ = [
     "METHODS",
     "DecodeConfig",
     "DecodeOutput",
+    "EngineStats",
+    "Finished",
     "ImageTokenModel",
     "Layout",
     "Prefix",
+    "Request",
     "SampleStats",
     "SamplingConfig",
     "Window",
-    "autoregressive_decode",
     "decode",
+    "decode_stream",
     "resolve_method",
     "sample_seed",
-    "speculative_jacobi_decode",
 ]

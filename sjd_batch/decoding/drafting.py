@@ -7,11 +7,14 @@ output exact whatever that law is (docs/design.md, section 7). That is what keep
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from sjd_batch.decoding import rng
 from sjd_batch.decoding.methods import DecodeConfig
 from sjd_batch.decoding.sampling import Grammar
+from sjd_batch.decoding.state import DraftLaws
 from sjd_batch.decoding.verify import residual_law
 
 
@@ -49,31 +52,46 @@ def normalise(w: torch.Tensor) -> torch.Tensor:
     return w / w.sum(-1, keepdim=True)
 
 
+@dataclass
+class DraftDraws:
+    """The uniforms of one redraft, keyed (stream, offset n + s, step) for every window slot s.
+
+    `init` covers the slots a window can reach after the shift, s in [0, 2L-1).
+    """
+
+    draft: torch.Tensor  # [B, L] float64 (DRAFT)
+    init: torch.Tensor  # [B, 2L-1] float64 (INIT)
+    couple: torch.Tensor | None = None  # [B, L] float64 (COUPLE): MC-SJD only
+    couple_residual: torch.Tensor | None = None  # [B, L] float64 (COUPLE_RESIDUAL): MC-SJD only
+
+
 def carried_drafts(
-    law: torch.Tensor,  # [B, L-1, V] target law at each next-draft offset
-    old_x: torch.Tensor,  # [B, L-1] previous draft at the same offset
-    old_q: torch.Tensor,  # [B, L-1, V] its law
-    has_old: torch.Tensor,  # [B, L-1] bool
-    offsets: torch.Tensor,  # [B, L-1]
-    step: torch.Tensor,  # [B] the row's iteration count
-    seeds: torch.Tensor,
+    law: torch.Tensor,  # [B, L, V] target law at each window slot's offset
+    drafts: torch.Tensor,  # [B, L-1] the current drafts (slot s holds offset n + s)
+    laws: DraftLaws,  # their laws
+    draws: DraftDraws,
+    image: torch.Tensor,  # [V] bool
     config: DecodeConfig,
 ) -> torch.Tensor:
-    """Draw the next draft at each carried offset from `law`.
+    """A next draft for every window slot s, drawn from `law[:, s]`; [B, L]. The caller keeps the
+    slots past the accepted prefix (shifted left) and drops the others.
 
     independent: a fresh draw every iteration (SJD). maximal: maximal-coupling resampling (MC-SJD,
-    So et al. arXiv 2510.24211): keep the old draft x with probability min(1, law(x) / old_q(x)),
-    else draw from norm(max(0, law - old_q)). Either way the draft's marginal law is exactly `law`.
+    So et al. arXiv 2510.24211): keep the old draft x at the same offset with probability
+    min(1, law(x) / old_q(x)), else draw from norm(max(0, law - old_q)); the last slot has no old
+    draft and draws fresh. Either way the draft's marginal law is exactly `law`.
     """
     if config.verifier == "exact":
         return law.argmax(-1)  # plain Jacobi: the fixed-point iteration on greedy guesses
-    fresh = rng.race(law, rng.key(seeds, rng.DRAFT, offsets, step))
+    fresh = rng.categorical(law, draws.draft)
     if config.coupling == "independent":
         return fresh
-    v = rng.uniform(rng.key(seeds, rng.COUPLE, offsets, step))
-    keep = v * old_q.gather(-1, old_x[..., None]).squeeze(-1) < law.gather(-1, old_x[..., None]).squeeze(-1)
-    moved = rng.race(residual_law(law, old_q), rng.key(seeds, rng.COUPLE_RESIDUAL, offsets, step))
-    return torch.where(has_old, torch.where(keep, old_x, moved), fresh)
+    head = law[:, :-1]
+    k = torch.arange(drafts.shape[1], device=law.device).expand_as(drafts)
+    old_q = laws.rows(k, drafts, image)
+    keep = draws.couple[:, :-1] * laws.q_x < head.gather(-1, drafts[..., None]).squeeze(-1)
+    moved = rng.categorical(residual_law(head, old_q), draws.couple_residual[:, :-1])
+    return torch.cat([torch.where(keep, drafts, moved), fresh[:, -1:]], 1)
 
 
 def init_drafts(
@@ -81,13 +99,12 @@ def init_drafts(
     offsets: torch.Tensor,  # [B, J] offsets to initialise
     first_new: torch.Tensor,  # [B] first offset with no carried draft
     frontier_p: torch.Tensor,  # [B, V] law of offset first_new - 1
-    step: torch.Tensor,  # [B]
-    seeds: torch.Tensor,
+    u: torch.Tensor,  # [B, J] float64 INIT uniforms keyed (offset, step)
     grammar: Grammar,
     config: DecodeConfig,
-    dtype: torch.dtype,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Initial drafts and their laws for positions entering the window (docs/design.md, section 5).
+    """Initial drafts for positions entering the window (docs/design.md, section 5), and whether each one's
+    law is the UNIFORM law over the image ids (else it is ONEHOT at the draft).
 
     Forced offsets get the forced token with a one-hot law (they always pass). `random` draws
     uniformly over the image ids; the spatial schemes copy a known neighbour (Q one-hot, exact
@@ -97,19 +114,14 @@ def init_drafts(
       horizontal-sample: the argmax of the frontier's law;
       vertical: the nearest known token in the same column above.
     """
-    u = rng.uniform(rng.key(seeds, rng.INIT, offsets, step))
     random_x = grammar.image_start + (u * grammar.num_image_ids).long().clamp(max=grammar.num_image_ids - 1)
     spatial = _spatial_source(seq, offsets, first_new, frontier_p, grammar, config)
     use_spatial = grammar.image[spatial.clamp(0, grammar.vocab - 1)] & (spatial >= 0)
     x = torch.where(use_spatial, spatial, random_x)
     forced = grammar.forced_at(offsets)
     x = torch.where(forced >= 0, forced, x)
-    onehot = torch.nn.functional.one_hot(x, grammar.vocab).to(dtype)
-    if config.init_law == "onehot":
-        return x, onehot
-    uniform = (grammar.image.to(dtype) / grammar.num_image_ids).expand_as(onehot)
-    random_law = ~use_spatial & (forced < 0)
-    return x, torch.where(random_law[..., None], uniform, onehot)
+    uniform_law = ~use_spatial & (forced < 0) & (config.init_law == "uniform")
+    return x, uniform_law
 
 
 def _spatial_source(

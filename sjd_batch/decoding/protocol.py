@@ -65,6 +65,9 @@ class Window:
     positions: torch.Tensor  # [R, W] long: position ids (slot - start)
     visible: torch.Tensor  # [R, 1, W, S] bool: key slot j visible to query w
     generated: bool  # True for image-layout tokens, False for the prompt prefill
+    # P, the slot of generated offset 0 (models that map slots to layout offsets read it; None:
+    # a caller that does not say, and such a model remembers P from its prefill)
+    prefix: int | None = None
 
 
 class ImageTokenModel(Protocol):
@@ -98,25 +101,34 @@ class ImageTokenModel(Protocol):
         ...
 
 
-def prefill_window(prefix: Prefix, total_slots: int) -> Window:
-    """The window of the prompt prefill: every prompt token at its own slot."""
+def prefill_window(prefix: Prefix, total_slots: int, end: int | None = None) -> Window:
+    """The window of the prompt prefill: every prompt token at its own slot, the last one at `end - 1`.
+
+    `end` (default: the prefix length) is P, the slot of generated offset 0. The engine writes every
+    prompt right-aligned at a fixed P, so a sample's cache geometry never depends on its batch-mates.
+    The real tokens of row r then start at slot `end - length + prefix.start[r]`.
+    """
     rows, length = prefix.ids.shape
-    device = prefix.ids.device
-    slots = torch.arange(length, device=device).expand(rows, length)
-    return _window(slots, prefix.start, total_slots, generated=False)
+    end = length if end is None else end
+    slots = (end - length + torch.arange(length, device=prefix.ids.device)).expand(rows, length)
+    return _window(slots, prefix.start + (end - length), total_slots, generated=False, prefix=end)
 
 
-def decode_window(first_slot: torch.Tensor, start: torch.Tensor, width: int, total_slots: int) -> Window:
+def decode_window(
+    first_slot: torch.Tensor, start: torch.Tensor, width: int, total_slots: int, prefix: int | None = None
+) -> Window:
     """The window of one decode iteration: `width` tokens from each row's `first_slot` on."""
     slots = first_slot[:, None] + torch.arange(width, device=first_slot.device)
-    return _window(slots, start, total_slots, generated=True)
+    return _window(slots, start, total_slots, generated=True, prefix=prefix)
 
 
-def _window(slots: torch.Tensor, start: torch.Tensor, total_slots: int, generated: bool) -> Window:
+def _window(
+    slots: torch.Tensor, start: torch.Tensor, total_slots: int, generated: bool, prefix: int | None
+) -> Window:
     keys = torch.arange(total_slots, device=slots.device)
     visible = (keys >= start[:, None, None]) & (keys <= slots[:, :, None])  # [R, W, S]
     # A left-padding query would see no key at all, and softmax over nothing is NaN; let it see
     # itself. Its output is never read.
     visible |= keys == slots[:, :, None]
     positions = (slots - start[:, None]).clamp_min(0)
-    return Window(slots=slots, positions=positions, visible=visible[:, None], generated=generated)
+    return Window(slots, positions, visible[:, None], generated, prefix)

@@ -27,6 +27,7 @@ COUPLE = 5  # maximal-coupling keep test
 COUPLE_RESIDUAL = 6  # maximal-coupling residual race
 AR = 7  # plain autoregressive sampling (and the prefill token of every method)
 BONUS = 8  # bonus token when a whole window passes
+MAX_POSITION = 1 << 14  # `uniforms` packs (position, step, stream) into 32 bits: 14 + 14 + 4
 
 
 def sample_seed(job_seed: int, sample_id: str) -> int:
@@ -82,6 +83,57 @@ def key(
 def uniform(k: torch.Tensor) -> torch.Tensor:
     """One float64 uniform in (0, 1) per key."""
     return (mix32(k ^ 0x5BD1E995).double() + 0.5) / 2.0**32
+
+
+def uniforms(
+    seeds: torch.Tensor, stream: torch.Tensor | int, position: torch.Tensor, step: torch.Tensor | None = None
+) -> torch.Tensor:
+    """One float64 uniform in (0, 1) per (sample, stream, position[, step]): the engine's draws.
+
+    Cheaper than `uniform(key(...))` (two mixes per element, no per-row hashing), and one call can
+    serve several streams at once (`stream` [N] against `position` [B, N]), which is how the engine
+    draws every uniform of an iteration in a handful of tensor ops. (position, step, stream) is packed
+    injectively into 32 bits (positions and steps below 2**14, streams below 16), so within one sample
+    no two draws share a key; the sample's two seed words are mixed in one after the other.
+
+    Args:
+        seeds: [B, 2] int64 seed words.
+        stream: a stream constant, or [N] int64 stream constants (one per column of `position`).
+        position: [B, N] absolute generated offsets, < MAX_POSITION.
+        step: optional iteration counters (< MAX_POSITION): [B], or shaped like `position` (give 0
+            in the columns of a stream that is not keyed by the step; see `jacobi._StreamTable`).
+
+    Returns:
+        [B, N] float64 in (0, 1).
+    """
+    extra = (1,) * (position.dim() - 1)
+    packed = position | (stream << 28)
+    if step is not None:
+        packed = packed | ((step.view(-1, *extra) if step.dim() == 1 else step) << 14)
+    h = mix32(packed ^ seeds[:, 0].view(-1, *extra))
+    h = mix32(h.bitwise_xor_(seeds[:, 1].view(-1, *extra)))
+    return (h.double() + 0.5) * 2.0**-32
+
+
+def categorical(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Sample one index per row of `probs` by inverse CDF: the first v with cumsum(p)[v] > u * sum(p).
+
+    Exact like the race (index v is drawn with probability p(v) / sum(p), up to float64 rounding
+    of the cumulative sums), but it needs one uniform per draw instead of one per (draw, v): one
+    cumulative sum and a binary search instead of hashing [..., V] keys. A zero-probability index
+    is never drawn (its cumulative sum equals its predecessor's), and u < 1 keeps the search
+    inside the row. No host sync.
+
+    Args:
+        probs: [..., V] non-negative weights (need not be normalised), some positive per row.
+        u: [...] float64 uniforms in (0, 1).
+
+    Returns:
+        [...] int64 indices.
+    """
+    cdf = probs.cumsum(-1, dtype=torch.float64)
+    target = (u * cdf[..., -1]).unsqueeze(-1)
+    return torch.searchsorted(cdf, target, right=True).squeeze(-1)
 
 
 @lru_cache(maxsize=16)

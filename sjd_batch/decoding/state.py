@@ -12,52 +12,122 @@ from dataclasses import dataclass, field
 
 import torch
 
+UNIFORM, ONEHOT = -1, -2  # `DraftLaws.src` codes of the two implicit laws
+
+
+@dataclass
+class DraftLaws:
+    """The laws of the current drafts, stored compactly.
+
+    Verification reads q(x) at every draft but a whole row of q only at the first rejection (for the
+    residual), and MC-SJD reads whole rows once per iteration. So a draft's law is its value at the
+    draft, `q_x`, plus where its row lives: row `src` of `table` (the [B, L, V] law tensor of the
+    iteration that drew it, kept by reference, never gathered or copied) or one of two implicit laws:
+    UNIFORM over the image ids (random init) or ONEHOT at the draft itself (spatial init, forced
+    tokens, `init_law: onehot`). That keeps every [B, L, V] gather, one-hot and `where` out of the loop.
+    """
+
+    q_x: torch.Tensor  # [B, J] q(draft)
+    src: torch.Tensor  # [B, J] long: row of `table`, or UNIFORM / ONEHOT
+    table: torch.Tensor  # [B, L, V] (any L >= 1 when every src is implicit)
+
+    @classmethod
+    def dense(cls, q: torch.Tensor, drafts: torch.Tensor) -> DraftLaws:
+        """From full laws q [B, J, V] of drafts [B, J] (hand-built laws in tests)."""
+        src = torch.arange(drafts.shape[1], device=q.device).expand_as(drafts)
+        return cls(q.gather(-1, drafts[..., None]).squeeze(-1), src, q)
+
+    def rows(self, k: torch.Tensor, drafts: torch.Tensor, image: torch.Tensor | None) -> torch.Tensor:
+        """Full rows [B, K, V] of the laws of drafts k [B, K] (window offsets).
+
+        Args:
+            k: [B, K] long draft indices.
+            drafts: [B, J] the drafts (the ONEHOT law sits at the draft).
+            image: [V] bool image ids (the UNIFORM law), or None when no law is UNIFORM.
+        """
+        src = self.src.gather(1, k)
+        vocab = self.table.shape[-1]
+        out = self.table.gather(1, src.clamp_min(0)[..., None].expand(-1, -1, vocab))
+        x = drafts.gather(1, k)
+        onehot = torch.nn.functional.one_hot(x, vocab).to(out.dtype)
+        out = torch.where((src == ONEHOT)[..., None], onehot, out)
+        if image is None:
+            return out
+        uniform = image.to(out.dtype) / image.sum()
+        return torch.where((src == UNIFORM)[..., None], uniform, out)
+
 
 @dataclass
 class JacobiState:
-    """Per-row decode state on the device. B rows; uncond row b+B shares everything with row b.
+    """Per-slot decode state on the device: B slots; uncond row b+B shares everything with row b.
 
     `seq[b, :n[b]]` are committed tokens; `seq[b, n[b] : n[b]+L-1]` are the current drafts, whose
-    laws are `q`. `prev_p[b, k]` is the P computed in the previous iteration for offset n[b]+k
-    (for SJD-VP), valid where `prev_valid`.
+    laws are `laws`. `prev_p` is the P of the previous iteration, by reference; `prev_src[b, s]` is
+    the row of it that predicted the offset window slot s predicts now, or -1 (for SJD-VP).
+    A slot whose sample is done (n == T) or that holds none is inactive: it still rides in every
+    forward (static shapes), but nothing it computes is kept.
     """
 
     seq: torch.Tensor  # [B, T+L] long
     n: torch.Tensor  # [B] long: committed tokens
-    q: torch.Tensor  # [B, L-1, V]: draft laws
-    prev_p: torch.Tensor  # [B, L, V]
-    prev_valid: torch.Tensor  # [B, L] bool
-    forwards: torch.Tensor  # [B] long: forwards this row took part in (NFE)
+    laws: DraftLaws | None  # None for AR (no drafts)
+    prev_p: torch.Tensor  # [B, L, V] or a [B, 1, 1] placeholder when SJD-VP is off
+    prev_src: torch.Tensor  # [B, L] long
+    forwards: torch.Tensor  # [B] long: forwards this slot's sample took part in (NFE)
     accept_lens: torch.Tensor  # [B, T+1] long: tokens committed by forward i (0 = unused)
     tested: torch.Tensor  # [B, L-1] long: drafts tested at each window offset
     accepted: torch.Tensor  # [B, L-1] long: drafts accepted at each window offset
+    active: torch.Tensor  # [B] bool: decoding a sample that is not done
 
-    def observe_iteration(self, active: torch.Tensor, step: IterationResult) -> None:
-        """Commit one iteration for the active rows ([B] bool); finished rows stay frozen."""
-        a = active[:, None]
-        self.seq = torch.where(a, step.seq, self.seq)
-        self.q = torch.where(a[..., None], step.q, self.q)
-        self.prev_p = torch.where(a[..., None], step.prev_p, self.prev_p)
-        self.prev_valid = torch.where(a, step.prev_valid, self.prev_valid)
-        committed = torch.where(active, step.m + 1, 0)
+    @classmethod
+    def empty(cls, slots: int, length: int, width: int, vocab: int, keep_p: bool, dtype: torch.dtype,
+              device: torch.device) -> JacobiState:
+        """Every slot empty (inactive); the engine fills one at a time. `dtype` is P's; `keep_p`:
+        SJD-VP needs the previous P (its placeholder then has the vocabulary's width)."""
+        long, work = dict(dtype=torch.long, device=device), dict(dtype=dtype, device=device)
+        drafts = width - 1
+        laws = None
+        if width > 1:
+            laws = DraftLaws(torch.ones(slots, drafts, **work), torch.full((slots, drafts), ONEHOT, **long),
+                             torch.zeros(slots, 1, vocab, **work))
+        return cls(
+            seq=torch.zeros(slots, length + width, **long), n=torch.full((slots,), length, **long), laws=laws,
+            prev_p=torch.zeros(slots, 1, vocab if keep_p else 1, **work),
+            prev_src=torch.full((slots, width), -1, **long), forwards=torch.zeros(slots, **long),
+            accept_lens=torch.zeros(slots, length + 1, **long), tested=torch.zeros(slots, drafts, **long),
+            accepted=torch.zeros(slots, drafts, **long),
+            active=torch.zeros(slots, dtype=torch.bool, device=device),
+        )
+
+    def observe_iteration(self, step: IterationResult, length: int) -> None:
+        """Commit one iteration for the active slots; the others keep their tokens and statistics.
+
+        Laws are taken as they are for every slot: an inactive slot is never verified again before
+        a new sample resets it.
+        """
+        a = self.active
+        self.seq = torch.where(a[:, None], step.seq, self.seq)
+        self.laws, self.prev_p, self.prev_src = step.laws, step.prev_p, step.prev_src
+        committed = torch.where(a, step.m + 1, 0)
         self.accept_lens.scatter_add_(1, self.forwards[:, None], committed[:, None])
-        self.tested += (step.tested & a).long()
-        self.accepted += (step.accepted & a).long()
+        self.tested += step.tested & a[:, None]
+        self.accepted += step.accepted & a[:, None]
         self.n = self.n + committed
-        self.forwards = self.forwards + active.long()
+        self.forwards = self.forwards + a
+        self.active = self.n < length
 
 
 @dataclass
 class IterationResult:
-    """What one Jacobi iteration proposes for every row, before freezing the finished ones."""
+    """What one iteration proposes for every slot, before the inactive ones are left out."""
 
     seq: torch.Tensor  # [B, T+L] committed tokens and the next drafts
     m: torch.Tensor  # [B] drafts accepted
     tested: torch.Tensor  # [B, L-1] bool: draft k was tested
     accepted: torch.Tensor  # [B, L-1] bool: draft k was accepted
-    q: torch.Tensor  # [B, L-1, V] laws of the next drafts
-    prev_p: torch.Tensor  # [B, L, V] this iteration's P, aligned to the next window
-    prev_valid: torch.Tensor  # [B, L] bool
+    laws: DraftLaws | None  # laws of the next drafts
+    prev_p: torch.Tensor  # this iteration's P (SJD-VP) or the placeholder
+    prev_src: torch.Tensor  # [B, L] long
 
 
 @dataclass

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from sjd_batch.decoding import rng
+from sjd_batch.decoding.state import DraftLaws
 
 
 @dataclass
@@ -27,44 +28,69 @@ class Verdict:
     accepted: torch.Tensor  # [B, L-1] bool
 
 
+@dataclass
+class VerifyDraws:
+    """The uniforms of one verification, drawn by the caller with the rest of the iteration's.
+
+    `accept[:, k]` is keyed (ACCEPT, n + k); `residual[:, s]` and `bonus[:, s]` by (RESIDUAL or AR,
+    n + s) for every window slot s, of which only s = m is used.
+    """
+
+    accept: torch.Tensor  # [B, L-1] float64
+    residual: torch.Tensor  # [B, L] float64
+    bonus: torch.Tensor  # [B, L] float64
+
+
+def verify_draws(seeds: torch.Tensor, n: torch.Tensor, width: int) -> VerifyDraws:
+    """The uniforms `verify` uses at window width `width` (when the caller did not draw them)."""
+    s = n[:, None] + torch.arange(width, device=n.device)
+    return VerifyDraws(
+        rng.uniforms(seeds, rng.ACCEPT, s[:, :-1]),
+        rng.uniforms(seeds, rng.RESIDUAL, s),
+        rng.uniforms(seeds, rng.AR, s),
+    )
+
+
 def verify(
     p: torch.Tensor,  # [B, L, V] processed laws of offsets n .. n+L-1
     drafts: torch.Tensor,  # [B, L-1] drafts at offsets n .. n+L-2
-    q: torch.Tensor,  # [B, L-1, V] their draw laws
+    q: torch.Tensor | DraftLaws,  # their draw laws: full [B, L-1, V], or compact
     n: torch.Tensor,  # [B] committed tokens
     limit: torch.Tensor,  # [B] laws that exist: min(L, T - n)
     seeds: torch.Tensor,  # [B, 2]
     exact: bool,
+    draws: VerifyDraws | None = None,
+    image: torch.Tensor | None = None,  # [V] bool image ids: needed when a law is UNIFORM
 ) -> Verdict:
-    """Test drafts k = 0 .. limit-2 in order and stop at the first rejection (or exact mismatch)."""
-    assert p.dim() == 3 and drafts.dim() == 2 and q.shape[:2] == drafts.shape, "shape mismatch"
+    """Test drafts k = 0 .. limit-2 in order and stop at the first rejection (or exact mismatch).
+
+    The bonus token is drawn with AR's own stream at its offset: it is a fresh draw from P there,
+    exactly what plain AR would draw given the same P.
+    """
+    assert p.dim() == 3 and drafts.dim() == 2, "shape mismatch"
+    laws = q if isinstance(q, DraftLaws) else DraftLaws.dense(q, drafts)
     batch, width = drafts.shape
     k = torch.arange(width, device=p.device)
     in_range = k < (limit[:, None] - 1)
-    p_x = p[:, :width].gather(-1, drafts[..., None]).squeeze(-1)  # draft k judged by p[k]
+    rows = torch.arange(batch, device=p.device)
     if exact:
         ok = drafts == p[:, :width].argmax(-1)
     else:
-        u = rng.uniform(rng.key(seeds, rng.ACCEPT, n[:, None] + k))
-        ok = u * q.gather(-1, drafts[..., None]).squeeze(-1) < p_x
+        draws = draws or verify_draws(seeds, n, width + 1)
+        p_x = p[:, :width].gather(-1, drafts[..., None]).squeeze(-1)  # draft k judged by p[k]
+        ok = draws.accept * laws.q_x < p_x
     ok &= in_range
     m = ok.long().cumprod(1).sum(1)
-    rows = torch.arange(batch, device=p.device)
     p_m = p[rows, m]  # [B, V]: law of the offset right after the accepted prefix
     if exact:
         new = p_m.argmax(-1)
     else:
-        new = _resample_or_bonus(p_m, q[rows, m.clamp(max=width - 1)], m == limit - 1, n + m, seeds)
+        q_m = laws.rows(m.clamp(max=width - 1)[:, None], drafts, image)[:, 0]
+        bonus = m == limit - 1
+        law = torch.where(bonus[:, None], p_m, residual_law(p_m, q_m))
+        u = torch.where(bonus, draws.bonus[rows, m], draws.residual[rows, m])
+        new = rng.categorical(law, u)
     return Verdict(m=m, new=new, tested=in_range & (k <= m[:, None]), accepted=k < m[:, None])
-
-
-def _resample_or_bonus(
-    p_m: torch.Tensor, q_m: torch.Tensor, bonus: torch.Tensor, offset: torch.Tensor, seeds: torch.Tensor
-) -> torch.Tensor:
-    residual = residual_law(p_m, q_m)
-    resampled = rng.race(residual, rng.key(seeds, rng.RESIDUAL, offset))
-    fresh = rng.race(p_m, rng.key(seeds, rng.BONUS, offset))
-    return torch.where(bonus, fresh, resampled)
 
 
 def residual_law(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:

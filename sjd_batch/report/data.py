@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from sjd_batch import throughput
 from sjd_batch.io import results
 from sjd_batch.io.storage import Storage
 
@@ -123,7 +124,7 @@ class GroupSummary:
     acceptance: float | None  # pooled: drafts accepted / drafts tested, over every sample
     latency: dict[float, float | None]  # quantile -> latency_s
     wall_s: float | None  # summed over jobs: last commit minus first shard start of the group's shards
-    images_per_s: float | None  # samples / wall_s
+    images_per_s: float | None  # the one images/s (throughput.py): images (rows without error) / wall_s
 
 
 def summarize(jobs: list[JobOutput], by: str) -> list[GroupSummary]:
@@ -155,7 +156,7 @@ def _summary(key: str, table: pa.Table, spans: dict[tuple[str, int], tuple]) -> 
         acceptance=accepted / tested if tested else None,
         latency=dict(zip(LATENCY_QUANTILES, qs, strict=True)),
         wall_s=wall,
-        images_per_s=table.num_rows / wall if wall else None,
+        images_per_s=throughput.images_per_s(table.num_rows - pc.count(table.column("error")).as_py(), wall),
     )
 
 
@@ -165,15 +166,12 @@ def _wall_s(table: pa.Table, spans: dict[tuple[str, int], tuple]) -> float | Non
     Spans come from the commit markers, so they cover every actor of the job at once (the pool's
     throughput, as `sjd-batch stats` reports it), and jobs run one after another do not count the gap.
     """
-    by_job: dict[str, list[tuple[float, float]]] = {}
+    by_job: dict[str, list[tuple]] = {}
     pairs = table.select(["job_id", "shard"]).group_by(["job_id", "shard"]).aggregate([])  # distinct shards
     for pair in pairs.to_pylist():
         job_id, shard = pair["job_id"], pair["shard"]
-        start, end = spans.get((job_id, shard), (None, None))
-        if start is not None and end is not None:
-            by_job.setdefault(job_id, []).append((start, end))
-    total = sum(max(e for _, e in s) - min(b for b, _ in s) for s in by_job.values())
-    return total if total > 0 else None
+        by_job.setdefault(job_id, []).append(spans.get((job_id, shard), (None, None)))
+    return throughput.jobs_seconds(by_job)
 
 
 # --- timeline ------------------------------------------------------------------------------------------

@@ -228,8 +228,9 @@ def _latency_section(page: Page) -> str:
         "(<code>latency_s</code>; the samples of a batch share its decode). The stats hold no per-sample "
         "finish time, so throughput comes from the commit markers: a shard's samples count when its marker "
         "is written (<code>finished_at</code>), and the staircase's slope is the throughput. In the table, "
-        "throughput is a job's samples over the time from its first shard's start to its last shard's "
-        "commit, summed over jobs; it counts every actor of a job at once.</p>"
+        "throughput is the project's one images/s: a job's images (samples without an error) over the time "
+        "from its first shard's start to its last shard's commit, summed over jobs; it counts every actor "
+        "of a job at once.</p>"
         f'<div class="plots">{_plot(page.plots["timeline"])}</div>'
         '<p class="note">Bars run from a shard\'s <code>started_at</code> to its <code>finished_at</code>, '
         "on the lane of the actor that committed it. Time 0 is each job's first shard start.</p></section>"

@@ -39,13 +39,14 @@ def test_alone_equals_in_batch_of_eight(small64, method, sampling):
 
 
 def test_lagged_done_check_changes_nothing(small64, monkeypatch):
-    # the CUDA path reads "all done?" one iteration late; the extra frozen iteration must be a no-op
-    import sjd_batch.decoding.jacobi as jacobi
+    # the CUDA path reads "which slots are done?" one iteration late; the extra frozen iteration
+    # must be a no-op
+    import sjd_batch.decoding.engine as engine
 
     ids = [str(i) for i in range(len(PROMPTS))]
     eager = _run(small64, PROMPTS, ids, "mc-sjd-vp", SAMPLED, window=5)
-    real = jacobi.DoneCheck
-    monkeypatch.setattr(jacobi, "DoneCheck", lambda lag: real(lag=1))
+    real = engine.HostFlags
+    monkeypatch.setattr(engine, "HostFlags", lambda lag: real(lag=1))
     lagged = _run(small64, PROMPTS, ids, "mc-sjd-vp", SAMPLED, window=5)
     assert torch.equal(eager.tokens, lagged.tokens)
     assert [s.nfe for s in eager.stats] == [s.nfe for s in lagged.stats]

@@ -162,7 +162,7 @@ def test_bench_times_hf_generate_beside_our_methods(folder, tmp_path, capsys):
 
 
 def test_hf_generate_results_check_the_layout(model):
-    from sjd_batch.commands.bench import follows_layout, hf_generate_results
+    from sjd_batch.commands.measure import follows_layout, hf_generate_results
 
     results = hf_generate_results(model, PROMPTS[:2], ["a", "b"], seed=0, params={"top_k": 1})
     greedy = sjd_batch.generate(model, PROMPTS[:2], "ar", top_k=1, decode_images=False)

@@ -41,6 +41,15 @@ class SlotCache:
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.keys[layer_idx].shape[2]
 
+    def load_prefix(self, src: SlotCache, rows: torch.Tensor, slots: int) -> None:
+        """Copy slots [0, slots) of every row of `src` into rows `rows` [G] of this cache.
+
+        The engine prefills one sample at a time into a small cache of its own and moves its prompt
+        KV into the sample's rows of the decode cache, while the other rows go on decoding.
+        """
+        for dst, part in zip(self.keys + self.values, src.keys + src.values, strict=True):
+            dst[rows, :, :slots] = part[:, :, :slots]
+
 
 def new_slot_cache(lm: torch.nn.Module, rows: int, slots: int) -> SlotCache:
     """A SlotCache sized for the HF causal LM `lm`."""

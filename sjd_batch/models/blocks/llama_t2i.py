@@ -241,6 +241,11 @@ class LlamaT2IModel:
             )
         self.grid = grid.to(self.device, self.dtype).eval() if grid is not None else None
 
+    @property
+    def max_prompt_length(self) -> int:
+        """Slots the longest prompt takes: its words plus [BOS] and [BOI], left-padded to a multiple of 8."""
+        return -(-(self.max_prompt_tokens + 2) // 8) * 8
+
     def example_prompts(self, count: int, seed: int = 0) -> list[str]:
         """`count` captions in the model's own language (benchmarks use them); deterministic in `seed`."""
         if self._prompt_sampler is not None:
@@ -274,9 +279,10 @@ class LlamaT2IModel:
         if self.grid is None:
             return forward_window(self.lm, cache, ids, window)
         if not window.generated:  # the prefill: layout offset t is written at slot prefix_length + t
-            cache.prefix_length = ids.shape[1]
+            cache.prefix_length = window.prefix if window.prefix is not None else ids.shape[1]
+        prefix = window.prefix if window.prefix is not None else cache.prefix_length
         with torch.no_grad():
-            embeds = input_embeds(self.lm, ids, self.grid, window.slots - cache.prefix_length)
+            embeds = input_embeds(self.lm, ids, self.grid, window.slots - prefix)
         return forward_window(self.lm, cache, ids, window, embeds=embeds)
 
     def codes(self, tokens: torch.Tensor) -> torch.Tensor:

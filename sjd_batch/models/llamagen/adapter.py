@@ -76,6 +76,11 @@ class LlamaGenModel:
         param = gpt.tok_embeddings.weight
         self.device, self.dtype = param.device, param.dtype
 
+    @property
+    def max_prompt_length(self) -> int:
+        """The condition takes exactly `cls_token_num` slots, 0 .. cls_token_num-1 (its RoPE reads slots)."""
+        return self.gpt.config.cls_token_num
+
     # -- conditioning ----------------------------------------------------------------------------
 
     def encode(

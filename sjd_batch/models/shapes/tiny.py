@@ -31,6 +31,12 @@ class TinySpec:
     patch: int = 4
     logit_scale: float = 1.0  # multiplies the LM head: > 1 makes P peakier (less uniform)
     seed: int = 0
+    intermediate: int = 0  # MLP width; 0: 2 x hidden
+    max_positions: int = 512
+    # Build the weights on `device` (a real-size model for timing: fast on a GPU, but the random
+    # weights then come from that device's generator, so they differ from a CPU build's)
+    init_on_device: bool = False
+    name: str = "tiny-random"
 
 
 def build_tiny(
@@ -41,24 +47,25 @@ def build_tiny(
     config = LlamaConfig(
         vocab_size=vocab.size,
         hidden_size=spec.hidden,
-        intermediate_size=2 * spec.hidden,
+        intermediate_size=spec.intermediate or 2 * spec.hidden,
         num_hidden_layers=spec.layers,
         num_attention_heads=spec.heads,
         num_key_value_heads=spec.kv_heads,
-        max_position_embeddings=512,
+        max_position_embeddings=spec.max_positions,
         tie_word_embeddings=False,
     )
     config._attn_implementation = "sdpa"
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(spec.seed)  # weights are a pure function of the spec
-    lm = LlamaForCausalLM(config)
+    with torch.device(device if spec.init_on_device else "cpu"):
+        lm = LlamaForCausalLM(config)
     palette = torch.randint(0, 256, (spec.num_codes, 3), dtype=torch.uint8)
     torch.random.set_rng_state(generator_state)
     with torch.no_grad():
         lm.lm_head.weight.mul_(spec.logit_scale)
     lm = lm.to(device=device, dtype=dtype)
     return LlamaT2IModel(
-        name="tiny-random",
+        name=spec.name,
         lm=lm,
         vocab=vocab,
         layout=row_layout(spec.height, spec.width, vocab),

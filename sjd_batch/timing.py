@@ -1,0 +1,87 @@
+"""Timing primitives shared by `bench`, `bench-forward`, `autotune` and the worker's `auto` settings.
+
+Clocks are read with the device synchronised (`synced_clock`), so a GPU's queued work is counted where
+it is done, not where it was launched.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from sjd_batch.decoding.jacobi import synced_clock
+from sjd_batch.decoding.protocol import decode_window
+
+
+@dataclass(frozen=True)
+class ForwardTiming:
+    batch: int
+    rows: int  # batch, doubled when CFG rows ride along
+    window: int
+    context: int  # key slots each query attends over
+    median_ms: float
+    tokens_per_s: float
+
+
+def time_forward(model, batch: int, window: int, context: int, cfg: bool, repeats: int, warmup: int):
+    """Median wall time of one `window`-token forward for `batch` samples over `context` key slots."""
+    rows = batch * (2 if cfg else 1)
+    slots = context + window
+    cache = model.new_cache(rows, slots)
+    lo, hi = model.layout.image_start, model.layout.image_end
+    ids = torch.randint(lo, hi, (rows, window), device=model.device)
+    first = torch.full((rows,), context, dtype=torch.long, device=model.device)
+    start = torch.zeros(rows, dtype=torch.long, device=model.device)
+    win = decode_window(first, start, window, slots)
+    times = []
+    for i in range(warmup + repeats):
+        t0 = synced_clock(model.device)
+        model.forward(cache, ids, win)
+        elapsed = synced_clock(model.device) - t0
+        if i >= warmup:
+            times.append(elapsed)
+    median = statistics.median(times)
+    return ForwardTiming(batch, rows, window, context, median * 1e3, batch * window / median)
+
+
+class ForwardTimer:
+    """Times every `model.forward` call while the block runs (device synchronised before and after).
+
+    It wraps the instance attribute, so the engine's calls, compiled or not, all pass through it.
+    """
+
+    def __init__(self, model: Any) -> None:
+        self.model, self.seconds, self.calls = model, 0.0, 0
+
+    def __enter__(self) -> ForwardTimer:
+        inner, device = self.model.forward, self.model.device
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            t0 = synced_clock(device)
+            out = inner(*args, **kwargs)
+            self.seconds += synced_clock(device) - t0
+            self.calls += 1
+            return out
+
+        self._had_own, self._inner = "forward" in vars(self.model), inner
+        self.model.forward = timed
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._had_own:
+            self.model.forward = self._inner
+        else:
+            del self.model.forward
+
+
+def bench_prompts(model: Any, count: int, seed: int) -> list[str]:
+    """The model's own caption sampler when it has one, else simple synthetic captions."""
+    sampler = getattr(model, "example_prompts", None)
+    if callable(sampler):
+        return list(sampler(count, seed))
+    colours = ["red", "green", "blue", "yellow", "purple", "orange", "white", "cyan"]
+    shapes = ["circle", "square", "triangle", "cross"]
+    return [f"a {colours[i % 8]} {shapes[(i // 8) % 4]} at the center" for i in range(count)]

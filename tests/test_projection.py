@@ -1,0 +1,55 @@
+"""The GPU projection's arithmetic (a roofline, labelled as a projection), and its command."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sjd_batch import cli
+from sjd_batch.projection import ARCHS, GPUS, fits, forward_s, project
+
+
+def test_roofline_matches_the_published_bandwidth_floor():
+    lumina, h100 = ARCHS["lumina-mgpt-7b"], GPUS["H100"]
+    assert 6.5e9 < lumina.trunk_params + lumina.head_params < 7.0e9  # a 7B model
+    # batch 1 with CFG, mid-decode: ~13.5 GB of weights + the KV cache over 3.35 TB/s: about 4.2 ms
+    ms = 1e3 * forward_s(lumina, h100, 1, 1, lumina.prompt + lumina.tokens // 2)
+    assert 4.0 < ms < 4.8
+
+
+def test_memory_bound_then_compute_bound():
+    arch, gpu = ARCHS["lumina-mgpt-7b"], GPUS["H200"]
+    one, wide = forward_s(arch, gpu, 1, 1, 1000), forward_s(arch, gpu, 1, 16, 1000)
+    assert wide / one < 1.05  # a 16-token window costs what one token does at batch 1
+    big = forward_s(arch, gpu, 64, 64, 1000)
+    assert big / one > 10  # 8192 rows x tokens: the FLOPs dominate
+    assert fits(arch, gpu, 1, 16) and not fits(arch, gpu, 4096, 16)
+
+
+def test_projection_follows_step_compression():
+    arch, gpu = ARCHS["janus-pro-7b"], GPUS["H100"]
+    ar, sjd = project(arch, gpu, "ar", 1, 1.0), project(arch, gpu, "sjd", 8, 2.0)
+    assert ar.latency_s / sjd.latency_s == pytest.approx(2.0, rel=0.05)  # memory-bound: latency / c
+    assert ar.best_batch >= sjd.best_batch  # wider windows run out of compute at smaller batches
+
+
+def test_project_command(tmp_path, capsys):
+    tune = {"method": "sjd", "calibration": [{"window": 1, "compression": 1.0},
+                                             {"window": 16, "compression": 2.5},
+                                             {"window": 32, "compression": 2.8}]}
+    bench = {"results": [{"method": "ar", "params": {}, "step_compression": 1.0},
+                         {"method": "mc-sjd", "params": {"window": 16}, "step_compression": 3.1},
+                         {"method": "sjd-vp:vp_lossy=true", "params": {"window": 16, "vp_lossy": True},
+                          "step_compression": 9.0}]}
+    (tmp_path / "t.json").write_text(json.dumps(tune))
+    (tmp_path / "b.json").write_text(json.dumps(bench))
+    out = tmp_path / "p.json"
+    assert cli.main(["project", "--tune", str(tmp_path / "t.json"), "--bench", str(tmp_path / "b.json"),
+                     "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("PROJECTION") and "not a GPU measurement" in printed
+    rows = json.loads(out.read_text())["rows"]
+    assert len(rows) == 2 * len(ARCHS)
+    assert all(r["best"]["method"] == "mc-sjd" for r in rows)  # the lossy setting is never "best lossless"
+    assert all(r["tuned"]["window"] in (16, 32) for r in rows)
