@@ -209,6 +209,32 @@ def test_partials_of_committed_shards_are_swept(prompts: str, tmp_path: Path) ->
     assert sweep_partials(storage) == 2 and not storage.list(layout.PARTIAL)
 
 
+class NoListAfterCommit(LocalStorage):
+    """A real local folder whose listings fail once the commit marker is written: the store went down
+    between the commit and the clean-up of `_partial/`."""
+
+    committed = False
+
+    def write_bytes(self, key: str, data: bytes, if_absent: bool = False) -> bool:
+        self.committed |= key.startswith(layout.COMMITS)
+        return super().write_bytes(key, data, if_absent)
+
+    def list(self, prefix: str = "") -> list[str]:
+        if self.committed and prefix.startswith(layout.PARTIAL):
+            raise OSError("simulated outage after the commit")
+        return super().list(prefix)
+
+
+def test_a_failed_clean_up_never_fails_a_committed_shard(prompts: str, tmp_path: Path) -> None:
+    """The clean-up after the marker is best effort: its failure (here the listing) must not turn a
+    committed shard into a failed one, which the run summary would then miscount."""
+    config = make_job([prompts], str(tmp_path / "out"))
+    worker = new_worker(config)
+    worker.storage = NoListAfterCommit(config.output.uri)
+    assert worker.run_shard(next(iter(prepare_job(config).plan))).committed
+    assert results.committed_shards(Storage.from_uri(config.output.uri)).keys() == {0}
+
+
 def test_bad_rows_are_recorded(tmp_path: Path) -> None:
     table = pa.table({
         "id": ["ok0", "null", "empty", "blank", "utf8", "huge", "ok1"],

@@ -100,8 +100,15 @@ class ShardCommitter:
         self.storage.write_bytes(layout.pack_key(shard, self.fmt), pack.getvalue())
 
     def cleanup(self, shard: int) -> None:
-        """Best effort: partial files are useless once the shard is committed."""
-        for key in self.storage.list(layout.partial_folder(shard)):
+        """Best effort: partial files are useless once the shard is committed, and a later run sweeps
+        what is left. The listing is guarded too: a store that fails right after the marker must not
+        turn a committed shard into a failed one."""
+        try:
+            keys = self.storage.list(layout.partial_folder(shard))
+        except Exception as e:  # noqa: BLE001 - leftovers are harmless, never fail a committed shard
+            log.warning("could not list the partial files of shard %d: %s", shard, e)
+            return
+        for key in keys:
             try:
                 self.storage.delete(key)
             except Exception as e:  # noqa: BLE001 - leftovers are harmless, never fail a committed shard
