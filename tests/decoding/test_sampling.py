@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from sjd_batch.decoding.protocol import Layout
-from sjd_batch.decoding.sampling import Grammar, SamplingConfig, cfg_combine, processed_probs, warp
+from sjd_batch.decoding.sampling import Grammar, SamplingConfig, cfg_combine, kth_largest, processed_probs, warp
 
 LAYOUT = Layout(height=1, width=2, forced=(-1, -1, 1), image_start=2, image_end=6, row_stride=3)
 
@@ -44,6 +44,17 @@ def test_top_k_keeps_k_and_ties_and_top_p_keeps_the_nucleus():
     assert kept.tolist() == [[True, True, False, False]]
     kept = ~torch.isinf(warp(p, SamplingConfig(top_p=0.81)))
     assert kept.tolist() == [[True, True, True, False]]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(("shape", "k"), [((256, 4267), 1000), ((3, 7, 50), 1), ((5, 50), 50), ((4, 10), 3)])
+def test_kth_largest_is_topks_last_value(shape, k, dtype):
+    """The CPU selection path gives exactly torch.topk's k-th value, ties included (the top-k law
+    of every method depends on it, so a difference would change what is sampled)."""
+    z = torch.randn(*shape, generator=torch.Generator().manual_seed(k)).to(dtype)
+    z[..., : min(5, shape[-1])] = 0.25  # a run of equal values that a cut can fall into
+    z[..., -3:] = torch.tensor([7.0, 7.0, 7.0], dtype=dtype)[: min(3, shape[-1])]
+    assert torch.equal(kth_largest(z, k), torch.topk(z, k, dim=-1).values[..., -1:])
 
 
 def test_temperature_sharpens_and_zero_is_greedy():
