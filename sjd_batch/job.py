@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Iterator
 from sjd_batch.config import ConfigError, JobConfig, redact_uri
 from sjd_batch.identity import identity, job_id
 from sjd_batch.io import layout, results
+from sjd_batch.io.backends import open_storage
 from sjd_batch.io.commit_log import CommitSet, read_log
 from sjd_batch.io.shards import ShardPlan, ShardSpec
 from sjd_batch.io.storage import Storage, split_uri
@@ -96,7 +97,7 @@ def prepare_job(config: JobConfig) -> PreparedJob:
     """Check the model and the output, plan the shards and claim the output with `job.json`."""
     check_model(config)
     check_output_outside_inputs(config)  # before the output probe writes anything there
-    storage = Storage.from_uri(config.output.uri)
+    storage = open_storage(config.output.uri)
     # `/`, a folder inside another job's output, a missing bucket, bad credentials or a store that
     # ignores conditional writes fail here, naming the URI, before anything is written
     storage.check_output_root(layout.JOB_FILE)

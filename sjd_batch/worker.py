@@ -23,6 +23,7 @@ import torch
 from sjd_batch.api import check_sampling
 from sjd_batch.config import JobConfig
 from sjd_batch.decoding import DecodeConfig, SamplingConfig
+from sjd_batch.io.backends import open_storage
 from sjd_batch.io.ids import IdRules
 from sjd_batch.io.prompts import ShardSpec
 from sjd_batch.io.records import StatsRecord
@@ -84,7 +85,7 @@ class ShardWorker:
         self.method, self.batch_size = self._settings(sampling)
         self.id_rules = IdRules.for_format(config.output.image_format)
         self.decode = DecodeStage(self.model, sampling, self.method, self.batch_size)
-        self.storage = Storage.from_uri(config.output.uri)
+        self.storage = open_storage(config.output.uri)
 
     def _settings(self, sampling: SamplingConfig) -> tuple[DecodeConfig, int]:
         """The method and batch size; `auto` ones are measured here, on this actor's hardware, once."""

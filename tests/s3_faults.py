@@ -17,7 +17,7 @@ schedule (the fault-injection suite's S3 faults), and `begin_outage()` makes it 
 and shuts itself down after `lifetime_s` even if the test forgets to stop it.
 
     with FlakyProxy(s3_endpoint, fail_first=3) as proxy:
-        Storage.from_uri(f"s3://{bucket}", endpoint_url=proxy.url).write_bytes("k", b"v")
+        open_storage(f"s3://{bucket}", endpoint_url=proxy.url).write_bytes("k", b"v")
         assert proxy.failed == 3
 """
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from sjd_batch import cli
-from sjd_batch.io.storage import Storage
+from sjd_batch.io.backends import open_storage
 from tests.test_worker import make_job, write_prompts
 
 SECRET = "Sjd/Secret+Never-Print-5f2c9"  # as AWS secrets, with '/' and '+'
@@ -95,7 +95,7 @@ def test_the_environments_secret_is_never_written(bucket: str, s3_client, tmp_pa
     text = channels(capfd, caplog)
     assert "1 committed now" in text
     assert secret not in text and f"{key_id}:" not in text
-    storage = Storage.from_uri(f"s3://{bucket}")
+    storage = open_storage(f"s3://{bucket}")
     keys = storage.list()
     assert "out/job.json" in keys and any(k.startswith("out/stats/") for k in keys)
     leaked = [k for k in keys if secret.encode() in storage.read_bytes(k)]

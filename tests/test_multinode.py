@@ -14,7 +14,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from sjd_batch.io.storage import Storage
+from sjd_batch.io.backends import open_storage
 from tests.conftest import ray_cluster
 from tests.test_worker import check_output, digest, make_job, write_prompts
 
@@ -79,10 +79,10 @@ def test_node_killed_mid_job(cluster: Any, tmp_path: Path) -> None:
         killer.join(timeout=60)
     assert log and log[0].startswith("killed node"), log
     assert summary.ok and summary.retries >= 1, summary.text()
-    storage = Storage.from_uri(str(out))
+    storage = open_storage(str(out))
     table = check_output(storage, {f"p{i:04d}" for i in range(SAMPLES)}, shards=SAMPLES // SHARD)
     assert len(set(table.column("node").to_pylist())) >= 3  # actors ran on several nodes, one of them lost
     clean = make_job([prompts], str(tmp_path / "clean"), method={"name": "ar"}, input={"shard_size": SHARD})
     run_local(clean, progress=False)
-    assert digest(storage) == digest(Storage.from_uri(clean.output.uri))  # byte-identical images, same stats
+    assert digest(storage) == digest(open_storage(clean.output.uri))  # byte-identical images, same stats
     print(f"node loss: {log[0]}; {table.num_rows} samples checked, 0 lost, 0 duplicated")

@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from sjd_batch.driver import run_local
 from sjd_batch.io import results
-from sjd_batch.io.storage import Storage
+from sjd_batch.io.backends import open_storage
 from tests.test_worker import make_job, write_prompts
 
 
@@ -20,7 +20,7 @@ def test_a_too_long_prompt_is_skipped_with_its_reason(tmp_path: Path) -> None:
     config = make_job([prompts], str(tmp_path / "out"), input={"shard_size": 3}, run={"batch_size": 3})
     summary = run_local(config, progress=False)
     assert summary.ok and summary.failed_samples == 1, summary.text()
-    rows = {r["sample_id"]: r for r in results.read_stats(Storage.from_uri(config.output.uri)).to_pylist()}
+    rows = {r["sample_id"]: r for r in results.read_stats(open_storage(config.output.uri)).to_pylist()}
     assert rows["b"]["image_key"] is None and "the model rejected the prompt" in rows["b"]["error"]
     assert "accepts at most 64" in rows["b"]["error"]
     assert rows["a"]["error"] is None and rows["c"]["error"] is None  # the batch's good rows were made
@@ -38,6 +38,6 @@ def test_a_bug_fails_the_shard_instead_of_skipping_rows(tmp_path: Path, monkeypa
     summary = run_local(config, progress=False)
     assert not summary.ok and summary.retries == 1, summary.text()  # retried, then reported
     assert "TypeError: unsupported operand" in summary.failed[0]
-    storage = Storage.from_uri(config.output.uri)
+    storage = open_storage(config.output.uri)
     assert not results.committed_shards(storage)  # nothing committed as "done with errors"
     assert results.read_stats(storage).num_rows == 0

@@ -13,9 +13,9 @@ import pytest
 
 from sjd_batch.driver import run_local
 from sjd_batch.io import layout
+from sjd_batch.io.backends import open_storage
 from sjd_batch.io.commit_log import CommitSet, read_log
 from sjd_batch.io.shards import InputFile, ShardPlan
-from sjd_batch.io.storage import Storage
 from sjd_batch.io.storage_local import LocalStorage
 from sjd_batch.job import PreparedJob, prepare_job
 from tests.test_worker import check_output, digest, make_job, write_prompts
@@ -58,7 +58,7 @@ def test_a_rerun_reads_the_log_not_the_markers(done_job: Any, monkeypatch: pytes
 
 
 def test_commits_the_log_missed_are_found_by_their_markers(done_job: Any) -> None:
-    storage = Storage.from_uri(done_job.output.uri)
+    storage = open_storage(done_job.output.uri)
     before = digest(storage)
     shutil.rmtree(Path(done_job.output.uri) / "_commitlog")  # the driver died before its last flush
     assert prepare_job(done_job).todo_count == 4
@@ -72,7 +72,7 @@ def test_commits_the_log_missed_are_found_by_their_markers(done_job: Any) -> Non
 def test_job_json_records_the_plan_per_file(done_job: Any) -> None:
     import json
 
-    job = json.loads(Storage.from_uri(done_job.output.uri).read_bytes(layout.JOB_FILE))
+    job = json.loads(open_storage(done_job.output.uri).read_bytes(layout.JOB_FILE))
     assert "shards" not in job and job["plan"]["shards"] == 4 and job["plan"]["shard_size"] == 4
     assert [f["rows"] for f in job["plan"]["files"]] == [16]
 
@@ -85,7 +85,7 @@ def test_what_is_left_of_a_huge_plan_is_computed_lazily(tmp_path: Path) -> None:
     ones = np.ones(len(done), dtype=np.int64)
     committed = CommitSet(done, ones, ones * 0, ones * 1.0)
     tracemalloc.start()
-    job = PreparedJob(None, "id", Storage.from_uri(str(tmp_path)), plan, committed)  # type: ignore[arg-type]
+    job = PreparedJob(None, "id", open_storage(str(tmp_path)), plan, committed)  # type: ignore[arg-type]
     left = job.todo()
     first = [next(left).index for _ in range(3)]
     count, rows = job.todo_count, job.todo_rows

@@ -28,7 +28,7 @@ import yaml
 from sjd_batch import cli
 from sjd_batch.config import load_job
 from sjd_batch.io import results
-from sjd_batch.io.storage import Storage
+from sjd_batch.io.backends import open_storage
 from tests.conftest import ray_cluster
 from tests.test_worker import check_output, digest, make_job, prompt_table, write_prompts
 
@@ -74,7 +74,7 @@ def test_two_nodes_exactly_once(cluster: Any, tmp_path: Path) -> None:
                       run={"num_actors": 2, "batch_size": 1})
     summary = run(config)
     assert summary.ok and summary.shards_committed == 8 and summary.samples == 24, summary.text()
-    storage = Storage.from_uri(config.output.uri)
+    storage = open_storage(config.output.uri)
     table = check_output(storage, ids(24), shards=8)
     assert len(set(table.column("node").to_pylist())) == 2  # one actor per node (1 CPU each)
     assert len(set(table.column("actor").to_pylist())) == 2
@@ -94,7 +94,7 @@ def test_demo_job_cli(cluster: Any, tmp_path: Path, capsys: pytest.CaptureFixtur
     assert cli.main(["run", job, *sets, "--no-progress"]) == 0
     assert "3 committed now, 0 failed" in capsys.readouterr().out
     demo_ids = set(pq.read_table(REPO / "jobs" / "prompts" / "demo.parquet").column("id").to_pylist())
-    check_output(Storage.from_uri(str(out)), demo_ids, shards=3)
+    check_output(open_storage(str(out)), demo_ids, shards=3)
     assert cli.main(["stats", str(out)]) == 0
     assert capsys.readouterr().out.splitlines()[1].split()[:2] == ["total", str(len(demo_ids))]
 
@@ -166,14 +166,14 @@ def test_actor_killed_mid_shard(cluster: Any, tmp_path: Path) -> None:
     summary, killed = _run_killing_an_actor(config)
     assert killed, "no actor was seen running a shard"
     assert summary.ok and summary.retries >= 1, summary.text()
-    storage = Storage.from_uri(config.output.uri)
+    storage = open_storage(config.output.uri)
     table = check_output(storage, ids(24), shards=3)
     assert max(table.column("attempt").to_pylist()) >= 1  # the killed shard ran again
     clean = make_job([prompts], str(tmp_path / "clean"), input={"shard_size": 8})
     from sjd_batch.runner import run_local
 
     run_local(clean, progress=False)
-    assert digest(storage) == digest(Storage.from_uri(clean.output.uri))
+    assert digest(storage) == digest(open_storage(clean.output.uri))
 
 
 @pytest.mark.ray
@@ -186,7 +186,7 @@ def test_retry_limit_reported_then_rerun(cluster: Any, tmp_path: Path, capsys: p
     assert killed and not summary.ok and len(summary.failed) == 1, summary.text()
     [(shard, error)] = summary.failed.items()
     assert "ActorDiedError" in error and f"shard {shard} failed: ActorDiedError" in summary.text()
-    storage = Storage.from_uri(config.output.uri)
+    storage = open_storage(config.output.uri)
     assert set(results.committed_shards(storage)) == {1 - shard}  # the other shard committed
     capsys.readouterr()
     assert cli.main(["status", config.output.uri]) == 0
@@ -203,7 +203,7 @@ def test_actors_that_cannot_start(cluster: Any, tmp_path: Path) -> None:
     summary = run(config)
     assert not summary.ok and sorted(summary.failed) == [0, 1], summary.text()
     assert all(e.startswith("no actor could start: ") for e in summary.failed.values())
-    assert not results.committed_shards(Storage.from_uri(config.output.uri))
+    assert not results.committed_shards(open_storage(config.output.uri))
 
 
 @pytest.mark.ray
@@ -215,7 +215,7 @@ def test_driver_stopped_then_rerun(cluster: Any, tmp_path: Path) -> None:
     env = {**os.environ, "RAY_ADDRESS": cluster.address}
     cmd = [sys.executable, "-m", "sjd_batch.cli", "run", str(job), "--no-progress"]
     driver = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    storage = Storage.from_uri(config.output.uri)
+    storage = open_storage(config.output.uri)
     deadline = time.monotonic() + 120
     while not results.committed_shards(storage) and time.monotonic() < deadline and driver.poll() is None:
         time.sleep(0.05)
@@ -231,7 +231,7 @@ def test_driver_stopped_then_rerun(cluster: Any, tmp_path: Path) -> None:
 
     run_local(clean, progress=False)
     check_output(storage, ids(24), shards=6)
-    assert digest(storage) == digest(Storage.from_uri(clean.output.uri))
+    assert digest(storage) == digest(open_storage(clean.output.uri))
 
 
 @pytest.mark.ray
@@ -247,7 +247,7 @@ def test_s3_job_through_flaky_proxy(cluster: Any, bucket: str, s3_client: Any, f
     summary = run(config)
     assert summary.ok, summary.text()
     assert proxy.failed == 6  # six PUTs were answered 503 and retried
-    storage = Storage.from_uri(config.output.uri)
+    storage = open_storage(config.output.uri)
     check_output(storage, ids(8), shards=2)
     capsys.readouterr()
     assert cli.main(["stats", config.output.uri, "--json", "--by", "shard"]) == 0
@@ -304,7 +304,7 @@ def test_input_error_mid_job_fails_only_its_shard(tmp_path: Path, capsys: pytest
     out = summary.text()
     assert not summary.ok and f"{bad} has no `prompt` column" in out
     assert "0 retries" in out  # an input error is permanent: not retried
-    storage = Storage.from_uri(config.output.uri)
+    storage = open_storage(config.output.uri)
     check_output(storage, ids(4), shards=1)  # the good file's shard is committed and valid
     capsys.readouterr()
     assert cli.main(["status", config.output.uri]) == 0
@@ -320,7 +320,7 @@ def test_corrupt_parquet_keeps_committed(good_job: tuple[Path, Any], capsys: pyt
     corrupt.write_bytes(b"PAR1 this is not parquet")
     code, _, err = cli_run(capsys, job)
     assert code == 2 and f"{corrupt} is not a readable Parquet file" in err
-    check_output(Storage.from_uri(config.output.uri), ids(8), shards=2)
+    check_output(open_storage(config.output.uri), ids(8), shards=2)
 
 
 def test_changed_input_refused(good_job: tuple[Path, Any], capsys: pytest.CaptureFixture) -> None:
@@ -328,14 +328,14 @@ def test_changed_input_refused(good_job: tuple[Path, Any], capsys: pytest.Captur
     write_prompts(Path(config.input.uris[0]) / "b.parquet", prompt_table(3, start=100))
     code, _, err = cli_run(capsys, job)
     assert code == 2 and "changed since" in err and "must never change between runs" in err
-    check_output(Storage.from_uri(config.output.uri), ids(8), shards=2)
+    check_output(open_storage(config.output.uri), ids(8), shards=2)
 
 
 def test_other_job_refused(good_job: tuple[Path, Any], capsys: pytest.CaptureFixture) -> None:
     job, config = good_job
     code, _, err = cli_run(capsys, job, "run.seed=99")
     assert code == 2 and "jobs never mix in one output" in err and job_id_in(config) in err
-    check_output(Storage.from_uri(config.output.uri), ids(8), shards=2)
+    check_output(open_storage(config.output.uri), ids(8), shards=2)
 
 
 def _snapshot(root: Path) -> dict[str, tuple[bytes, int]]:
@@ -490,7 +490,7 @@ def test_submit_follow(ray_head: str, tmp_path: Path, capsys: pytest.CaptureFixt
     assert cli.main(["submit", str(job), "--address", ray_head, "--follow"]) == 0
     out = capsys.readouterr().out
     assert out.splitlines()[0] == f"sjd-{job_id_in(config)}" and "OK" in out
-    check_output(Storage.from_uri(config.output.uri), ids(6), shards=2)
+    check_output(open_storage(config.output.uri), ids(6), shards=2)
     assert cli.main(["submit", str(job), "--address", ray_head]) == 2  # never started twice
     assert "already submitted" in capsys.readouterr().err
 

@@ -12,7 +12,7 @@ import pytest
 from sjd_batch import cli, throughput
 from sjd_batch.driver import run_local
 from sjd_batch.io import results
-from sjd_batch.io.storage import Storage
+from sjd_batch.io.backends import open_storage
 from sjd_batch.report.data import load_job, summarize
 from tests.test_worker import make_job, write_prompts
 
@@ -34,7 +34,7 @@ def test_summary_stats_and_report_agree(tmp_path: Path, capsys: pytest.CaptureFi
     config = make_job([prompts], str(tmp_path / "out"), input={"shard_size": 4})
     summary = run_local(config, progress=False)
     assert summary.ok and summary.generated == 6 and summary.failed_samples == 1, summary.text()
-    markers = results.committed_shards(Storage.from_uri(config.output.uri)).values()
+    markers = results.committed_shards(open_storage(config.output.uri)).values()
     span = max(m["finished_at"] for m in markers) - min(m["started_at"] for m in markers)
     assert summary.images_per_s == pytest.approx(6 / span, rel=1e-9)  # 6 images, not 7 rows
     capsys.readouterr()

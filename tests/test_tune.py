@@ -47,7 +47,7 @@ def test_auto_window_and_batch_in_a_job(tmp_path, capsys):
     from sjd_batch.driver import run_local
     from sjd_batch.identity import identity
     from sjd_batch.io import results
-    from sjd_batch.io.storage import Storage
+    from sjd_batch.io.backends import open_storage
     from sjd_batch.tuning import AUTO_BATCHES, AUTO_WINDOWS
     from tests.test_worker import make_job, write_prompts
 
@@ -57,7 +57,7 @@ def test_auto_window_and_batch_in_a_job(tmp_path, capsys):
     assert summary.ok and summary.generated == 6, summary.text()
     err = capsys.readouterr().err
     assert "auto settings: window" in err and "images/s predicted" in err
-    rows = results.read_stats(Storage.from_uri(config.output.uri)).to_pylist()
+    rows = results.read_stats(open_storage(config.output.uri)).to_pylist()
     windows = {json.loads(r["params_json"])["window"] for r in rows}
     assert len(windows) == 1 and windows <= set(AUTO_WINDOWS)
     assert {r["batch_size"] for r in rows} <= set(AUTO_BATCHES)

@@ -19,6 +19,7 @@ import pytest
 
 from sjd_batch.config import JobConfig, absolute_paths, parse_job
 from sjd_batch.io import formats, layout, results
+from sjd_batch.io.backends import open_storage
 from sjd_batch.io.prompts import expand_inputs, plan_shards
 from sjd_batch.io.storage import Storage
 from sjd_batch.io.storage_local import LocalStorage
@@ -104,7 +105,7 @@ def test_worker_local_end_to_end(prompts: str, tmp_path: Path) -> None:
     config = make_job([prompts], str(tmp_path / "out"))
     reports = run_all_shards(config)
     assert [r.samples for r in reports] == [4, 4, 2] and all(r.committed for r in reports)
-    storage = Storage.from_uri(config.output.uri)
+    storage = open_storage(config.output.uri)
     table = check_output(storage, {f"p{i:04d}" for i in range(10)}, shards=3)
     row = table.to_pylist()[0]
     assert row["model"] == "tiny-random" and row["method"] == "sjd" and row["attempt"] == 0
@@ -125,7 +126,7 @@ def test_an_output_of_an_older_layout_is_not_resumed(prompts: str, tmp_path: Pat
     two layouts in one dataset, so the run is refused before anything is written, saying why."""
     config = make_job([prompts], str(tmp_path / "out"))
     run_all_shards(config)
-    storage = Storage.from_uri(config.output.uri)
+    storage = open_storage(config.output.uri)
     job = json.loads(storage.read_bytes(layout.JOB_FILE))
     storage.write_bytes(layout.JOB_FILE, json.dumps({**job, "layout_version": 2}).encode())
     before = sorted(storage.list())
@@ -138,7 +139,7 @@ def test_rerun_is_exactly_once(prompts: str, tmp_path: Path) -> None:
     config = make_job([prompts], str(tmp_path / "out"))
     worker = new_worker(config)
     run_all_shards(config, worker)
-    storage = Storage.from_uri(config.output.uri)
+    storage = open_storage(config.output.uri)
     before = digest(storage)
     again = run_all_shards(config, worker)  # committed shards are skipped, nothing rewritten
     assert [r.committed for r in again] == [False] * 3 and sum(r.generated for r in again) == 0
@@ -178,7 +179,7 @@ def test_crash_mid_shard_resumes_samples(prompts: str, tmp_path: Path) -> None:
     worker.storage = CrashAfter(config.output.uri, limit=2)  # shard 0: 2 of 4 images, then crash
     with pytest.raises(OSError, match="simulated crash"):
         worker.run_shard(shards[0])
-    storage = Storage.from_uri(config.output.uri)
+    storage = open_storage(config.output.uri)
     assert not results.committed_shards(storage) and not results.read_stats(storage).num_rows
     worker.storage = storage
     report = worker.run_shard(shards[0], attempt=1)
@@ -188,7 +189,7 @@ def test_crash_mid_shard_resumes_samples(prompts: str, tmp_path: Path) -> None:
     table = check_output(storage, {f"p{i:04d}" for i in range(10)}, shards=3)
     assert sorted(table.column("attempt").to_pylist()) == [0] * 8 + [1] * 2
     # seeds depend on (job seed, sample id) only: the resumed output equals an uninterrupted run
-    assert digest(storage) == digest(Storage.from_uri(clean.output.uri))
+    assert digest(storage) == digest(open_storage(clean.output.uri))
 
 
 class NoDelete(LocalStorage):
@@ -204,7 +205,7 @@ def test_partials_of_committed_shards_are_swept(prompts: str, tmp_path: Path) ->
     worker = new_worker(config)
     worker.storage = NoDelete(config.output.uri)
     assert worker.run_shard(shards[0]).committed
-    storage = Storage.from_uri(config.output.uri)
+    storage = open_storage(config.output.uri)
     assert len(storage.list(layout.PARTIAL)) == 2  # committed, but its partial files remain (1/batch)
     assert sweep_partials(storage) == 2 and not storage.list(layout.PARTIAL)
 
@@ -232,7 +233,7 @@ def test_a_failed_clean_up_never_fails_a_committed_shard(prompts: str, tmp_path:
     worker = new_worker(config)
     worker.storage = NoListAfterCommit(config.output.uri)
     assert worker.run_shard(next(iter(prepare_job(config).plan))).committed
-    assert results.committed_shards(Storage.from_uri(config.output.uri)).keys() == {0}
+    assert results.committed_shards(open_storage(config.output.uri)).keys() == {0}
 
 
 def test_bad_rows_are_recorded(tmp_path: Path) -> None:
@@ -247,7 +248,7 @@ def test_bad_rows_are_recorded(tmp_path: Path) -> None:
     config = make_job([path], str(tmp_path / "out"), input={"shard_size": 10})
     [report] = run_all_shards(config)
     assert report.samples == 3 and report.bad_rows == 4 and report.committed
-    storage = Storage.from_uri(config.output.uri)
+    storage = open_storage(config.output.uri)
     stats = check_output(storage, {"ok0", "huge", "ok1"}, shards=1)
     seeds = dict(zip(stats.column("sample_id").to_pylist(), stats.column("seed").to_pylist(), strict=True))
     assert seeds["ok0"] == 1 and seeds["ok1"] == 12345  # the `seed` column wins over the derived seed
@@ -266,7 +267,7 @@ def test_explicit_seed_column_reproduces(tmp_path: Path) -> None:
     table = pa.table({"id": ["a", "b"], "prompt": ["a pink cross"] * 2, "seed": [77, 77]})
     config = make_job([write_prompts(tmp_path / "in" / "s.parquet", table)], str(tmp_path / "out"))
     run_all_shards(config)
-    storage = Storage.from_uri(config.output.uri)
+    storage = open_storage(config.output.uri)
     rows = results.read_stats(storage).to_pylist()
     assert [r["seed"] for r in rows] == [77, 77]
     assert storage.read_bytes(rows[0]["image_key"]) == storage.read_bytes(rows[1]["image_key"])
@@ -275,7 +276,7 @@ def test_explicit_seed_column_reproduces(tmp_path: Path) -> None:
 def test_webdataset_tars(prompts: str, tmp_path: Path) -> None:
     config = make_job([prompts], str(tmp_path / "out"), output={"image_format": "webdataset"})
     run_all_shards(config)
-    storage = Storage.from_uri(config.output.uri)
+    storage = open_storage(config.output.uri)
     table = check_output(storage, {f"p{i:04d}" for i in range(10)}, shards=3, fmt="webdataset")
     assert sorted(k for k in storage.list(layout.IMAGES)) == [layout.tar_key(i) for i in range(3)]
     members = formats.read_tar_shard(storage.read_bytes(layout.tar_key(0)))
@@ -295,7 +296,7 @@ def test_worker_s3_end_to_end(s3_endpoint: str, bucket: str, s3_client: Any, tmp
     assert expand_inputs(list(config.input.uris)) == [f"s3://{bucket}/prompts/part-0.parquet"]
     assert len(plan_shards(expand_inputs(list(config.input.uris)), 4)) == 2
     run_all_shards(config)
-    storage = Storage.from_uri(config.output.uri)
+    storage = open_storage(config.output.uri)
     table = check_output(storage, {f"p{i:04d}" for i in range(6)}, shards=2)
     listed = {o["Key"] for o in s3_client.list_objects_v2(Bucket=bucket, Prefix="out/")["Contents"]}
     expected = {f"out/{k}" for k in table.column("image_key").to_pylist()}

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from sjd_batch.io.backends import open_storage
 from sjd_batch.io.storage import Storage
 
 JOB_ID = "bench0000000000a"
@@ -135,7 +136,7 @@ def _markers(storage: Storage, shards: int) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    storage = Storage.from_uri(args.output)
+    storage = open_storage(args.output)
     if storage.list():
         raise SystemExit(f"sjd-batch bench-output: {args.output} is not empty: give a fresh output")
     if args.what == "compact":

@@ -116,7 +116,7 @@ def _runs(args: argparse.Namespace, prompts: str, out: str, counts: list[int], c
 
 def _one_run(config: JobConfig, actors: int, proxy: Any) -> dict[str, Any]:
     from sjd_batch.io import results
-    from sjd_batch.io.storage import Storage
+    from sjd_batch.io.backends import open_storage
     from sjd_batch.runner import run_job
 
     before = proxy.snapshot() if proxy else {}
@@ -126,7 +126,7 @@ def _one_run(config: JobConfig, actors: int, proxy: Any) -> dict[str, Any]:
     driver_cpu = time.process_time() - cpu0
     peak = rss.stop()
     requests = {m: n - before.get(m, 0) for m, n in (proxy.snapshot() if proxy else {}).items()}
-    commits = list(results.committed_shards(Storage.from_uri(config.output.uri)).values())
+    commits = list(results.committed_shards(open_storage(config.output.uri)).values())
     span = max(c["finished_at"] for c in commits) - min(c["started_at"] for c in commits)
     model_s = sum(c.get("decode_s", 0.0) for c in commits)
     in_shards = sum(c["seconds"] for c in commits)

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 
+from sjd_batch.io.backends import open_storage
 from sjd_batch.io.storage import Storage, StorageError
 
 
@@ -58,7 +59,7 @@ def _count(storage: Storage, folder: str, rows: Callable[[], int]) -> dict:
 def main(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     try:
-        storage = Storage.from_uri(args.output)
+        storage = open_storage(args.output)
         report = compact_output(storage, int(args.target_mb * 2**20), args.grace_s,
                                 log=(lambda _: None) if args.json else print)
     except (StorageError, ValueError) as e:

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sjd_batch.config import ConfigError, JobConfig, load_job, redact_uri
+from sjd_batch.io.backends import open_storage
 from sjd_batch.io.storage import StorageError
 
 
@@ -62,12 +63,11 @@ def make_report(config: JobConfig, check_ids: bool = False, verify: bool = False
     """
     from sjd_batch.identity import job_id
     from sjd_batch.io.commit_log import CommitSet, read_log, reconcile
-    from sjd_batch.io.storage import Storage
     from sjd_batch.job import check_claim
     from sjd_batch.planning import check_inputs, plan_job
 
     t0 = time.perf_counter()
-    storage = Storage.from_uri(config.output.uri)
+    storage = open_storage(config.output.uri)
     storage.check_bucket()
     plan = plan_job(config)
     started = check_claim(storage, config, plan)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sjd_batch.io.storage import Storage, StorageError, split_uri
+from sjd_batch.io.backends import open_storage
+from sjd_batch.io.storage import StorageError, split_uri
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,7 +37,7 @@ def main(args: argparse.Namespace) -> int:
         folder, name = split_uri(args.out)
         if not name:
             raise ValueError(f"--out {args.out}: expected a file name such as report.html")
-        Storage.from_uri(folder).write_bytes(name, report.html.encode("utf-8"))
+        open_storage(folder).write_bytes(name, report.html.encode("utf-8"))
     except (ReportError, StorageError, ValueError) as e:
         print(f"sjd-batch report: error: {e}", file=sys.stderr)
         return 2

@@ -17,6 +17,7 @@ import sys
 from typing import Any
 
 from sjd_batch import throughput
+from sjd_batch.io.backends import open_storage
 from sjd_batch.io.storage import Storage, StorageError
 
 METRICS = ("step_compression", "latency_s")
@@ -87,7 +88,7 @@ def _images_per_s(table: Any, spans: dict[int, tuple]) -> float | None:
 
 def main(args: argparse.Namespace) -> int:
     try:
-        summary = summarize(Storage.from_uri(args.output), args.by)
+        summary = summarize(open_storage(args.output), args.by)
     except (StorageError, ValueError) as e:
         print(f"sjd-batch stats: error: {e}", file=sys.stderr)
         return 2

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from sjd_batch.io.backends import open_storage
 from sjd_batch.io.storage import Storage, StorageError
 
 
@@ -38,7 +39,7 @@ def job_status(storage: Storage) -> dict:
 
 def main(args: argparse.Namespace) -> int:
     try:
-        status = job_status(Storage.from_uri(args.output))
+        status = job_status(open_storage(args.output))
     except (StorageError, ValueError) as e:
         print(f"sjd-batch status: error: {e}", file=sys.stderr)
         return 2

@@ -1,6 +1,7 @@
 """IO layer: URIs (local or S3), Parquet prompt shards, and the output layout of a job.
 
-- `storage`: `Storage.from_uri(uri)`, the only place that imports boto3 or pyarrow.fs.
+- `storage`: `Storage` (interface, errors, URI rules) and its backends, the only modules that import boto3 or
+  pyarrow.fs; `backends.open_storage(uri)` picks one for a URI.
 - `prompts`: input files -> deterministic shards -> validated `PromptRow`s (or `BadRow`s).
 - `results`: output keys, PNG / tar encoding, the stats Parquet dataset and commit markers.
 

@@ -19,6 +19,7 @@ import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from sjd_batch.io.backends import open_storage
 from sjd_batch.io.storage import Storage, StorageError
 
 COMPLETE = ".complete"
@@ -44,7 +45,7 @@ def fetch_model(uri: str, root: Path | None = None) -> Path:
     with open(f"{folder}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # the first actor downloads; the others wait here
         if not (folder / COMPLETE).exists():
-            _download(Storage.from_uri(uri), folder)
+            _download(open_storage(uri), folder)
     return folder
 
 

@@ -28,9 +28,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from sjd_batch.io.backends import open_storage
 from sjd_batch.io.ids import IdRules, generated_id, id_problem, id_text
 from sjd_batch.io.shards import InputFile, ShardPlan, ShardSpec
-from sjd_batch.io.storage import Storage, StorageError, arrow_error, split_uri
+from sjd_batch.io.storage import StorageError, arrow_error, split_uri
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -82,10 +83,10 @@ def expand_inputs(uris: list[str]) -> list[str]:
 
 def _expand_one(uri: str) -> list[str]:
     parent, name = split_uri(uri)
-    folder = Storage.from_uri(parent)
+    folder = open_storage(parent)
     if name and folder.exists(name):
         return [folder.join(name)]  # normalised: absolute local paths, no trailing slash
-    storage = Storage.from_uri(uri)
+    storage = open_storage(uri)
     files = [storage.join(k) for k in storage.list() if _is_data_file(k)]
     if files:
         return files
@@ -170,7 +171,7 @@ def _open_sized(uri: str) -> tuple[pq.ParquetFile, int]:
     import pyarrow.parquet as pq
 
     parent, name = split_uri(uri)
-    storage = Storage.from_uri(parent)
+    storage = open_storage(parent)
     fs, root = storage.arrow_filesystem()
     try:
         source = fs.open_input_file(f"{root}/{name}")
@@ -306,5 +307,5 @@ def write_prompts(uri: str, prompts: list[str], ids: list[str] | None = None) ->
     sink = pa.BufferOutputStream()
     pq.write_table(pa.table(columns), sink)
     parent, name = split_uri(uri)
-    Storage.from_uri(parent).write_bytes(name, sink.getvalue().to_pybytes())
+    open_storage(parent).write_bytes(name, sink.getvalue().to_pybytes())
     return uri

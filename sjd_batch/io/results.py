@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from sjd_batch.io import layout
+from sjd_batch.io.backends import open_storage
 from sjd_batch.io.records import (
     ERRORS_SCHEMA,
     PARTITION_SCHEMA,
@@ -157,8 +158,8 @@ def read_errors(output: Storage | str, committed_only: bool = True) -> pa.Table:
 
 
 def _storage(output: Storage | str) -> Storage:
-    # A URI as the user would write it; Storage.from_uri refuses one that carries credentials.
-    return output if isinstance(output, Storage) else Storage.from_uri(output)
+    # A URI as the user would write it; open_storage refuses one that carries credentials.
+    return output if isinstance(output, Storage) else open_storage(output)
 
 
 def _dataset(storage: Storage, folder: str, schema: pa.Schema, committed_only: bool) -> ds.Dataset:

@@ -2,8 +2,9 @@
 
 A `Storage` is rooted at a URI (`/tmp/out`, `file:///tmp/out` or `s3://bucket/prefix`) and speaks in
 *keys*: `/`-separated paths relative to that root (`stats/job_id=a/shard=00001/part-0.parquet`).
-`Storage.from_uri` picks the backend: `storage_local.LocalStorage` (a folder) or `storage_s3.S3Storage`.
-These three modules are the only ones that import boto3 / pyarrow.fs; everything else goes through here.
+`io.backends.open_storage` picks the backend: `storage_local.LocalStorage` (a folder) or
+`storage_s3.S3Storage`, which build on this module (it never imports them). These three modules are the
+only ones that import boto3 / pyarrow.fs; everything else goes through here.
 
 S3 settings come from the standard AWS environment and config files, exactly as boto3 resolves them
 (`AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL`, `AWS_REGION` / `AWS_DEFAULT_REGION`, `AWS_ACCESS_KEY_ID`,
@@ -156,30 +157,9 @@ def split_uri(uri: str) -> tuple[str, str]:
 
 
 class Storage(ABC):
-    """A root URI and key-based object IO. Build one with `Storage.from_uri`."""
+    """A root URI and key-based object IO. Build one with `io.backends.open_storage`."""
 
     uri: str
-
-    @staticmethod
-    def from_uri(uri: str, *, endpoint_url: str | None = None, retry: RetryPolicy | None = None) -> Storage:
-        """A `Storage` for a local path, a `file://` URI or an `s3://bucket[/prefix]` URI.
-
-        Args:
-            uri: the root.
-            endpoint_url: S3 only: overrides the endpoint from the environment (tests, proxies).
-            retry: S3 only: the retry policy; `RetryPolicy.from_env()` by default.
-        """
-        # The backends are imported here, not at the top: they import this module.
-        check_uri(uri)
-        if uri.startswith("s3://"):
-            from sjd_batch.io.storage_s3 import S3Storage
-
-            return S3Storage(uri, endpoint_url=endpoint_url, retry=retry or RetryPolicy.from_env())
-        if "://" in uri and not uri.startswith("file://"):
-            raise StorageError(f"unsupported URI {uri!r}: expected a local path, file:// or s3://")
-        from sjd_batch.io.storage_local import LocalStorage
-
-        return LocalStorage(uri.removeprefix("file://"))
 
     def join(self, key: str) -> str:
         """The full URI of a key under this root."""

@@ -120,9 +120,9 @@ def _resolve_s3(uri: str, family: Family | None, fetch: bool) -> ResolvedSource:
         from sjd_batch.io.model_cache import fetch_model
 
         return _resolve_folder(fetch_model(uri), family)
-    from sjd_batch.io.storage import Storage
+    from sjd_batch.io.backends import open_storage
 
-    storage = Storage.from_uri(uri)
+    storage = open_storage(uri)
     files = {f: storage.read_bytes(f) if storage.exists(f) else None for f in (MANIFEST, HF_CONFIG)}
     if family is not None and not any(files.values()) and not storage.list():
         raise ModelSourceError(f"model {uri}: no objects under this prefix; expected a model folder")

@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from sjd_batch import throughput
 from sjd_batch.io import results
+from sjd_batch.io.backends import open_storage
 from sjd_batch.io.storage import Storage
 
 if TYPE_CHECKING:
@@ -73,7 +74,7 @@ def load_job(uri: str) -> JobOutput:
     from sjd_batch.commands.status import job_status
     from sjd_batch.io.layout import JOB_FILE
 
-    storage = Storage.from_uri(uri)
+    storage = open_storage(uri)
     if not storage.exists(JOB_FILE):
         raise ReportError(
             f"{uri} is not an sjd-batch job output: expected {storage.join(JOB_FILE)} (written when a job "

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from sjd_batch.io.storage import Storage
+from sjd_batch.io.backends import open_storage
 from tests.faults.harness import METHOD, MODEL, PROMPT_POOL, reference_digests, write_prompts
 from tests.faults.trials import Context
 from tests.test_worker import make_job
@@ -21,11 +21,11 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     from sjd_batch.runner import run_local
 
     root = tmp_path_factory.mktemp("reference")
-    prompts = write_prompts(Storage.from_uri(str(root)), "pool.parquet", PROMPT_POOL)
+    prompts = write_prompts(open_storage(str(root)), "pool.parquet", PROMPT_POOL)
     config = make_job([prompts], str(root / "out"), model=MODEL, method=METHOD,
                       input={"shard_size": 8}, run={"batch_size": 4})
     assert run_local(config, progress=False).ok
-    return reference_digests(Storage.from_uri(config.output.uri))
+    return reference_digests(open_storage(config.output.uri))
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from sjd_batch.io import layout
-from sjd_batch.io.storage import Storage
+from sjd_batch.io.backends import open_storage
 from tests.faults.conftest import context, ray_logs_leak
 from tests.faults.harness import Driver, Trial, job_yaml, plan_trial, verify, write_prompts
 from tests.faults.trials import record, run_trial
@@ -50,9 +50,9 @@ def test_a_long_s3_outage_ends_in_a_summary_and_resumes(tmp_path: Path, s3_endpo
     trial = Trial(seed=77, fault="s3-outage", backend="s3", fmt="png", prompts=8, shard_size=2, batch_size=2,
                   ray=False, kill_after=0, max_attempts=2)
     job = tmp_path / "job.yaml"
-    prompts = write_prompts(Storage.from_uri(f"s3://{bucket}/in"), "prompts.parquet", trial.prompts)
+    prompts = write_prompts(open_storage(f"s3://{bucket}/in"), "prompts.parquet", trial.prompts)
     job.write_text(job_yaml(trial, prompts, f"s3://{bucket}/out"))
-    storage = Storage.from_uri(f"s3://{bucket}/out")  # straight to the server, never through the proxy
+    storage = open_storage(f"s3://{bucket}/out")  # straight to the server, never through the proxy
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env.update(PYTHONUNBUFFERED="1", AWS_MAX_ATTEMPTS="2")
     with OutageProxy(s3_endpoint, seed=0, fault_share=0.0) as proxy:  # healthy until the outage

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from sjd_batch.io.backends import open_storage
 from sjd_batch.io.storage import Storage
 from tests.faults.harness import (
     Driver,
@@ -57,11 +58,11 @@ def run_trial(trial: Trial, ctx: Context) -> Outcome:
 
 def _run(trial: Trial, ctx: Context, folder: Path, output: str, outcome: Outcome,
          disk: Path | None = None) -> None:
-    inputs = (Storage.from_uri(str(folder)) if trial.backend == "local"
-              else Storage.from_uri(f"s3://{ctx.bucket}/in-{trial.seed}"))
+    inputs = (open_storage(str(folder)) if trial.backend == "local"
+              else open_storage(f"s3://{ctx.bucket}/in-{trial.seed}"))
     job = folder / "job.yaml"
     job.write_text(job_yaml(trial, write_prompts(inputs, "prompts.parquet", trial.prompts), output))
-    storage = Storage.from_uri(output)
+    storage = open_storage(output)
     env = _env(trial, ctx)
     {"kill-driver": _kill_driver, "kill-actor": _kill_actor, "s3-outage": _s3_outage,
      "disk-full": _disk_full, "race": _race}[trial.fault](trial, ctx, job, folder, storage, env, outcome)

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from sjd_batch.io.storage import Storage
+from sjd_batch.io.backends import open_storage
 from tests.conftest import find_weed, free_port
 from tests.test_worker import check_output
 
@@ -195,7 +195,7 @@ def test_local_dev_submit_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyP
         for k, v in values.items():
             monkeypatch.setenv(k, v)
         ids = set(stats.column("sample_id").to_pylist())
-        check_output(Storage.from_uri(f"s3://{bucket}/e2e"), ids, shards=2)
+        check_output(open_storage(f"s3://{bucket}/e2e"), ids, shards=2)
     finally:
         stopped = script("stop", env, timeout=90)
         assert stopped.returncode == 0, stopped.stderr

@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 from sjd_batch.io import layout
-from sjd_batch.io.storage import Storage
+from sjd_batch.io.backends import open_storage
 from tests.conftest import find_weed
 from tests.infra.test_local_dev import BIN, REPO, assert_all_stopped, dev_env, exported, recorded_pids, script
 from tests.test_worker import check_output
@@ -80,7 +80,7 @@ def test_submit_sizing_ray_job_submit_and_the_rayjob_entrypoint(tmp_path: Path,
         bucket = values["SJD_DEV_BUCKET"]
         sink = io.BytesIO()
         pq.write_table(pa.table({"id": [f"p{i}" for i in range(len(PROMPTS))], "prompt": PROMPTS}), sink)
-        Storage.from_uri(f"s3://{bucket}").write_bytes("prompts/p.parquet", sink.getvalue())
+        open_storage(f"s3://{bucket}").write_bytes("prompts/p.parquet", sink.getvalue())
         ids = {f"p{i}" for i in range(len(PROMPTS))}
         _sjd_batch_submit(tmp_path, bucket, client, ids)
         _ray_job_submit(tmp_path, bucket, client, ids)
@@ -99,10 +99,10 @@ def _sjd_batch_submit(tmp: Path, bucket: str, env: dict[str, str], ids: set[str]
     assert three.returncode == 0, three.stdout[-3000:] + three.stderr[-3000:]
     assert "2 actor(s) fit, not run.num_actors=3; submitting 2" in three.stderr
     assert "using" not in three.stdout  # the driver did not have to size down again
-    storage = Storage.from_uri(f"s3://{bucket}/three")
+    storage = open_storage(f"s3://{bucket}/three")
     table = check_output(storage, ids, shards=len(ids))
     assert len(set(table.column("actor").to_pylist())) == 2  # both CPUs worked (was: 1 actor of 2)
-    assert not Storage.from_uri(f"s3://{bucket}/big").list()  # refused before anything was submitted
+    assert not open_storage(f"s3://{bucket}/big").list()  # refused before anything was submitted
 
 
 def _ray_job_submit(tmp: Path, bucket: str, env: dict[str, str], ids: set[str]) -> None:
@@ -126,7 +126,7 @@ def _ray_job_submit(tmp: Path, bucket: str, env: dict[str, str], ids: set[str]) 
         assert f"-> s3://{bucket}/rayjob: OK" in done.stdout
         if attempt:  # from another folder: the same job, resumed, nothing redone
             assert "2 already committed, 0 committed now" in done.stdout
-    storage = Storage.from_uri(f"s3://{bucket}/rayjob")
+    storage = open_storage(f"s3://{bucket}/rayjob")
     table = check_output(storage, ids, shards=2, fmt="webdataset")
     assert sorted(storage.list("images/")) == [layout.tar_key(0), layout.tar_key(1)]
     assert table.num_rows == len(ids)

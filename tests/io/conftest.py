@@ -8,6 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from sjd_batch.io.backends import open_storage
 from sjd_batch.io.storage import Storage
 
 BACKENDS = ["local", pytest.param("s3", marks=pytest.mark.s3)]
@@ -17,8 +18,8 @@ BACKENDS = ["local", pytest.param("s3", marks=pytest.mark.s3)]
 def store(request: pytest.FixtureRequest, tmp_path) -> Storage:
     """An empty Storage: a fresh local folder, or a prefix in a fresh S3 bucket."""
     if request.param == "local":
-        return Storage.from_uri(str(tmp_path / "root"))
-    return Storage.from_uri(f"s3://{request.getfixturevalue('bucket')}/root")
+        return open_storage(str(tmp_path / "root"))
+    return open_storage(f"s3://{request.getfixturevalue('bucket')}/root")
 
 
 def put_parquet(storage: Storage, key: str, table: pa.Table, **kwargs: object) -> str:

@@ -12,6 +12,7 @@ import pytest
 from sjd_batch.commands.bench_output import JOB_ID, duckdb_count, fabricate
 from sjd_batch.commands.compact import compact_output
 from sjd_batch.io import compaction, results
+from sjd_batch.io.backends import open_storage
 from sjd_batch.io.storage import Storage
 
 
@@ -125,7 +126,7 @@ def test_the_run_summary_says_when_compaction_would_help(tmp_path, monkeypatch: 
 
     monkeypatch.setattr(progress, "COMPACT_FROM", 20)  # 1,000 by default
     COMPACT_FROM = 20
-    store = Storage.from_uri(str(tmp_path / "out"))
+    store = open_storage(str(tmp_path / "out"))
     fabricate(store, range(COMPACT_FROM), rows=1)
     summary = JobSummary("id", store.uri, COMPACT_FROM, shards_skipped=COMPACT_FROM - 10, shards_committed=10)
     hint = compaction_hint(store, summary)

@@ -27,7 +27,7 @@ from PIL import Image
 from sjd_batch.config import IMAGE_FORMATS
 from sjd_batch.driver import run_local
 from sjd_batch.io import formats, layout, results
-from sjd_batch.io.storage import Storage
+from sjd_batch.io.backends import open_storage
 from sjd_batch.io.storage_local import LocalStorage
 from sjd_batch.job import prepare_job
 from tests.test_worker import make_job, new_worker, write_prompts
@@ -55,7 +55,7 @@ def outputs(prompts: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
 
 
 def stats_by_id(root: Path) -> dict[str, dict]:
-    return {r["sample_id"]: r for r in results.read_stats(Storage.from_uri(str(root))).to_pylist()}
+    return {r["sample_id"]: r for r in results.read_stats(open_storage(str(root))).to_pylist()}
 
 
 def png_digests(root: Path) -> dict[str, str]:
@@ -197,7 +197,7 @@ def test_a_resumed_shard_packs_identical_bytes(fmt: str, prompts: str, outputs: 
     worker.storage = FailAfter(config.output.uri, layout.PARTIAL, limit=3)  # 2 PNGs + their group record
     with pytest.raises(OSError, match="simulated crash"):
         worker.run_shard(shards[0])
-    worker.storage = Storage.from_uri(config.output.uri)
+    worker.storage = open_storage(config.output.uri)
     report = worker.run_shard(shards[0], attempt=1)
     assert report.committed and 1 <= report.resumed < 3 and report.resumed + report.generated == 3
     key = layout.pack_key(0, fmt)

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from sjd_batch.io import storage_s3
+from sjd_batch.io.backends import open_storage
 from sjd_batch.io.model_cache import fetch_model
-from sjd_batch.io.storage import Storage, StorageError
+from sjd_batch.io.storage import StorageError
 
 PART = 1024 * 1024
 
@@ -19,7 +20,7 @@ PART = 1024 * 1024
 def model(bucket: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, bytes]:
     """A model prefix with one 12 MiB file and two small ones; parts of 1 MiB; a fresh cache."""
     files = {"model.safetensors": os.urandom(12 * PART), "config.json": b"{}", "sub/vocab.txt": b"a\nb\n"}
-    store = Storage.from_uri(f"s3://{bucket}/models/m")
+    store = open_storage(f"s3://{bucket}/models/m")
     for key, data in files.items():
         store.write_bytes(key, data)
     monkeypatch.setattr(storage_s3, "DOWNLOAD_PART", PART)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
+from sjd_batch.io.backends import open_storage
 from sjd_batch.io.prompts import (
     BadRow,
     InputError,
@@ -53,7 +54,7 @@ def test_expand_inputs_errors(store: Storage) -> None:
 
 def test_expand_inputs_resolves_relative_local_paths(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    put_parquet(Storage.from_uri("data"), "p.parquet", _prompts(1))
+    put_parquet(open_storage("data"), "p.parquet", _prompts(1))
     absolute = str(tmp_path / "data" / "p.parquet")
     assert expand_inputs(["data/p.parquet"]) == expand_inputs(["data"]) == [absolute]
     assert expand_inputs([f"file://{tmp_path}/data/"]) == [absolute]
@@ -237,7 +238,7 @@ def test_empty_and_all_null_columns(store: Storage) -> None:
 
 @pytest.mark.s3
 def test_wrong_credentials_on_input_are_clear(bucket, monkeypatch) -> None:
-    uri = put_parquet(Storage.from_uri(f"s3://{bucket}"), "in/p.parquet", _prompts(2))
+    uri = put_parquet(open_storage(f"s3://{bucket}"), "in/p.parquet", _prompts(2))
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
     with pytest.raises(
         StorageError, match=rf"access denied.*s3://{bucket}|s3://{bucket}.*access denied"

@@ -12,6 +12,7 @@ import pytest
 from sjd_batch.commands.bench_output import fabricate
 from sjd_batch.commands.compact import compact_output
 from sjd_batch.io import compaction
+from sjd_batch.io.backends import open_storage
 from sjd_batch.io.storage import Storage
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -69,7 +70,7 @@ def test_read_stats_takes_a_uri_and_never_one_with_credentials(tmp_path: Path) -
     from sjd_batch.io import results
     from sjd_batch.io.storage import StorageError
 
-    output = Storage.from_uri(str(tmp_path / "out"))
+    output = open_storage(str(tmp_path / "out"))
     fabricate(output, range(2), rows=ROWS)
     uri = str(tmp_path / "out")
     assert results.read_stats(uri).num_rows == 2 * ROWS

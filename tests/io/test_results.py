@@ -17,6 +17,7 @@ import torch
 
 from sjd_batch.decoding.state import SampleStats
 from sjd_batch.io import formats, layout, results
+from sjd_batch.io.backends import open_storage
 from sjd_batch.io.prompts import BadRow
 from sjd_batch.io.records import STATS_SCHEMA, Provenance, StatsRecord
 from sjd_batch.io.storage import Storage, StorageError
@@ -193,7 +194,7 @@ def test_duckdb_and_polars_read_the_stats(store: Storage) -> None:
 
 
 def test_polars_and_duckdb_read_local_files_directly(tmp_path) -> None:
-    store = Storage.from_uri(str(tmp_path))
+    store = open_storage(str(tmp_path))
     for shard in range(2):
         _write_shard(store, shard, n=3)
     pattern = f"{tmp_path}/stats/**/*.parquet"
@@ -214,7 +215,7 @@ def test_polars_and_duckdb_read_local_files_directly(tmp_path) -> None:
 
 @pytest.mark.s3
 def test_polars_reads_the_stats_from_s3_natively(bucket, s3_endpoint) -> None:
-    store = Storage.from_uri(f"s3://{bucket}/out")
+    store = open_storage(f"s3://{bucket}/out")
     _write_shard(store, 0, n=2)
     options = {
         "aws_access_key_id": "testkey",
@@ -232,7 +233,7 @@ def test_polars_reads_the_stats_from_s3_natively(bucket, s3_endpoint) -> None:
 @pytest.mark.s3
 def test_stats_survive_transient_s3_errors(bucket, flaky_proxy) -> None:
     proxy = flaky_proxy(fail_first=2)
-    store = Storage.from_uri(f"s3://{bucket}/out", endpoint_url=proxy.url)
+    store = open_storage(f"s3://{bucket}/out", endpoint_url=proxy.url)
     _write_shard(store, 0)
     assert proxy.failed == 2
     proxy.fail_first += 2  # two more failures, now on the read path (listing, markers, pyarrow GETs)

@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from sjd_batch.io.backends import open_storage
 from sjd_batch.io.storage import ObjectNotFound, RetryPolicy, Storage, StorageError, split_uri
 from sjd_batch.io.storage_local import LocalStorage
 from sjd_batch.io.storage_s3 import S3Storage
@@ -79,7 +80,7 @@ def test_child_and_join(store: Storage) -> None:
     assert store.read_bytes("out/job1/k.txt") == b"v"
     assert child.uri == store.join("out/job1")
     assert child.join("k.txt") == store.join("out/job1/k.txt")
-    assert Storage.from_uri(child.uri).read_bytes("k.txt") == b"v"
+    assert open_storage(child.uri).read_bytes("k.txt") == b"v"
 
 
 @pytest.mark.parametrize("key", ["", "/abs", "../up", "a/../b", "a//b", "a/", "a\\b", "./a"])
@@ -109,15 +110,15 @@ def test_check_bucket_and_conditional_write_probe(store: Storage) -> None:
     assert store.abort_multipart_uploads() == 0
 
 
-def test_from_uri_forms(tmp_path) -> None:
-    assert isinstance(Storage.from_uri(f"file://{tmp_path}"), LocalStorage)
-    assert Storage.from_uri(f"file://{tmp_path}").uri == str(tmp_path)
-    assert Storage.from_uri("s3://b/p/").uri == "s3://b/p"
-    assert isinstance(Storage.from_uri("s3://b"), S3Storage)
+def test_open_storage_forms(tmp_path) -> None:
+    assert isinstance(open_storage(f"file://{tmp_path}"), LocalStorage)
+    assert open_storage(f"file://{tmp_path}").uri == str(tmp_path)
+    assert open_storage("s3://b/p/").uri == "s3://b/p"
+    assert isinstance(open_storage("s3://b"), S3Storage)
     with pytest.raises(StorageError, match="gs://x"):
-        Storage.from_uri("gs://x/y")
+        open_storage("gs://x/y")
     with pytest.raises(StorageError, match="s3://bucket"):
-        Storage.from_uri("s3:///nobucket")
+        open_storage("s3:///nobucket")
 
 
 def test_split_uri() -> None:
@@ -130,11 +131,11 @@ def test_split_uri() -> None:
 def test_local_root_that_is_a_file(tmp_path) -> None:
     (tmp_path / "f").write_bytes(b"x")
     with pytest.raises(StorageError, match="is a file"):
-        Storage.from_uri(str(tmp_path / "f")).check_bucket()
+        open_storage(str(tmp_path / "f")).check_bucket()
 
 
 def test_local_list_hides_temporary_files(tmp_path) -> None:
-    store = Storage.from_uri(str(tmp_path))
+    store = open_storage(str(tmp_path))
     store.write_bytes("a.txt", b"x")
     (tmp_path / ".a.txt.sjdtmp-dead").write_bytes(b"partial")  # left by a killed writer
     assert store.list() == ["a.txt"]
@@ -145,7 +146,7 @@ def test_local_list_hides_temporary_files(tmp_path) -> None:
 
 @pytest.mark.s3
 def test_missing_bucket_is_named(s3_endpoint: str) -> None:
-    store = Storage.from_uri("s3://no-such-bucket-sjd/out")
+    store = open_storage("s3://no-such-bucket-sjd/out")
     for call in (store.check_bucket, store.list, lambda: store.write_bytes("k", b"v")):
         with pytest.raises(StorageError, match="bucket 'no-such-bucket-sjd' does not exist"):
             call()
@@ -155,7 +156,7 @@ def test_missing_bucket_is_named(s3_endpoint: str) -> None:
 @pytest.mark.parametrize("var", ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"])
 def test_wrong_credentials_give_a_clear_error_without_secrets(bucket, monkeypatch, var: str) -> None:
     monkeypatch.setenv(var, "wrong-value-123")
-    store = Storage.from_uri(f"s3://{bucket}")
+    store = open_storage(f"s3://{bucket}")
     for call in (store.check_bucket, store.list, lambda: store.write_bytes("k", b"v")):
         with pytest.raises(StorageError, match="access denied") as e:
             call()
@@ -170,14 +171,14 @@ def test_no_credentials_at_all(bucket, monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     with pytest.raises(StorageError, match="no AWS credentials"):
-        Storage.from_uri(f"s3://{bucket}").check_bucket()
+        open_storage(f"s3://{bucket}").check_bucket()
 
 
 @pytest.mark.s3
 def test_endpoint_comes_from_the_environment(bucket, s3_client, monkeypatch) -> None:
     monkeypatch.delenv("AWS_ENDPOINT_URL")
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_client.meta.endpoint_url)
-    store = Storage.from_uri(f"s3://{bucket}/p")
+    store = open_storage(f"s3://{bucket}/p")
     store.write_bytes("x.txt", b"hello")
     assert s3_client.get_object(Bucket=bucket, Key="p/x.txt")["Body"].read() == b"hello"
 
@@ -186,7 +187,7 @@ def test_endpoint_comes_from_the_environment(bucket, s3_client, monkeypatch) -> 
 def test_abort_multipart_uploads_under_the_root_only(bucket, s3_client) -> None:
     mine = s3_client.create_multipart_upload(Bucket=bucket, Key="job/images/big.tar")
     other = s3_client.create_multipart_upload(Bucket=bucket, Key="elsewhere/x")
-    assert Storage.from_uri(f"s3://{bucket}/job").abort_multipart_uploads() == 1
+    assert open_storage(f"s3://{bucket}/job").abort_multipart_uploads() == 1
     left = s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
     assert [u["UploadId"] for u in left] == [other["UploadId"]] != [mine["UploadId"]]
 
@@ -194,7 +195,7 @@ def test_abort_multipart_uploads_under_the_root_only(bucket, s3_client) -> None:
 @pytest.mark.s3
 def test_transient_errors_are_retried_by_botocore(bucket, flaky_proxy) -> None:
     proxy = flaky_proxy(fail_first=3)
-    store = Storage.from_uri(f"s3://{bucket}", endpoint_url=proxy.url)
+    store = open_storage(f"s3://{bucket}", endpoint_url=proxy.url)
     assert store.write_bytes("k", b"v", if_absent=True) is True
     assert store.read_bytes("k") == b"v" and proxy.failed == 3
     assert [s for _, _, s in proxy.log[:4]] == [503, 503, 503, 200]
@@ -209,7 +210,7 @@ def test_errors_botocore_does_not_retry_are_retried_by_our_backoff(bucket, flaky
     # botocore keeps 3 attempts for what it does retry: SeaweedFS itself sometimes answers a PUT
     # with a 500 InternalError, which must not count against this test's two injected errors
     policy = RetryPolicy(botocore_attempts=3, extra_attempts=4, backoff_s=0.01, max_backoff_s=0.05)
-    store = Storage.from_uri(f"s3://{bucket}", endpoint_url=proxy.url, retry=policy)
+    store = open_storage(f"s3://{bucket}", endpoint_url=proxy.url, retry=policy)
     assert store.write_bytes("k", b"v", if_absent=True) is True
     assert proxy.failed == 2 and store.read_bytes("k") == b"v"
     puts = [s for m, _, s in proxy.log if m == "PUT"]
@@ -219,9 +220,9 @@ def test_errors_botocore_does_not_retry_are_retried_by_our_backoff(bucket, flaky
 @pytest.mark.s3
 def test_a_body_that_breaks_off_is_read_again(bucket, flaky_proxy) -> None:
     data = bytes(range(256)) * 64
-    Storage.from_uri(f"s3://{bucket}").write_bytes("k", data)
+    open_storage(f"s3://{bucket}").write_bytes("k", data)
     proxy = flaky_proxy(fail_first=2, methods=("GET",), truncate=True)
-    store = Storage.from_uri(f"s3://{bucket}", endpoint_url=proxy.url, retry=FAST_RETRY)
+    store = open_storage(f"s3://{bucket}", endpoint_url=proxy.url, retry=FAST_RETRY)
     assert store.read_bytes("k") == data and proxy.failed == 2
 
 
@@ -231,7 +232,7 @@ def test_persistent_errors_surface_after_botocores_attempts_only(bucket, flaky_p
     requests in all (it cost botocore_attempts x (extra_attempts + 1) before, 50 by default)."""
     proxy = flaky_proxy(fail_first=1000)
     policy = RetryPolicy(botocore_attempts=3, extra_attempts=4, backoff_s=0.01)
-    store = Storage.from_uri(f"s3://{bucket}/p", endpoint_url=proxy.url, retry=policy)
+    store = open_storage(f"s3://{bucket}/p", endpoint_url=proxy.url, retry=policy)
     with pytest.raises(StorageError, match=rf"s3://{bucket}/p/k.*ServiceUnavailable"):
         store.read_bytes("k")
     assert proxy.failed == 3 == proxy.requests
@@ -239,9 +240,9 @@ def test_persistent_errors_surface_after_botocores_attempts_only(bucket, flaky_p
 
 @pytest.mark.s3
 def test_arrow_filesystem_retries_through_the_proxy(bucket, flaky_proxy) -> None:
-    Storage.from_uri(f"s3://{bucket}").write_bytes("d/t.parquet", _parquet_bytes())
+    open_storage(f"s3://{bucket}").write_bytes("d/t.parquet", _parquet_bytes())
     proxy = flaky_proxy(fail_first=2)
-    fs, root = Storage.from_uri(f"s3://{bucket}", endpoint_url=proxy.url).arrow_filesystem()
+    fs, root = open_storage(f"s3://{bucket}", endpoint_url=proxy.url).arrow_filesystem()
     assert pq.read_table(f"{root}/d/t.parquet", filesystem=fs).num_rows == 3
     assert proxy.failed == 2
 

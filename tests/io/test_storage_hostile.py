@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from sjd_batch.io.backends import open_storage
 from sjd_batch.io.storage import Storage, StorageError, check_uri, redact_uri, scrub_credentials
 from tests.mounts import remount_read_only, tmpfs, without_permission_override
 
@@ -20,7 +21,7 @@ SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYsecret"  # AWS secrets hold '/' and '+'
 def test_one_slash_schemes_are_refused(uri: str) -> None:
     """`s3:/bucket/x` used to be a local folder named `s3:`, silently."""
     with pytest.raises(StorageError, match="two slashes"):
-        Storage.from_uri(uri)
+        open_storage(uri)
 
 
 # A bare token with a '/' (s3://TO/KEN@bucket) cannot be told from bucket TO and key KEN@bucket.
@@ -28,7 +29,7 @@ def test_one_slash_schemes_are_refused(uri: str) -> None:
                                  f"s3://{SECRET.replace('/', '')}@bucket", f"file://user:{SECRET}@/tmp/x"])
 def test_credentials_in_a_uri_are_refused_without_echoing_them(uri: str) -> None:
     with pytest.raises(StorageError, match="credentials in a URI are refused") as e:
-        Storage.from_uri(uri)
+        open_storage(uri)
     assert SECRET not in str(e.value) and SECRET.replace("/", "") not in str(e.value)
     assert "AKIAEXAMPLE" not in str(e.value)
     assert "***@" in str(e.value)
@@ -46,9 +47,9 @@ def test_redact_and_check_uri() -> None:
 
 def test_the_filesystem_root_is_refused() -> None:
     with pytest.raises(StorageError, match="filesystem root"):
-        Storage.from_uri("/").check_output_root("job.json")
+        open_storage("/").check_output_root("job.json")
     with pytest.raises(StorageError, match="filesystem root"):
-        Storage.from_uri("file:///").check_output_root("job.json")
+        open_storage("file:///").check_output_root("job.json")
 
 
 def test_parents(store: Storage) -> None:
@@ -75,7 +76,7 @@ def test_an_output_inside_another_jobs_output_is_refused(store: Storage) -> None
 
 def test_a_full_disk_is_named_with_the_fix_and_leaves_no_partial_file(tmp_path: Path) -> None:
     with tmpfs(tmp_path / "small", "256k") as root:
-        store = Storage.from_uri(str(root))
+        store = open_storage(str(root))
         store.write_bytes("fits.bin", b"x" * 1000)
         with pytest.raises(StorageError) as e:
             store.write_bytes("images/big.png", os.urandom(1024 * 1024))
@@ -91,7 +92,7 @@ def test_a_full_disk_is_named_with_the_fix_and_leaves_no_partial_file(tmp_path: 
 
 def test_a_read_only_disk_is_named_with_the_fix(tmp_path: Path) -> None:
     with tmpfs(tmp_path / "ro") as root:
-        store = Storage.from_uri(str(root))
+        store = open_storage(str(root))
         store.write_bytes("kept.txt", b"x")
         remount_read_only(root)
         for call in (lambda: store.write_bytes("new.txt", b"y"), lambda: store.delete("kept.txt"),
@@ -105,8 +106,9 @@ def test_permission_denied_is_named_with_the_fix(tmp_path: Path) -> None:
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0o555)
-    code = ("import sys; from sjd_batch.io.storage import Storage, StorageError\n"
-            "try:\n    Storage.from_uri(sys.argv[1]).write_bytes('sub/x.png', b'x')\n"
+    code = ("import sys; from sjd_batch.io.storage import StorageError\n"
+            "from sjd_batch.io.backends import open_storage\n"
+            "try:\n    open_storage(sys.argv[1]).write_bytes('sub/x.png', b'x')\n"
             "except StorageError as e:\n    print(e)\n")
     out = subprocess.run(without_permission_override([sys.executable, "-c", code, str(locked)]),
                          capture_output=True, text=True, timeout=60)

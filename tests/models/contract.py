@@ -192,7 +192,7 @@ def assert_runner_writes_png(
 
     from sjd_batch import cli
     from sjd_batch.io import results
-    from sjd_batch.io.storage import Storage
+    from sjd_batch.io.backends import open_storage
 
     inputs, output = tmp_path / "prompts.parquet", tmp_path / "out"
     ids = [f"s{i}" for i in range(len(prompts))]
@@ -213,7 +213,7 @@ def assert_runner_writes_png(
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(job, sort_keys=False))
     assert cli.main(["run", str(path), "--no-progress"]) == 0, f"sjd-batch run {path} failed"
-    table = results.read_stats(Storage.from_uri(str(output)))
+    table = results.read_stats(open_storage(str(output)))
     assert sorted(table.column("sample_id").to_pylist()) == ids
     assert set(table.column("error").to_pylist()) <= {None, ""}, table.column("error").to_pylist()
     pngs = sorted(output.glob("images/shard=*/*.png"))
