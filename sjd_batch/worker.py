@@ -34,10 +34,6 @@ from sjd_batch.stages.encode import ImageEncoder, Placement
 from sjd_batch.stages.read import read_input
 from sjd_batch.stages.tasks import Decoded
 
-# Timing and placement columns: the only ones allowed to differ between two runs of one job.
-# (batch_size too: a resumed shard decodes its remaining samples in other batches, with the same results.)
-VOLATILE_COLUMNS = ("prefill_s", "decode_s", "pixel_s", "encode_s", "upload_s", "latency_s", "actor", "node",
-                    "attempt", "batch_size")
 MAX_WAITING_GROUPS = 2  # groups of images held in memory while they are encoded and uploaded
 
 

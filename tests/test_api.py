@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 import torch
 
 import sjd_batch
+from sjd_batch.io.records import Provenance, StatsRecord
 from sjd_batch.models.shapes.tiny import TinySpec, build_tiny
 
 
@@ -88,10 +90,14 @@ def test_unknown_model_lists_registered_ones():
         sjd_batch.load_model("no-such-model")
 
 
-def test_stats_row_is_flat_and_complete(model):
+def test_every_sample_statistic_reaches_the_stats_row(model):
+    """What `generate` measures is what a job's stats row stores (`StatsRecord.of`), field by field."""
     r = sjd_batch.generate(model, ["a"], method="mc-sjd", window=4, decode_images=False)[0]
-    row = r.stats.to_row()
-    fields = {f.name for f in dataclasses.fields(r.stats)} - {"extra"}
-    assert fields <= set(row)
+    where = Provenance("0", "a", None, 7, "in.parquet", 0, 0, "actor-0", "node-0", "tiny-random", "mc-sjd")
+    row = StatsRecord.of(where, r.stats, "images/0.png", encode_s=0.0, upload_s=0.0, latency_s=0.0).to_json()
+    stored_as = {"params": "params_json", "extra": "extra_json"}
+    assert {stored_as.get(f.name, f.name) for f in dataclasses.fields(r.stats)} <= set(row)
     assert row["step_compression"] == pytest.approx(row["tokens"] / row["nfe"])
-    assert row["params"]["coupling"] == "maximal" and row["params"]["window"] == 4
+    assert sum(row["accept_lens"]) == row["tokens"]
+    params = json.loads(row["params_json"])
+    assert params["coupling"] == "maximal" and params["window"] == 4

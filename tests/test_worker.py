@@ -20,11 +20,12 @@ import pytest
 from sjd_batch.config import JobConfig, absolute_paths, parse_job
 from sjd_batch.io import formats, layout, results
 from sjd_batch.io.backends import open_storage
-from sjd_batch.io.prompts import expand_inputs, plan_shards
+from sjd_batch.io.prompts import expand_inputs, plan_inputs
 from sjd_batch.io.storage import Storage
 from sjd_batch.io.storage_local import LocalStorage
 from sjd_batch.job import JobError, prepare_job, resolve_job_id, sweep_partials
-from sjd_batch.worker import VOLATILE_COLUMNS, ShardWorker
+from sjd_batch.worker import ShardWorker
+from tests.io.test_results import decode_png
 
 
 def prompt_table(n: int, start: int = 0, **extra: list[Any]) -> pa.Table:
@@ -85,6 +86,12 @@ def check_output(storage: Storage, expected_ids: set[str], shards: int, fmt: str
     return table
 
 
+# Timing and placement columns: the only ones allowed to differ between two runs of one job.
+# (batch_size too: a resumed shard decodes its remaining samples in other batches, with the same results.)
+VOLATILE_COLUMNS = ("prefill_s", "decode_s", "pixel_s", "encode_s", "upload_s", "latency_s", "actor", "node",
+                    "attempt", "batch_size")
+
+
 def digest(storage: Storage) -> dict[str, tuple]:
     """sample id -> (image sha256, stats row minus timing and placement columns): equal for equal runs."""
     table = results.read_stats(storage)
@@ -112,7 +119,7 @@ def test_worker_local_end_to_end(prompts: str, tmp_path: Path) -> None:
     assert row["step_compression"] >= 1 and row["tokens"] > 0 and row["image_key"].endswith(".png")
     assert json.loads(row["params_json"])["window"] == 8 and row["prompt"].startswith("a small red")
     png = storage.read_bytes(row["image_key"])
-    assert results.decode_png(png).shape == (32, 32, 3)
+    assert decode_png(png).shape == (32, 32, 3)
     job = json.loads(storage.read_bytes(layout.JOB_FILE))
     assert job["job_id"] == job_id_of(config) and job["versions"]["torch"] and "git_revision" in job
     assert job["layout_version"] == layout.LAYOUT_VERSION
@@ -283,7 +290,7 @@ def test_webdataset_tars(prompts: str, tmp_path: Path) -> None:
     assert sorted(members) == ["p0000", "p0001", "p0002", "p0003"]
     assert members["p0000"]["txt"].decode().startswith("a small red")
     assert json.loads(members["p0000"]["json"])["id"] == "p0000"
-    assert results.decode_png(members["p0000"]["png"]).shape == (32, 32, 3)
+    assert decode_png(members["p0000"]["png"]).shape == (32, 32, 3)
     assert table.column("image_key").to_pylist()[0] == layout.image_ref(0, "p0000", "webdataset")
 
 
@@ -294,7 +301,7 @@ def test_worker_s3_end_to_end(s3_endpoint: str, bucket: str, s3_client: Any, tmp
     s3_client.put_object(Bucket=bucket, Key="prompts/part-0.parquet", Body=buf.getvalue())
     config = make_job([f"s3://{bucket}/prompts/"], f"s3://{bucket}/out")
     assert expand_inputs(list(config.input.uris)) == [f"s3://{bucket}/prompts/part-0.parquet"]
-    assert len(plan_shards(expand_inputs(list(config.input.uris)), 4)) == 2
+    assert len(plan_inputs(expand_inputs(list(config.input.uris)), 4)) == 2
     run_all_shards(config)
     storage = open_storage(config.output.uri)
     table = check_output(storage, {f"p{i:04d}" for i in range(6)}, shards=2)

@@ -82,11 +82,11 @@ def _direct(config: JobConfig) -> dict[str, float]:
 
     from sjd_batch.api import generate_batch
     from sjd_batch.decoding import sample_seed
-    from sjd_batch.io.prompts import plan_shards, read_shard
+    from sjd_batch.io.prompts import plan_inputs, read_shard
     from sjd_batch.models.loading import load_model
 
     torch.set_num_threads(1)
-    [shard] = plan_shards(list(config.input.uris), 1 << 40)
+    [shard] = plan_inputs(list(config.input.uris), 1 << 40)
     rows = read_shard(shard)
     prompts, ids = [r.prompt for r in rows], [r.sample_id for r in rows]
     model = load_model(config.model.name, "cpu", config.model.dtype)

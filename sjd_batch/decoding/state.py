@@ -179,25 +179,3 @@ class SampleStats:
 
     def observe_pixels(self, seconds: float) -> None:
         self.pixel_s = seconds
-
-    def to_row(self) -> dict[str, object]:
-        """A flat record (for Parquet / JSON): scalars, lists and the parameter dict."""
-        return {
-            "tokens": self.tokens,
-            "nfe": self.nfe,
-            "ar_steps": self.ar_steps,
-            "step_compression": self.step_compression,
-            "accept_len_mean": self.accept_len_mean,
-            "accept_lens": list(self.accept_lens),
-            "drafts_tested": self.drafts_tested,
-            "drafts_accepted": self.drafts_accepted,
-            "acceptance_rate": self.acceptance_rate,
-            "accepted_by_offset": list(self.accepted_by_offset),
-            "tested_by_offset": list(self.tested_by_offset),
-            "prefill_s": self.prefill_s,
-            "decode_s": self.decode_s,
-            "pixel_s": self.pixel_s,
-            "batch_size": self.batch_size,
-            "method": self.method,
-            "params": dict(self.params),
-        }

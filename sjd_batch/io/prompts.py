@@ -118,11 +118,6 @@ def plan_inputs(files: list[str], shard_size: int, rules: IdRules | None = None)
     return ShardPlan(tuple(inputs), shard_size)
 
 
-def plan_shards(files: list[str], shard_size: int) -> list[ShardSpec]:
-    """Every shard of `plan_inputs` as a list: O(shards) memory, for small jobs and tests."""
-    return list(plan_inputs(files, shard_size))
-
-
 def _describe(uri: str) -> InputFile:
     import pyarrow as pa
 

@@ -31,7 +31,6 @@ from sjd_batch.io.records import (
 from sjd_batch.io.storage import Storage, StorageError
 
 if TYPE_CHECKING:
-    import numpy as np
     import pyarrow.dataset as ds
 
     from sjd_batch.io.prompts import BadRow
@@ -52,15 +51,6 @@ def encode_png(pixels: Any) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(arr), "RGB").save(buf, format="PNG")
     return buf.getvalue()
-
-
-def decode_png(data: bytes) -> np.ndarray:
-    """PNG bytes -> uint8 [H, W, 3] numpy array (the inverse of `encode_png`)."""
-    import numpy as np
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as img:
-        return np.asarray(img.convert("RGB"))
 
 
 def _file_metadata(metadata: dict[str, Any]) -> dict[bytes, bytes]:

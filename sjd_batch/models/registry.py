@@ -24,8 +24,6 @@ from sjd_batch.models.family import MANIFEST, Defaults, Family, ModelSourceError
 __all__ = ["DTYPES", "FAMILIES", "MANIFEST", "MODELS", "Defaults", "Family", "ModelSourceError",
            "RegisteredModel"]
 
-ASSETS_SHAPES = shapes.ASSETS
-ASSETS_TEXTURES = shapes.ASSETS_TEXTURES
 
 DTYPES = {
     "float32": torch.float32,

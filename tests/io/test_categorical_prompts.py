@@ -9,7 +9,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sjd_batch.io.prompts import BadRow, PromptRow, ShardSpec, plan_shards, read_shard
+from sjd_batch.io.prompts import BadRow, PromptRow, ShardSpec, plan_inputs, read_shard
 
 PROMPTS = ["a red circle", "a blue square", "a red circle", None, "a green cross"]
 
@@ -35,7 +35,7 @@ def test_pandas_polars_and_arrow_categoricals(tmp_path: Path) -> None:
         rows = _rows(path, 5)
         assert [r.prompt for r in rows if isinstance(r, PromptRow)] == [p for p in PROMPTS if p], name
         assert [r.reason for r in rows if isinstance(r, BadRow)] == ["prompt is null"], name
-        assert plan_shards([str(path)], 2)[-1].row_end == 5
+        assert list(plan_inputs([str(path)], 2))[-1].row_end == 5
     arrow = _rows(tmp_path / "arrow.parquet", 5)
     assert {r.negative_prompt for r in arrow if isinstance(r, PromptRow)} == {"blurry"}
     assert [r.sample_id for r in _rows(tmp_path / "pandas.parquet", 5)] == [f"s{i}" for i in range(5)]

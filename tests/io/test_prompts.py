@@ -14,7 +14,6 @@ from sjd_batch.io.prompts import (
     expand_inputs,
     file_stem,
     plan_inputs,
-    plan_shards,
     read_shard,
 )
 from sjd_batch.io.storage import Storage, StorageError
@@ -64,6 +63,11 @@ def test_expand_inputs_resolves_relative_local_paths(tmp_path, monkeypatch) -> N
 def test_expand_inputs_nonexistent_bucket(s3_endpoint: str) -> None:
     with pytest.raises(StorageError, match="bucket 'no-such-bucket-sjd' does not exist"):
         expand_inputs(["s3://no-such-bucket-sjd/prompts/"])
+
+
+def plan_shards(files: list[str], shard_size: int) -> list[ShardSpec]:
+    """Every shard of a plan, as a list (small inputs only)."""
+    return list(plan_inputs(files, shard_size))
 
 
 def test_plan_shards_is_deterministic_and_covers_every_row(store: Storage) -> None:

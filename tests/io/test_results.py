@@ -26,6 +26,14 @@ JOB = "job-abc123"
 META = {"job_id": JOB, "model": "tiny-random", "method": "sjd", "config": {"window": 16}}
 
 
+def decode_png(data: bytes) -> np.ndarray:
+    """PNG bytes -> uint8 [H, W, 3] (the inverse of `results.encode_png`)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as img:
+        return np.asarray(img.convert("RGB"))
+
+
 def _record(shard: int, i: int, error: str | None = None, extra: dict | None = None) -> StatsRecord:
     """A stats record as the worker builds it: provenance plus the engine's `SampleStats`."""
     where = Provenance(sample_id=f"s{shard}-{i}", prompt=f"prompt {i}", negative_prompt=None, seed=1000 + i,
@@ -86,7 +94,7 @@ def test_encode_png_numpy_and_torch() -> None:
     pixels = rng.integers(0, 256, size=(16, 24, 3), dtype=np.uint8)
     png = results.encode_png(pixels)
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
-    assert np.array_equal(results.decode_png(png), pixels)
+    assert np.array_equal(decode_png(png), pixels)
     assert results.encode_png(torch.from_numpy(pixels)) == png
     for bad in (pixels.astype(np.float32), pixels[..., :2], pixels[0]):
         with pytest.raises(ValueError, match=r"uint8 \[H, W, 3\]"):

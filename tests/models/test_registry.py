@@ -18,7 +18,8 @@ import torch
 
 import sjd_batch
 from sjd_batch.io.model_cache import fetch_model
-from sjd_batch.models.registry import ASSETS_SHAPES, MANIFEST
+from sjd_batch.models.registry import MANIFEST
+from sjd_batch.models.shapes import ASSETS as ASSETS_SHAPES
 from sjd_batch.models.sources import check_source, resolve_source
 from tests.models.contract import (
     assert_greedy_methods_match_ar,

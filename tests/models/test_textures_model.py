@@ -9,7 +9,7 @@ import torch
 
 from sjd_batch import calibration as cal
 from sjd_batch import generate, load_model
-from sjd_batch.models.registry import ASSETS_TEXTURES
+from sjd_batch.models.shapes import ASSETS_TEXTURES
 from sjd_batch.models.shapes.model import load_tokenizer
 from sjd_batch.models.shapes.tokenizer import psnr
 from sjd_batch.training.shapes.checker import check

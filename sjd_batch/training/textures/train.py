@@ -31,8 +31,8 @@ from safetensors.torch import load_file
 from transformers import LlamaForCausalLM
 
 from sjd_batch.models.blocks.llama_t2i import GridPositions, Vocabulary, row_layout
-from sjd_batch.models.registry import ASSETS_TEXTURES
-from sjd_batch.models.shapes.model import ASSETS as SHAPES_ASSETS
+from sjd_batch.models.shapes import ASSETS as SHAPES_ASSETS
+from sjd_batch.models.shapes import ASSETS_TEXTURES
 from sjd_batch.models.shapes.model import ShapesMeta, load_grid, load_tokenizer
 from sjd_batch.models.shapes.tokenizer import PatchTokenizer, nearest, psnr
 from sjd_batch.training.shapes.data import IMAGE_SIZE, POSITIONS, caption_words
