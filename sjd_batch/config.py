@@ -108,8 +108,8 @@ class MethodSection(_Section):
 
     name: str = Field("sjd-vp", json_schema_extra={"enum": sorted(METHODS)}, description="the method")
     window: int | Literal["auto"] | None = Field(
-        None, description="L, tokens per forward (last committed + L-1 drafts), >= 2; auto: each actor "
-        "measures and picks the window with the most images/s on its hardware (sjd_batch/tuning.py)")
+        None, description="L, the tokens fed to one forward (last committed + L-1 drafts), >= 2; auto: each "
+        "actor measures and picks the window with the most images/s on its hardware (sjd_batch/tuning.py)")
     init: Literal[INIT_SCHEMES] | None = Field(None, description="how a draft entering the window is chosen")
     init_law: Literal[INIT_LAWS] | None = Field(None, description="law stored for random init drafts")
     vp_lambda: float | None = Field(None, description="SJD-VP strength; 0 is plain SJD")

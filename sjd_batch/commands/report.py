@@ -1,7 +1,7 @@
 """`sjd-batch report OUTPUT_URI [OUTPUT_URI ...] [--out report.html]`: a self-contained HTML report.
 
 One page per call, for one job output or several side by side (e.g. the same prompts under two methods):
-a contact sheet of sample images with their prompts, step compression and accepted-length histograms,
+a contact sheet of sample images with their prompts, step compression and accept-length histograms,
 per-method and per-model tables, latency, the job timeline and failed shards. The page embeds every
 image and plot, has no script and fetches nothing, so it works offline. `--out` may be a local path or
 an s3:// key; both are written through the storage layer.

@@ -2,7 +2,7 @@
 
 Reads the committed shards only, with pyarrow (the README shows the same queries in DuckDB and
 Polars). Per group: sample count, mean and percentiles of step compression (which is also a sample's
-mean accepted length, so it is not repeated) and latency, the pooled acceptance (drafts accepted over
+mean accept length, so it is not repeated) and latency, the pooled acceptance (drafts accepted over
 drafts tested), and images/s (`sjd_batch/throughput.py`: the group's images over the wall-clock span
 of the shards that made them, from the commit markers, so it reflects the whole pool of actors). The
 README's "Figures" section defines each of them.

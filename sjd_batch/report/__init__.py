@@ -69,7 +69,7 @@ def build_report(uris: list[str], max_images: int = 48, thumb_px: int = 128,
     figures = {
         "step_compression": ("step compression histogram",
                              plots.step_compression_histogram(per_job("step_compression"), colors)),
-        "accept_length": ("accepted length histogram", plots.accept_length_histogram(accept_lens, colors)),
+        "accept_length": ("accept length histogram", plots.accept_length_histogram(accept_lens, colors)),
         "acceptance_offset": ("acceptance by window offset", plots.acceptance_by_offset(
             {j.label: acceptance_by_offset(j.stats) for j in jobs}, colors)),
         "latency": ("latency CDF", plots.latency_cdf(per_job("latency_s"), colors)),

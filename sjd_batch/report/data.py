@@ -120,7 +120,7 @@ class GroupSummary:
 
     key: str
     samples: int
-    step_compression_mean: float | None  # mean over samples; a sample's is also its mean accepted length
+    step_compression_mean: float | None  # mean over samples; a sample's is also its mean accept length
     step_compression_median: float | None
     acceptance: float | None  # pooled: drafts accepted / drafts tested, over every sample
     latency: dict[float, float | None]  # quantile -> latency_s
@@ -215,7 +215,7 @@ def finite(table: pa.Table, column: str) -> np.ndarray:
 
 
 def accept_lengths(table: pa.Table) -> np.ndarray:
-    """Every forward's accepted length (`accept_lens` of all samples, flattened), as int64."""
+    """Every forward's accept length (`accept_lens` of all samples, flattened), as int64."""
     import numpy as np
     import pyarrow.compute as pc
 

@@ -190,7 +190,7 @@ def _acceptance_section(page: Page) -> str:
         f'{_plot(page.plots["step_compression"])}{_plot(page.plots["accept_length"])}'
         f'{_plot(page.plots["acceptance_offset"])}</div>'
         '<p class="note">Step compression: a sample\'s AR forwards over the forwards it took (its tokens '
-        "over its NFE), which is also its mean accepted length. Accepted length: the tokens one forward "
+        "over its NFE), which is also its mean accept length. Accept length: the tokens one forward "
         "committed (the stats' <code>accept_lens</code>, prefill first), as a share of each job's "
         "forwards. Acceptance by window offset: drafts accepted over drafts tested at each position k "
         "of the window, pooled over the job's samples; acceptance in the table pools every position. "

@@ -109,10 +109,10 @@ def accept_length_histogram(series: Series, colors: dict[str, str]) -> bytes:
     width = 0.8 / len(present)  # bars of the jobs side by side around each integer length
     for i, (label, v) in enumerate(present.items()):
         share = np.bincount(v, minlength=top + 1)[1:] / len(v)
-        # no mean here: a job's mean accepted length is its step compression, shown in the table
+        # no mean here: a job's mean accept length is its step compression, shown in the table
         ax.bar(lengths + (i - (len(present) - 1) / 2) * width, share, width=width, color=colors[label],
                label=f"{label} ({len(v)} forwards)")
-    _style(ax, "Accepted length per forward", "tokens committed by one forward", "share of forwards")
+    _style(ax, "Accept length per forward", "tokens committed by one forward", "share of forwards")
     ax.set_xticks(lengths if top <= 20 else np.linspace(1, top, 10, dtype=int))
     ax.legend(frameon=False, fontsize=9)
     return _png(fig)

@@ -188,7 +188,7 @@ def test_tables_match_the_stats(page: tuple[str, ParsedPage], outputs: Outputs) 
     by_job = {row.pop("job"): row for row in parsed.table("table-by-job")}
     assert by_job == {"sjd · shapes-t2i": expected_row([outputs.ok]),
                       "mc-sjd · shapes-t2i": expected_row([outputs.failing])}
-    # one figure, one column: a sample's mean accepted length is its step compression
+    # one figure, one column: a sample's mean accept length is its step compression
     for uri in (outputs.ok, outputs.failing):
         table = stats_of(uri)
         assert table.column("accept_len_mean").to_pylist() == table.column("step_compression").to_pylist()
