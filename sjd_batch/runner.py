@@ -31,6 +31,7 @@ from sjd_batch.io.prompts import InputError, ShardSpec
 from sjd_batch.job import JobError, prepare_job
 from sjd_batch.notices import quiet_auth_notice
 from sjd_batch.progress import JobSummary, JobTracker
+from sjd_batch.ray_address import check_ray_address
 from sjd_batch.worker import ShardReport, ShardWorker
 
 __all__ = ["SubmitError", "follow_job", "local_ray", "run_job", "run_local", "submit_job"]
@@ -113,6 +114,7 @@ def _connect(ray_init: dict[str, Any] | None) -> bool:
     if ray.is_initialized():
         return False
     if os.environ.get("RAY_ADDRESS"):
+        check_ray_address(os.environ["RAY_ADDRESS"])  # ray.init would retry for minutes, then a traceback
         ray.init(**(ray_init or {}))  # ray.init reads RAY_ADDRESS itself
         return True
     # address="local": without it ray.init joins whatever cluster `ray start` last recorded in

@@ -212,7 +212,7 @@ LAYERS = [
     {"job", "stages"},
     {"worker"},
     {"progress"},
-    {"driver"},
+    {"driver", "ray_address"},
     {"runner"},
     {"commands", "report", "cli", "__init__"},
 ]
