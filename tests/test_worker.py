@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,8 @@ def check_output(storage: Storage, expected_ids: set[str], shards: int, fmt: str
         metadata = {layout.metadata_key(s) for s in range(shards)}
         assert images == set(table.column("image_key").to_pylist()) | metadata
     assert not [k for k in keys if k.startswith(layout.PARTIAL)], "partial files left behind"
+    if isinstance(storage, LocalStorage):  # nor empty folders (`_partial/` was one)
+        assert [d for d, subs, files in os.walk(storage.root) if not subs and not files] == []
     assert layout.JOB_FILE in keys
     return table
 

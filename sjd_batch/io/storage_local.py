@@ -7,7 +7,7 @@ import errno
 import os
 import shutil
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from sjd_batch.io.storage import ObjectNotFound, Storage, StorageError, check_key, check_prefix, local_error
 
@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     import pyarrow.fs
 
 _TMP_MARK = ".sjdtmp-"  # local temporary files carry this in their name; `list` hides them
+_CREATE_TRIES = 10  # a write whose new folder a concurrent delete removed makes it again, this many times
 _NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOSYS}
 
 
@@ -50,15 +51,9 @@ class LocalStorage(Storage):
     def write_bytes(self, key: str, data: bytes, if_absent: bool = False) -> bool:
         path = self._path(key)
         folder, name = os.path.split(path)
-        try:
-            os.makedirs(folder, exist_ok=True)
-        except (FileExistsError, NotADirectoryError):
-            raise StorageError(f"cannot write {path}: a parent of it is a file") from None
-        except OSError as e:
-            raise local_error(folder, e, "create the folder") from e
         tmp = os.path.join(folder, f".{name}{_TMP_MARK}{uuid.uuid4().hex}")
         try:
-            with open(tmp, "xb") as f:
+            with _create(path, tmp) as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())  # the content is on disk before the name points at it
@@ -107,13 +102,22 @@ class LocalStorage(Storage):
         return sorted(keys)
 
     def delete(self, key: str) -> None:
+        """Delete the file, then the folders that this emptied, up to the root: a prefix with no key
+        left is gone on S3, and a finished job leaves no empty `_partial/` folders behind here either."""
         path = self._path(key)
         try:
             os.unlink(path)
         except FileNotFoundError:
-            pass
+            return
         except OSError as e:
             raise local_error(path, e, "delete") from e
+        folder = os.path.dirname(path)
+        while folder.startswith(self.root + os.sep):
+            try:
+                os.rmdir(folder)
+            except OSError:  # not empty (another key, or a write under way), or gone already
+                return
+            folder = os.path.dirname(folder)
 
     def arrow_filesystem(self) -> tuple[pyarrow.fs.FileSystem, str]:
         import pyarrow.fs
@@ -125,6 +129,28 @@ class LocalStorage(Storage):
             raise StorageError(
                 f"{self.root} is a file, expected a folder (or a path that does not exist yet)"
             )
+
+
+def _create(path: str, tmp: str) -> BinaryIO:
+    """Make `path`'s folder and create the temporary file `tmp` in it. A concurrent `delete` may remove
+    the new folder in between (it removes the folders it empties): then both steps run again."""
+    for _ in range(_CREATE_TRIES - 1):
+        with contextlib.suppress(FileNotFoundError):
+            return _create_once(path, tmp)
+    return _create_once(path, tmp)
+
+
+def _create_once(path: str, tmp: str) -> BinaryIO:
+    folder = os.path.dirname(path)
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except FileNotFoundError:  # a parent removed while makedirs went down the path: try again
+        raise
+    except (FileExistsError, NotADirectoryError):
+        raise StorageError(f"cannot write {path}: a parent of it is a file") from None
+    except OSError as e:
+        raise local_error(folder, e, "create the folder") from e
+    return open(tmp, "xb")
 
 
 def _rename_into_place(tmp: str, path: str) -> bool:

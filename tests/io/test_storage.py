@@ -141,6 +141,44 @@ def test_local_list_hides_temporary_files(tmp_path) -> None:
     assert store.list() == ["a.txt"]
 
 
+def test_local_delete_removes_the_folders_it_empties_but_never_the_root(tmp_path) -> None:
+    root = tmp_path / "out"
+    store = open_storage(str(root))
+    for key in ["_partial/shard=00000/a.json", "_partial/shard=00001/b.json", "job.json"]:
+        store.write_bytes(key, b"x")
+    store.delete("_partial/shard=00000/a.json")
+    assert not (root / "_partial" / "shard=00000").exists() and (root / "_partial" / "shard=00001").is_dir()
+    store.delete("_partial/shard=00001/b.json")
+    assert not (root / "_partial").exists()  # what a finished job's partials leave: nothing
+    store.delete("job.json")
+    assert root.is_dir() and list(root.iterdir()) == []
+    store.write_bytes("_partial/shard=00000/a.json", b"y")  # and a pruned folder comes back on write
+    assert store.read_bytes("_partial/shard=00000/a.json") == b"y"
+
+
+def test_local_writes_survive_concurrent_deletes_pruning_their_folder(tmp_path) -> None:
+    """Two writers under one parent, each deleting what it wrote: a delete prunes the shared parent
+    while the other writer is between making its folder and creating its file."""
+    store = open_storage(str(tmp_path))
+    errors: list[BaseException] = []
+
+    def churn(shard: int) -> None:
+        try:
+            for i in range(300):
+                store.write_bytes(f"p/q/shard={shard}/{i}.json", b"x")
+                store.delete(f"p/q/shard={shard}/{i}.json")
+        except BaseException as e:  # noqa: B036 - reported by the assertion below
+            errors.append(e)
+
+    threads = [threading.Thread(target=churn, args=(s,)) for s in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert list(tmp_path.iterdir()) == []
+
+
 # --- S3 only ------------------------------------------------------------------------------------
 
 
