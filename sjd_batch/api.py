@@ -7,7 +7,7 @@ from (job seed, sample id), batches, times the stages and turns tokens into PIL 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any, Iterable, Iterator, Sequence
 
 import torch
@@ -68,9 +68,7 @@ def split_params(
             f"unknown parameter(s) {unknown}; sampling: {sorted(SAMPLING_KEYS)}, "
             f"decoding: {sorted(DECODING_KEYS)}"
         )
-    base = vars(model.default_sampling).copy()
-    base.update({k: v for k, v in params.items() if k in SAMPLING_KEYS})
-    sampling = SamplingConfig(**base)
+    sampling = replace(model.default_sampling, **{k: v for k, v in params.items() if k in SAMPLING_KEYS})
     config = resolve_method(method, **{k: v for k, v in params.items() if k in DECODING_KEYS})
     check_sampling(model, sampling)
     return sampling, config
@@ -179,7 +177,8 @@ def generate_batch(
     config: DecodeConfig,
     decode_images: bool = True,
 ) -> list[GenerationResult]:
-    """Decode one batch with settings already resolved (what `generate` and the job worker call).
+    """Decode one batch with settings already resolved, all rows together (`sjd-batch bench-runner`'s
+    fixed-batch baseline; `generate` and the job worker stream through `generate_stream`).
 
     Args:
         prompts, negatives, ids, seeds: one entry per sample (`negatives` None: the model's empty caption).

@@ -62,6 +62,20 @@ def test_bad_arguments_get_clear_errors(model, kwargs, error, match):
         sjd_batch.generate(model, ["a prompt"], **kwargs)
 
 
+def test_keyword_overrides_go_over_the_model_defaults(model):
+    """generate(**params)'s road to the sampler: the model's `SamplingConfig` with the given fields
+    replaced, everything else as the model declares it."""
+    from sjd_batch.api import split_params
+
+    base = dataclasses.replace(model.default_sampling, top_k=7, cfg_mode="log-softmax")
+    model.default_sampling, saved = base, model.default_sampling
+    try:
+        sampling, method = split_params(model, "sjd", {"top_p": 0.5, "window": 4})
+    finally:
+        model.default_sampling = saved
+    assert sampling == dataclasses.replace(base, top_p=0.5) and method.window == 4
+
+
 def test_empty_prompt_list(model):
     with pytest.raises(ValueError, match="prompts is empty"):
         sjd_batch.generate(model, [])
