@@ -19,14 +19,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from sjd_batch.config import JobConfig, absolute_paths, parse_job
-from sjd_batch.io import formats, layout, results
+from sjd_batch.io import layout, results
 from sjd_batch.io.backends import open_storage
 from sjd_batch.io.prompts import expand_inputs, plan_inputs
 from sjd_batch.io.storage import Storage
 from sjd_batch.io.storage_local import LocalStorage
 from sjd_batch.job import JobError, prepare_job, resolve_job_id, sweep_partials
 from sjd_batch.worker import ShardWorker
-from tests.io.test_results import decode_png
+from tests.io.test_results import decode_png, read_tar_shard
 
 
 def prompt_table(n: int, start: int = 0, **extra: list[Any]) -> pa.Table:
@@ -288,8 +288,9 @@ def test_webdataset_tars(prompts: str, tmp_path: Path) -> None:
     run_all_shards(config)
     storage = open_storage(config.output.uri)
     table = check_output(storage, {f"p{i:04d}" for i in range(10)}, shards=3, fmt="webdataset")
-    assert sorted(k for k in storage.list(layout.IMAGES)) == [layout.tar_key(i) for i in range(3)]
-    members = formats.read_tar_shard(storage.read_bytes(layout.tar_key(0)))
+    tars = [layout.pack_key(i, "webdataset") for i in range(3)]
+    assert sorted(k for k in storage.list(layout.IMAGES)) == tars
+    members = read_tar_shard(storage.read_bytes(tars[0]))
     assert sorted(members) == ["p0000", "p0001", "p0002", "p0003"]
     assert members["p0000"]["txt"].decode().startswith("a small red")
     assert json.loads(members["p0000"]["json"])["id"] == "p0000"

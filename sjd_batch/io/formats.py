@@ -146,12 +146,3 @@ def read_packed(key: str, data: bytes) -> dict[str, bytes]:
         return {image["path"]: image["bytes"] for image in images}
     with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
         return {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
-
-
-def read_tar_shard(data: bytes) -> dict[str, dict[str, bytes]]:
-    """Tar bytes -> {sample_id: {extension: bytes}}, grouping members as WebDataset does."""
-    samples: dict[str, dict[str, bytes]] = {}
-    for name, body in read_packed("x.tar", data).items():
-        key, _, ext = name.partition(".")
-        samples.setdefault(key, {})[ext] = body
-    return samples

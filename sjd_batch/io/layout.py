@@ -86,11 +86,6 @@ def pack_key(shard: int, fmt: str) -> str:
     return f"{IMAGES}shard-{shard:05d}.{_PACK_EXT[fmt]}"
 
 
-def tar_key(shard: int) -> str:
-    """A shard's WebDataset tar: `images/shard-00003.tar`."""
-    return pack_key(shard, "webdataset")
-
-
 def tar_member(sample_id: str, ext: str) -> str:
     """A member of a shard's tar: `<sample_id>.<ext>`."""
     return f"{sample_id}.{ext}"

@@ -291,16 +291,3 @@ def _text(raw: bytes | None, column: str, required: bool = True) -> tuple[str | 
     if required and not text.strip():
         return None, f"{column} is blank (whitespace only)"
     return text, None
-
-
-def write_prompts(uri: str, prompts: list[str], ids: list[str] | None = None) -> str:
-    """Write a prompt file (`id`, `prompt` columns) to a local path or s3:// URI; returns the URI."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    columns = {"id": ids, "prompt": prompts} if ids is not None else {"prompt": prompts}
-    sink = pa.BufferOutputStream()
-    pq.write_table(pa.table(columns), sink)
-    parent, name = split_uri(uri)
-    open_storage(parent).write_bytes(name, sink.getvalue().to_pybytes())
-    return uri

@@ -9,8 +9,8 @@
 - a hub id (`owner/name`), read from the local Hugging Face cache, or downloaded when the machine has a
   hub and `HF_HUB_OFFLINE` is not set.
 
-Also here: `read_family` (a folder's family), `display_name` (a short name for a loader's source) and
-`hub_offline`. The tables this reads (`FAMILIES`, `MODELS`) live in `registry.py`.
+Also here: `display_name` (a short name for a loader's source) and `hub_offline`. The tables this
+reads (`FAMILIES`, `MODELS`) live in `registry.py`.
 """
 
 from __future__ import annotations
@@ -80,11 +80,6 @@ def check_source(name: str, options: dict[str, Any] | None = None) -> None:
             raise ModelSourceError(f"model {name}: takes no options, got {sorted(options)}")
         return
     resolve_source(name, options, fetch=False)
-
-
-def read_family(folder: Path) -> str:
-    """The family of a model folder (manifest, else config.json model_type); ModelSourceError if none."""
-    return _family_from_files(lambda f: _read_local(folder / f), str(folder), None)[0].name
 
 
 def display_name(source: str) -> str:

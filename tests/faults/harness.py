@@ -40,6 +40,7 @@ import pyarrow.parquet as pq
 from sjd_batch.io import formats, layout, results
 from sjd_batch.io.formats import FORMATS
 from sjd_batch.io.storage import Storage
+from tests.io.test_results import read_tar_shard
 
 FAULTS = ("kill-driver", "kill-actor", "s3-outage", "disk-full", "race")
 PROMPT_POOL = 24  # the reference run generates these; a trial takes the first n
@@ -243,7 +244,7 @@ def check_dataset_files(storage: Storage, trial: Trial, table: pa.Table, shards:
             found = [(line["sample_id"], line["text"]) for line in lines]
             assert all(line["file_name"] == f"{line['sample_id']}.png" for line in lines)
         elif trial.fmt == "webdataset":
-            found = [(sid, m["txt"].decode()) for sid, m in formats.read_tar_shard(data).items()]
+            found = [(sid, m["txt"].decode()) for sid, m in read_tar_shard(data).items()]
         else:
             packed = pq.read_table(io.BytesIO(data), columns=["sample_id", "text"]).to_pylist()
             found = [(r["sample_id"], r["text"]) for r in packed]

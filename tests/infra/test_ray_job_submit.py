@@ -128,5 +128,5 @@ def _ray_job_submit(tmp: Path, bucket: str, env: dict[str, str], ids: set[str]) 
             assert "2 already committed, 0 committed now" in done.stdout
     storage = open_storage(f"s3://{bucket}/rayjob")
     table = check_output(storage, ids, shards=2, fmt="webdataset")
-    assert sorted(storage.list("images/")) == [layout.tar_key(0), layout.tar_key(1)]
+    assert sorted(storage.list("images/")) == [layout.pack_key(i, "webdataset") for i in (0, 1)]
     assert table.num_rows == len(ids)

@@ -34,6 +34,15 @@ def decode_png(data: bytes) -> np.ndarray:
         return np.asarray(img.convert("RGB"))
 
 
+def read_tar_shard(data: bytes) -> dict[str, dict[str, bytes]]:
+    """Tar bytes -> {sample_id: {extension: bytes}}, grouping members as WebDataset does."""
+    samples: dict[str, dict[str, bytes]] = {}
+    for name, body in formats.read_packed("x.tar", data).items():
+        key, _, ext = name.partition(".")
+        samples.setdefault(key, {})[ext] = body
+    return samples
+
+
 def _record(shard: int, i: int, error: str | None = None, extra: dict | None = None) -> StatsRecord:
     """A stats record as the worker builds it: provenance plus the engine's `SampleStats`."""
     where = Provenance(sample_id=f"s{shard}-{i}", prompt=f"prompt {i}", negative_prompt=None, seed=1000 + i,
@@ -64,7 +73,7 @@ def test_keys() -> None:
     assert layout.errors_key("j", 12) == "errors/job_id=j/shard=00012/part-0.parquet"
     assert layout.commit_key(7) == "_commits/shard=00007.json"
     assert layout.metadata_key(3) == "images/shard=00003/metadata.jsonl"
-    assert layout.tar_key(7) == "images/shard-00007.tar" == layout.pack_key(7, "webdataset")
+    assert layout.pack_key(7, "webdataset") == "images/shard-00007.tar"
     assert layout.pack_key(7, "parquet") == "images/shard-00007.parquet"
     assert layout.image_ref(7, "x", "webdataset") == "images/shard-00007.tar#x.png"
     assert layout.image_ref(7, "x", "parquet") == "images/shard-00007.parquet#x.png"
@@ -72,7 +81,7 @@ def test_keys() -> None:
     assert layout.partial_records_key(7, 12) == "_partial/shard=00007/rows-000000000012.json"
     assert layout.partial_image_key(7, 12) == "_partial/shard=00007/row-000000000012.png"
     assert layout.failure_key(7) == "_failures/shard=00007.json"
-    every_key = [layout.image_key(7, "x"), layout.tar_key(7), layout.stats_key("j", 7),
+    every_key = [layout.image_key(7, "x"), layout.pack_key(7, "webdataset"), layout.stats_key("j", 7),
                  layout.errors_key("j", 7), layout.commit_key(7), layout.partial_records_key(7, 0),
                  layout.partial_image_key(7, 0), layout.failure_key(7), layout.metadata_key(7),
                  layout.pack_key(7, "parquet")]
@@ -264,7 +273,7 @@ def test_tar_shard_is_deterministic_and_webdataset_shaped() -> None:
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         assert tar.getnames() == ["s-2.png", "s-2.txt", "s-2.json", "s-1.png", "s-1.txt", "s-1.json"]
         assert {m.mtime for m in tar.getmembers()} == {0}
-    samples = formats.read_tar_shard(data)
+    samples = read_tar_shard(data)
     assert samples["s-1"]["png"] == png and samples["s-1"]["txt"] == b"prompt 1"
     meta = json.loads(samples["s-1"]["json"])
     assert meta == {"id": "s-1", "seed": 1001, "model": "tiny-random", "method": "sjd",
