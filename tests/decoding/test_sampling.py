@@ -6,7 +6,14 @@ import pytest
 import torch
 
 from sjd_batch.decoding.protocol import Layout
-from sjd_batch.decoding.sampling import Grammar, SamplingConfig, cfg_combine, kth_largest, processed_probs, warp
+from sjd_batch.decoding.sampling import (
+    Grammar,
+    SamplingConfig,
+    cfg_combine,
+    kth_largest,
+    processed_probs,
+    warp,
+)
 
 LAYOUT = Layout(height=1, width=2, forced=(-1, -1, 1), image_start=2, image_end=6, row_stride=3)
 
