@@ -280,15 +280,18 @@ def test_cycle_finder_finds_cycles():  # the negative control: the rule above ca
 
 
 def test_the_repository_stands_alone():
-    """Nothing points at documents outside the repository (a clone must be readable on its own), and
-    every `docs/*.md` a source file names exists."""
+    """Nothing points at documents outside the repository (a clone must be readable on its own), every
+    `docs/*.md` a source file names exists, and so does every section of docs/design.md it cites."""
     import re
 
     root = PACKAGE.parent
     files = [*PACKAGE.rglob("*.py"), *(root / "tests").rglob("*.py"), *(root / "docs").rglob("*.md"),
              root / "README.md"]
-    outside = re.compile(r"\.\./shared|shared/docs|\b(algorithms|infra|style)\.md|(?<![-/\w])models\.md")
+    # `§N` numbered the sections of the reference documents; the repository's docs say "section N"
+    outside = re.compile(r"\.\./shared|shared/docs|\b(algorithms|infra|style)\.md|(?<![-/\w])models\.md|§")
     named = re.compile(r"docs/[\w/.-]+\.md")
+    cited = re.compile(r"docs/design\.md,? section (\d+)")
+    sections = set(re.findall(r"^## (\d+)\. ", (root / "docs" / "design.md").read_text(), re.MULTILINE))
     pending: set[str] = set()  # docs being written with their code; remove each once it exists
     assert not [doc for doc in pending if (root / doc).is_file()], "it exists now: take it off `pending`"
     for path in files:
@@ -298,3 +301,5 @@ def test_the_repository_stands_alone():
         assert not outside.search(text), f"{path.relative_to(root)} cites a document outside the repository"
         for doc in set(named.findall(text)) - pending:
             assert (root / doc).is_file(), f"{path.relative_to(root)} names {doc}, which does not exist"
+        for n in cited.findall(text):
+            assert n in sections, f"{path.relative_to(root)} cites docs/design.md section {n}: there is none"

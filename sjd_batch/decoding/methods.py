@@ -6,11 +6,13 @@ A speculative method is (draft law, coupling, init scheme, verifier):
 |------------|----------------------------------------|----------------------------|---------------------|
 | `jacobi`   | argmax P (greedy only)                 | none                       | exact match         |
 | `sjd`      | P                                      | independent redraw         | speculative min(1, p/q) |
-| `sjd-vp`   | q~ = VP(P_t, P_{t-1}; lambda) (§5)     | independent redraw         | speculative         |
-| `mc-sjd`   | P (or q~ when vp_lambda > 0)           | maximal coupling (§6.1)    | speculative         |
+| `sjd-vp`   | q~ = VP(P_t, P_{t-1}; lambda)          | independent redraw         | speculative         |
+| `mc-sjd`   | P (or q~ when vp_lambda > 0)           | maximal coupling           | speculative         |
 | `mc-sjd-vp`| q~                                     | maximal coupling           | speculative         |
 
-`ar` is plain sampling, one token per forward: the reference every method is measured against.
+`ar` is plain sampling, one token per forward: the reference every method is measured against. q~ is
+SJD-VP's draft law (docs/design.md, section 6); why each row is lossless, the maximal coupling included,
+is section 7.
 """
 
 from __future__ import annotations
