@@ -10,14 +10,12 @@ and after; exits 1 if the counts differ (they never should), 2 on a bad output.
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict
 
-from sjd_batch.io.backends import open_storage
-from sjd_batch.io.storage import Storage, StorageError
+from sjd_batch.commands.reading import print_json, query_output
+from sjd_batch.io.storage import Storage
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -58,17 +56,14 @@ def _count(storage: Storage, folder: str, rows: Callable[[], int]) -> dict:
 
 def main(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
-    try:
-        storage = open_storage(args.output)
-        report = compact_output(storage, int(args.target_mb * 2**20), args.grace_s,
-                                log=(lambda _: None) if args.json else print)
-    except (StorageError, ValueError) as e:
-        print(f"sjd-batch compact: error: {e}", file=sys.stderr)
+    report = query_output("compact", args.output, lambda storage: compact_output(
+        storage, int(args.target_mb * 2**20), args.grace_s, log=(lambda _: None) if args.json else print))
+    if report is None:
         return 2
     report["seconds"] = time.perf_counter() - t0
     ok = all(f["before"]["rows"] == f["after"]["rows"] for f in report["folders"].values())
     if args.json:
-        print(json.dumps(report, indent=2, sort_keys=True))
+        print_json(report)
         return 0 if ok else 1
     for folder, f in report["folders"].items():
         what = (f"merged {f['shards']} shard(s) into {f['files_written']} file(s)" if f["generation"]

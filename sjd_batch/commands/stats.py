@@ -11,14 +11,12 @@ README's "Figures" section defines each of them.
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import sys
 from typing import Any
 
 from sjd_batch import throughput
-from sjd_batch.io.backends import open_storage
-from sjd_batch.io.storage import Storage, StorageError
+from sjd_batch.commands.reading import print_json, query_output
+from sjd_batch.io.storage import Storage
 
 METRICS = ("step_compression", "latency_s")
 QUANTILES = (0.5, 0.9, 0.99)
@@ -87,15 +85,13 @@ def _images_per_s(table: Any, spans: dict[int, tuple]) -> float | None:
 
 
 def main(args: argparse.Namespace) -> int:
-    try:
-        summary = summarize(open_storage(args.output), args.by)
-    except (StorageError, ValueError) as e:
-        print(f"sjd-batch stats: error: {e}", file=sys.stderr)
+    summary = query_output("stats", args.output, lambda storage: summarize(storage, args.by))
+    if summary is None:
         return 2
     if args.json:
-        print(json.dumps(summary, indent=2, sort_keys=True))
-        return 0
-    print(_table(summary))
+        print_json(summary)
+    else:
+        print(_table(summary))
     return 0
 
 

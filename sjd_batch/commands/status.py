@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
-from sjd_batch.io.backends import open_storage
-from sjd_batch.io.storage import Storage, StorageError
+from sjd_batch.commands.reading import print_json, query_output
+from sjd_batch.io.storage import Storage
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,13 +37,11 @@ def job_status(storage: Storage) -> dict:
 
 
 def main(args: argparse.Namespace) -> int:
-    try:
-        status = job_status(open_storage(args.output))
-    except (StorageError, ValueError) as e:
-        print(f"sjd-batch status: error: {e}", file=sys.stderr)
+    status = query_output("status", args.output, job_status)
+    if status is None:
         return 2
     if args.json:
-        print(json.dumps(status, indent=2, sort_keys=True))
+        print_json(status)
         return 0
     print(f"job {status['job_id']} ({status['name']}) at {args.output}")
     print(f"  shards: {status['shards']} total, {len(status['committed'])} committed, "
