@@ -14,8 +14,9 @@ import json
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, NamedTuple
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -113,6 +114,33 @@ def live_processes_of_group(pgid: int) -> list[int]:
     return alive
 
 
+class DevCluster(NamedTuple):
+    state: Path  # the script's own directory
+    env: dict[str, str]  # the script's settings (dev_env)
+    pids: dict[str, int]  # the process groups `start` recorded
+    started: subprocess.CompletedProcess
+    values: dict[str, str]  # what `start` printed for `eval`: exported...
+    unset: set[str]  # ... and unset
+
+
+@contextmanager
+def dev_cluster(tmp_path: Path) -> Iterator[DevCluster]:
+    """`local-dev.sh start` on free ports for the body of the `with`; then `stop`, which must succeed and
+    leave none of the processes `start` made (checked only when the body passed, as a failure says more)."""
+    state = tmp_path / "dev"
+    env = dev_env(state)
+    pids: dict[str, int] = {}
+    try:
+        started = script("start", env)
+        pids = recorded_pids(state)
+        assert started.returncode == 0, started.stderr[-3000:]
+        yield DevCluster(state, env, pids, started, *exported(started.stdout))
+    finally:
+        stopped = script("stop", env, timeout=90)
+        assert stopped.returncode == 0, stopped.stderr
+    assert_all_stopped(state, env, pids)
+
+
 def write_job(path: Path, bucket: str) -> Path:
     path.write_text(json.dumps({  # JSON is YAML
         "name": "local-dev-e2e",
@@ -134,14 +162,7 @@ def s3_client(env: dict[str, str]) -> Any:
 
 
 def test_local_dev_submit_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    state = tmp_path / "dev"
-    env = dev_env(state)
-    pids: dict[str, int] = {}
-    try:
-        started = script("start", env)
-        pids = recorded_pids(state)
-        assert started.returncode == 0, started.stderr[-3000:]
-        values, unset = exported(started.stdout)
+    with dev_cluster(tmp_path) as (state, env, pids, started, values, unset):
         assert values["RAY_AUTH_MODE"] == "token" and "RAY_AUTH_TOKEN" in unset
         assert values["RAY_API_SERVER_ADDRESS"] == f"http://127.0.0.1:{env['SJD_DEV_DASHBOARD_PORT']}"
         assert values["AWS_ENDPOINT_URL"] == f"http://127.0.0.1:{env['SJD_DEV_S3_PORT']}"
@@ -196,10 +217,6 @@ def test_local_dev_submit_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyP
             monkeypatch.setenv(k, v)
         ids = set(stats.column("sample_id").to_pylist())
         check_output(open_storage(f"s3://{bucket}/e2e"), ids, shards=2)
-    finally:
-        stopped = script("stop", env, timeout=90)
-        assert stopped.returncode == 0, stopped.stderr
-    assert_all_stopped(state, env, pids)
     assert script("status", env).returncode == 1
     assert script("stop", env).returncode == 0  # stopping twice is fine
 

@@ -29,7 +29,7 @@ import yaml
 from sjd_batch.io import layout
 from sjd_batch.io.backends import open_storage
 from tests.conftest import find_weed
-from tests.infra.test_local_dev import BIN, REPO, assert_all_stopped, dev_env, exported, recorded_pids, script
+from tests.infra.test_local_dev import BIN, REPO, dev_cluster
 from tests.test_worker import check_output
 
 pytestmark = [
@@ -66,15 +66,9 @@ def rayjob_entrypoint() -> tuple[str, dict]:
 @pytest.mark.timeout(900)  # one cluster, three jobs: minutes on a loaded 2-core machine
 def test_submit_sizing_ray_job_submit_and_the_rayjob_entrypoint(tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    state = tmp_path / "dev"
-    env = dev_env(state)
-    pids: dict[str, int] = {}
-    try:
-        started = script("start", env)
-        pids = recorded_pids(state)
-        assert started.returncode == 0, started.stderr[-3000:]
-        values, unset = exported(started.stdout)
-        client = {k: v for k, v in os.environ.items() if k not in unset} | values  # as after `eval`
+    with dev_cluster(tmp_path) as dev:
+        values = dev.values
+        client = {k: v for k, v in os.environ.items() if k not in dev.unset} | values  # as after `eval`
         for k, v in values.items():
             monkeypatch.setenv(k, v)
         bucket = values["SJD_DEV_BUCKET"]
@@ -84,10 +78,6 @@ def test_submit_sizing_ray_job_submit_and_the_rayjob_entrypoint(tmp_path: Path,
         ids = {f"p{i}" for i in range(len(PROMPTS))}
         _sjd_batch_submit(tmp_path, bucket, client, ids)
         _ray_job_submit(tmp_path, bucket, client, ids)
-    finally:
-        stopped = script("stop", env, timeout=90)
-        assert stopped.returncode == 0, stopped.stderr
-    assert_all_stopped(state, env, pids)
 
 
 def _sjd_batch_submit(tmp: Path, bucket: str, env: dict[str, str], ids: set[str]) -> None:
