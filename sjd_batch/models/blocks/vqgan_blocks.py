@@ -78,6 +78,16 @@ class Upsample(nn.Module):
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
+def run_level(blocks: nn.ModuleList, attn: nn.ModuleList, h: torch.Tensor) -> torch.Tensor:
+    """One resolution level: each residual block, followed by its attention block when the level has
+    them (`attn` empty otherwise). Shared with llamagen/vq.py, whose checkpoints name `blocks` `res`."""
+    for i, block in enumerate(blocks):
+        h = block(h)
+        if len(attn):
+            h = attn[i](h)
+    return h
+
+
 class _Level(nn.Module):
     """One resolution of the encoder (`down.N`) or decoder (`up.N`): `block.M`, `attn.M`, resampler."""
 
@@ -87,11 +97,7 @@ class _Level(nn.Module):
         self.attn = nn.ModuleList(AttnBlock(cout) for _, cout in widths) if attn else nn.ModuleList()
 
     def run(self, h: torch.Tensor) -> torch.Tensor:
-        for i, block in enumerate(self.block):
-            h = block(h)
-            if len(self.attn):
-                h = self.attn[i](h)
-        return h
+        return run_level(self.block, self.attn, h)
 
 
 class _Middle(nn.Module):

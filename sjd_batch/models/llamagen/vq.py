@@ -23,7 +23,7 @@ from torch import nn
 # The taming building blocks (and their parameter names: norm1/conv1/norm2/conv2/nin_shortcut,
 # norm/q/k/v/proj_out, conv) are the same in LlamaGen's VQ as in Chameleon's VQGAN; only the way
 # they are grouped into levels and the quantizer differ.
-from sjd_batch.models.blocks.vqgan_blocks import AttnBlock, Downsample, ResnetBlock, Upsample
+from sjd_batch.models.blocks.vqgan_blocks import AttnBlock, Downsample, ResnetBlock, Upsample, run_level
 
 # LlamaGen's `VQ_models`: channel multipliers per resolution level (the downsampling factor is
 # 2 ** (levels - 1)).
@@ -98,7 +98,7 @@ class Encoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv_in(x)
         for level in self.conv_blocks:
-            h = _run_level(level, h)
+            h = run_level(level.res, level.attn, h)
             if hasattr(level, "downsample"):
                 h = level.downsample(h)
         for block in self.mid:
@@ -134,18 +134,10 @@ class Decoder(nn.Module):
         for block in self.mid:
             h = block(h)
         for level in self.conv_blocks:
-            h = _run_level(level, h)
+            h = run_level(level.res, level.attn, h)
             if hasattr(level, "upsample"):
                 h = level.upsample(h)
         return self.conv_out(F.silu(self.norm_out(h)))
-
-
-def _run_level(level: nn.Module, h: torch.Tensor) -> torch.Tensor:
-    for i, block in enumerate(level.res):
-        h = block(h)
-        if len(level.attn):
-            h = level.attn[i](h)
-    return h
 
 
 class VectorQuantizer(nn.Module):
