@@ -52,17 +52,12 @@ def main(args: argparse.Namespace) -> int:
 
 def generate(folder: Path, files: int, rows: int, ids: bool = True) -> list[Path]:
     """`files` Parquet files of `rows` rows each (kept if already there with that row count)."""
-    import pyarrow.parquet as pq
+    from sjd_batch.io.prompts import write_local_prompts
 
     folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for k in range(files):
-        path = folder / f"part-{k:03d}.parquet"
-        if not (path.exists() and pq.read_metadata(path).num_rows == rows):
-            tmp = path.with_suffix(".tmp")
-            pq.write_table(_table(k, rows, ids), tmp, row_group_size=128 * 1024, compression="zstd")
-            os.replace(tmp, path)
-        paths.append(path)
+    paths = [folder / f"part-{k:03d}.parquet" for k in range(files)]
+    for k, path in enumerate(paths):
+        write_local_prompts(path, rows, lambda k=k: _table(k, rows, ids))
     return paths
 
 

@@ -26,7 +26,8 @@ import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 from sjd_batch.io.backends import open_storage
 from sjd_batch.io.ids import IdRules, generated_id, id_problem, id_text
@@ -291,3 +292,18 @@ def _text(raw: bytes | None, column: str, required: bool = True) -> tuple[str | 
     if required and not text.strip():
         return None, f"{column} is blank (whitespace only)"
     return text, None
+
+
+def write_local_prompts(path: Path, rows: int, make: Callable[[], pa.Table]) -> bool:
+    """The local prompt file `path` with `rows` rows: kept if one of that size is there, else `make()`
+    written (zstd, 128K-row groups) to a temporary file renamed over `path`, so a reader never sees half
+    of it. True if it wrote. For generated benchmark inputs (bench-plan's, gigabytes), which a
+    bytes-in-memory `Storage.write_bytes` would hold whole."""
+    import pyarrow.parquet as pq
+
+    if path.exists() and pq.read_metadata(path).num_rows == rows:
+        return False
+    tmp = path.with_suffix(".tmp")
+    pq.write_table(make(), tmp, row_group_size=128 * 1024, compression="zstd")
+    os.replace(tmp, path)
+    return True

@@ -327,3 +327,20 @@ def test_ids_are_checked_in_bytes_for_the_output_format(store: Storage) -> None:
                                                          "prompt": ["p", "q"]}))
     assert _reasons(read_shard(ShardSpec(0, raw, 0, 2))) == {
         "raw-00000001": "id is not valid UTF-8 (byte 0xff at offset 0)"}
+
+
+def test_write_local_prompts_keeps_a_file_of_that_size(tmp_path) -> None:
+    from sjd_batch.io.prompts import write_local_prompts
+
+    path, made = tmp_path / "p.parquet", []
+
+    def make(n: int):  # noqa: ANN202
+        return lambda: made.append(n) or _prompts(n)
+
+    assert write_local_prompts(path, 3, make(3)) and made == [3]
+    assert not write_local_prompts(path, 3, make(3)) and made == [3]  # there already: not even made
+    assert write_local_prompts(path, 5, make(5)) and made == [3, 5]  # another size: rewritten
+    rows = read_shard(ShardSpec(0, str(path), 0, 5))
+    assert [r.prompt for r in rows] == [f"a photo of cat {i}" for i in range(5)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.parquet"]  # no temporary file left
+
