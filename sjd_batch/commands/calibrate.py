@@ -45,7 +45,7 @@ WINDOWS = (8, 16, 32, 64)
 DISTANCES = (1, 2, 3, 5, 10, 15)
 HELDOUT_SEED = 999
 
-# (label, what real models show, test of a measured value): the issue's targets, from the published
+# (label, what real models show, test of a measured value): the targets, from the published
 # figures (LlamaGen entropy: arXiv 2510.09012 Table 4; top-1: the GSD paper; compression: Lumina-mGPT
 # and Janus-Pro in the SJD, SJD-PAC and MC-SJD papers; accept lengths and TV: SJD-PAC's figures).
 TARGETS: dict[str, tuple[str, Callable[[dict], bool]]] = {
@@ -66,7 +66,7 @@ TARGETS: dict[str, tuple[str, Callable[[dict], bool]]] = {
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True,
                         help="any registered model or source (see `sjd-batch models`)")
-    parser.add_argument("--prompts", type=int, default=64, help="captions (the issue's targets need >= 512)")
+    parser.add_argument("--prompts", type=int, default=64, help="captions (the targets are set for >= 512)")
     parser.add_argument("--caption-seed", type=int, default=HELDOUT_SEED,
                         help="seed of the model's caption sampler (999: the shipped models' held-out set)")
     parser.add_argument("--seed", type=int, default=0, help="job seed, shared by every run")
