@@ -116,8 +116,11 @@ class MethodSection(_Section):
     vp_form: Literal[VP_FORMS] | None = Field(None, description="SJD-VP form")
     vp_clip: float | None = Field(None, description="clip c of the log-probability change (exp form)")
     vp_lossy: bool | None = Field(None, description="LOSSY on purpose: draw from q~, verify against P")
-    coupling: Literal[COUPLINGS] | None = Field(None, description="independent | maximal (MC-SJD)")
+    coupling: Literal[COUPLINGS] | None = Field(
+        None, description="independent | maximal (MC-SJD; SJD-PAC's Adaptive Continuation) | gumbel")
     verifier: Literal[VERIFIERS] | None = Field(None, description="speculative | exact")
+    tree_width: int | None = Field(None, description="K, drafts per depth after a rejection; 1: a chain")
+    tree_depth: int | None = Field(None, description="D, depths below the last committed token that branch")
 
     @field_validator("window", mode="before")
     @classmethod
@@ -143,7 +146,8 @@ class MethodSection(_Section):
             init_law=_pick(self.init_law, p.init_law), vp_lambda=_pick(self.vp_lambda, p.vp_lambda),
             vp_form=_pick(self.vp_form, p.vp_form), vp_clip=_pick(self.vp_clip, p.vp_clip),
             vp_lossy=_pick(self.vp_lossy, p.vp_lossy), coupling=_pick(self.coupling, p.coupling),
-            verifier=_pick(self.verifier, p.verifier),
+            verifier=_pick(self.verifier, p.verifier), tree_width=_pick(self.tree_width, p.tree_width),
+            tree_depth=_pick(self.tree_depth, p.tree_depth),
         )
 
     def params(self) -> dict[str, Any]:

@@ -63,6 +63,7 @@ class DraftDraws:
     init: torch.Tensor  # [B, 2L-1] float64 (INIT)
     couple: torch.Tensor | None = None  # [B, L] float64 (COUPLE): MC-SJD only
     couple_residual: torch.Tensor | None = None  # [B, L] float64 (COUPLE_RESIDUAL): MC-SJD only
+    gumbel: torch.Tensor | None = None  # [B, 2L-1] int64 GUMBEL race keys, not keyed by step: gumbel only
 
 
 def carried_drafts(
@@ -79,10 +80,16 @@ def carried_drafts(
     independent: a fresh draw every iteration (SJD). maximal: maximal-coupling resampling (MC-SJD,
     So et al. arXiv 2510.24211): keep the old draft x at the same offset with probability
     min(1, law(x) / old_q(x)), else draw from norm(max(0, law - old_q)); the last slot has no old
-    draft and draws fresh. Either way the draft's marginal law is exactly `law`.
+    draft and draws fresh. gumbel (the same paper's Gumbel coupling, stateless here): argmax_v
+    law(v) / E(a, v), an exponential race whose noise depends on the sample and the offset a only,
+    so consecutive drafts agree wherever the law moved little. Either way the draft's law given
+    everything at earlier offsets is exactly `law`: the noise of offset a never influenced a law at
+    a (those see earlier offsets only), and a is tested once (docs/methods.md, section 3).
     """
     if config.verifier == "exact":
         return law.argmax(-1)  # plain Jacobi: the fixed-point iteration on greedy guesses
+    if config.coupling == "gumbel":
+        return rng.race(law, draws.gumbel[:, : law.shape[1]])
     fresh = rng.categorical(law, draws.draft)
     if config.coupling == "independent":
         return fresh
@@ -102,6 +109,7 @@ def init_drafts(
     u: torch.Tensor,  # [B, J] float64 INIT uniforms keyed (offset, step)
     grammar: Grammar,
     config: DecodeConfig,
+    gumbel: torch.Tensor | None = None,  # [B, J] GUMBEL keys of the offsets (gumbel coupling)
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Initial drafts for positions entering the window (docs/design.md, section 5), and whether each one's
     law is the UNIFORM law over the image ids (else it is ONEHOT at the draft).
@@ -113,8 +121,14 @@ def init_drafts(
       horizontal: the token at the frontier (the last committed or carried offset), repeated;
       horizontal-sample: the argmax of the frontier's law;
       vertical: the nearest known token in the same column above.
+    Under Gumbel coupling a random draft is the offset's own race over the image ids (still a uniform
+    draw), so the draft that later replaces it (the race over P) starts from the same noise.
     """
-    random_x = grammar.image_start + (u * grammar.num_image_ids).long().clamp(max=grammar.num_image_ids - 1)
+    if gumbel is not None:
+        random_x = rng.race(grammar.image.float().expand(*offsets.shape, -1), gumbel)
+    else:
+        pick = (u * grammar.num_image_ids).long().clamp(max=grammar.num_image_ids - 1)
+        random_x = grammar.image_start + pick
     spatial = _spatial_source(seq, offsets, first_new, frontier_p, grammar, config)
     use_spatial = grammar.image[spatial.clamp(0, grammar.vocab - 1)] & (spatial >= 0)
     x = torch.where(use_spatial, spatial, random_x)

@@ -30,6 +30,7 @@ import torch
 from sjd_batch.decoding import rng
 from sjd_batch.decoding.jacobi import Context, ar_step, first_drafts, jacobi_step, synced_clock
 from sjd_batch.decoding.methods import DecodeConfig
+from sjd_batch.decoding.pac import forward_width, initial_tree, reset_tree, tree_step
 from sjd_batch.decoding.protocol import ImageTokenModel, Prefix, PromptRejected, prefill_window
 from sjd_batch.decoding.sampling import Grammar, SamplingConfig, processed_probs
 from sjd_batch.decoding.state import JacobiState, SampleStats
@@ -142,7 +143,7 @@ class _Engine:
         length, prefix = model.layout.length, prompt_room(model)
         if length + 2 * width >= rng.MAX_POSITION:
             raise ValueError(f"layout of {length} tokens + 2 windows of {width} reaches {rng.MAX_POSITION}")
-        total = prefix + length + width
+        total = prefix + length + width + (forward_width(config) if config.branching else 0)  # tree scratch
         device = model.device
         self.ctx = Context(model, model.new_cache(slots * self.rows_per, total),
                            Grammar(model.layout, model.vocab_size, device), sampling, config, prefix, total,
@@ -153,7 +154,9 @@ class _Engine:
         work = torch.float64 if model.dtype == torch.float64 else torch.float32  # the dtype of P
         self.state = JacobiState.empty(slots, length, width, model.vocab_size, config.vp_lambda > 0, work,
                                        device)
-        self.step = ar_step if config.method == "ar" else jacobi_step
+        if config.branching:
+            self.state.tree = initial_tree(slots, config, device)
+        self.step = ar_step if config.method == "ar" else tree_step if config.branching else jacobi_step
         self.occupants: list[_Occupant | None] = [None] * slots
         self.flags = HostFlags(lag=1 if device.type == "cuda" else 0)
 
@@ -252,6 +255,8 @@ class _Engine:
         s.accept_lens[slot] = 0
         s.accept_lens[slot, 0] = 1
         s.tested[slot], s.accepted[slot], s.prev_src[slot] = 0, 0, -1
+        if s.tree is not None:
+            reset_tree(s.tree, slot)
 
     def _harvest(self, seen: tuple[int, list[bool]] | None) -> Iterator[Finished]:
         """Hand back every sample the host now knows is done, and free its slot."""
@@ -266,10 +271,12 @@ class _Engine:
         tokens = s.seq.index_select(0, index)[:, : self.ctx.length].cpu()
         forwards, accept_lens, tested, accepted = (
             t.index_select(0, index).tolist() for t in (s.forwards, s.accept_lens, s.tested, s.accepted))
+        extras = _tree_counters(s, index)
         t = synced_clock(self.model.device)
         for i, b in enumerate(done):
             occupant, self.occupants[b] = self.occupants[b], None
             stats = self._stats(forwards[i], accept_lens[i], tested[i], accepted[i], occupant, t)
+            stats.extra = extras[i]
             yield Finished(occupant.request, tokens[i], stats)
 
     def _stats(self, nfe: int, accept_lens: list[int], tested: list[int], accepted: list[int],
@@ -281,6 +288,15 @@ class _Engine:
                            accepted_by_offset=accepted, tested_by_offset=tested, method=self.config.method,
                            params=params, batch_size=self.slots, prefill_s=occupant.prefill_s,
                            decode_s=now - occupant.t_start)
+
+
+def _tree_counters(state: JacobiState, index: torch.Tensor) -> list[dict[str, object]]:
+    """Per finished slot: forwards that fed a tree, accepted drafts of rank > 0 (sjd-pac only)."""
+    if state.tree is None:
+        return [{} for _ in range(index.shape[0])]
+    trees = state.tree.trees.index_select(0, index).tolist()
+    siblings = state.tree.sibling_accepts.index_select(0, index).tolist()
+    return [{"tree_forwards": t, "sibling_accepts": a} for t, a in zip(trees, siblings, strict=True)]
 
 
 class HostFlags:

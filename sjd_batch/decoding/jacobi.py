@@ -73,7 +73,7 @@ class Context:
         self.span = torch.arange(self.width, device=device)
         self.keys = torch.arange(self.total_slots, device=device)
         self.length = self.model.layout.length
-        self.streams = _StreamTable(self.width, self.config.coupling == "maximal", device)
+        self.streams = _StreamTable(self.width, self.config.coupling, device)
 
     def forward_probs(self, tokens: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
         """Feed tokens [B, W] at offsets n-1 .. n+W-2; return P [B, W, V] for offsets n .. n+W-1."""
@@ -92,10 +92,13 @@ class _StreamTable:
 
     Sections, for window slots s (offset n + s): ACCEPT s < L-1; RESIDUAL and AR (the bonus) s < L;
     DRAFT s < L and INIT s < 2L-1, keyed by the slot's iteration count; COUPLE and COUPLE_RESIDUAL
-    s < L (MC-SJD only), keyed by the iteration count.
+    s < L (MC-SJD only), keyed by the iteration count. Gumbel coupling adds race keys (not uniforms)
+    GUMBEL s < 2L-1, keyed by the offset only: the same noise at every iteration.
     """
 
-    def __init__(self, width: int, coupled: bool, device: torch.device) -> None:
+    def __init__(self, width: int, coupling: str, device: torch.device) -> None:
+        coupled = coupling == "maximal"
+        self.gumbel = 2 * width - 1 if coupling == "gumbel" else 0
         sections = [(rng.ACCEPT, width - 1, 0), (rng.RESIDUAL, width, 0), (rng.AR, width, 0),
                     (rng.DRAFT, width, 1), (rng.INIT, 2 * width - 1, 1)]
         if coupled:
@@ -110,7 +113,10 @@ class _StreamTable:
         u = rng.uniforms(seeds, self.stream, n[:, None] + self.slot, step[:, None] * self.stepped)
         parts = list(u.split(self.sizes, dim=1)) + [None, None]
         accept, residual, bonus, draft, init, couple, couple_res = parts[:7]
-        return VerifyDraws(accept, residual, bonus), DraftDraws(draft, init, couple, couple_res)
+        gumbel = None
+        if self.gumbel:
+            gumbel = rng.key(seeds, rng.GUMBEL, n[:, None] + torch.arange(self.gumbel, device=n.device))
+        return VerifyDraws(accept, residual, bonus), DraftDraws(draft, init, couple, couple_res, gumbel)
 
 
 def ar_step(ctx: Context, state: JacobiState) -> IterationResult:
@@ -136,7 +142,7 @@ def jacobi_step(ctx: Context, state: JacobiState) -> IterationResult:
     m = verdict.m
     seq = state.seq.scatter(1, (n + m)[:, None], verdict.new[:, None])
     # Redraft: a next draft for every window slot, then keep those past the accepted prefix.
-    law = draft_law(p, *_previous_laws(state, p, config), config)
+    law = draft_law(p, *previous_laws(state, p, config), config)
     x_all = carried_drafts(law, drafts, state.laws, u_draft, ctx.grammar.image, config)
     table = p if config.vp_lossy else law  # LOSSY mode verifies against P_t
     src = m[:, None] + 1 + ctx.span[:-1]  # window slot whose law covers next-draft j
@@ -145,23 +151,24 @@ def jacobi_step(ctx: Context, state: JacobiState) -> IterationResult:
     offsets = (n + m + 1)[:, None] + ctx.span[:-1]
     seq = seq.scatter(1, offsets, torch.where(carried, x_next, 0))
     frontier_p = p[torch.arange(n.shape[0], device=n.device), (limit - 1).clamp_min(0)]
+    gumbel = None if u_draft.gumbel is None else u_draft.gumbel.gather(1, src)
     x_init, uniform = init_drafts(seq, offsets, n + limit, frontier_p, u_draft.init.gather(1, src),
-                                  ctx.grammar, config)
+                                  ctx.grammar, config, gumbel)
     x = torch.where(carried, x_next, x_init)
     seq = seq.scatter(1, offsets, x)
-    laws = _next_laws(table, x_all, take, carried, uniform, ctx.grammar.num_image_ids)
+    laws = next_laws(table, x_all, take, carried, uniform, ctx.grammar.num_image_ids)
     prev_p, prev_src = _shift_laws(p, m, limit, state, config)
     return IterationResult(seq, m, verdict.tested, verdict.accepted, laws, prev_p, prev_src)
 
 
-def _next_laws(table, x_all, take, carried, uniform, num_image_ids: int) -> DraftLaws:
+def next_laws(table, x_all, take, carried, uniform, num_image_ids: int) -> DraftLaws:
     """Compact laws of the next drafts: carried ones point into `table`, entering ones are implicit."""
     q_carried = table.gather(-1, x_all[..., None]).squeeze(-1).gather(1, take)
     q_init, src_init = _implicit_laws(uniform, num_image_ids, table.dtype)
     return DraftLaws(torch.where(carried, q_carried, q_init), torch.where(carried, take, src_init), table)
 
 
-def _previous_laws(state: JacobiState, p: torch.Tensor, config: DecodeConfig):
+def previous_laws(state: JacobiState, p: torch.Tensor, config: DecodeConfig):
     """SJD-VP's p_{t-1} aligned to this window ([B, L, V]) and where it exists ([B, L] bool)."""
     if config.vp_lambda == 0:
         return state.prev_p, state.prev_src >= 0
@@ -190,7 +197,8 @@ def first_drafts(ctx: Context, seq: torch.Tensor, p0: torch.Tensor, seeds: torch
     offsets = 1 + ctx.span[:-1].expand(count, width)
     u = rng.uniforms(seeds, rng.INIT, offsets, torch.zeros_like(offsets))
     one = torch.ones(count, dtype=torch.long, device=seq.device)
-    x, uniform = init_drafts(seq, offsets, one, p0, u, ctx.grammar, ctx.config)
+    gumbel = rng.key(seeds, rng.GUMBEL, offsets) if ctx.config.coupling == "gumbel" else None
+    x, uniform = init_drafts(seq, offsets, one, p0, u, ctx.grammar, ctx.config, gumbel)
     return x, _implicit_laws(uniform, ctx.grammar.num_image_ids, p0.dtype)
 
 

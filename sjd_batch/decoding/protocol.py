@@ -59,15 +59,25 @@ class Prefix:
 
 @dataclass
 class Window:
-    """Where a forward pass writes and what it may read, for R rows of W tokens."""
+    """Where a forward pass writes and what it may read, for R rows of W tokens.
 
-    slots: torch.Tensor  # [R, W] long: cache slot written by each input token
+    `slots` is where each token sits in its row's sequence (what AR would use: positions, layout
+    offsets); `write_slots` is where its KV goes. They differ only for the off-path nodes of a draft
+    tree (SJD-PAC), which write to scratch slots past the image; `visible` then encodes the tree.
+    """
+
+    slots: torch.Tensor  # [R, W] long: the token's slot in its row's sequence
     positions: torch.Tensor  # [R, W] long: position ids (slot - start)
     visible: torch.Tensor  # [R, 1, W, S] bool: key slot j visible to query w
     generated: bool  # True for image-layout tokens, False for the prompt prefill
     # P, the slot of generated offset 0 (models that map slots to layout offsets read it; None:
     # a caller that does not say, and such a model remembers P from its prefill)
     prefix: int | None = None
+    write_slots: torch.Tensor | None = None  # [R, W] long: cache slot written (default: `slots`)
+
+    def __post_init__(self) -> None:
+        if self.write_slots is None:
+            self.write_slots = self.slots
 
 
 class ImageTokenModel(Protocol):
@@ -89,7 +99,11 @@ class ImageTokenModel(Protocol):
         ...
 
     def new_cache(self, rows: int, slots: int) -> Any:
-        """Allocate a KV cache for `rows` sequences of `slots` positions, once per batch."""
+        """Allocate a KV cache for `rows` sequences of `slots` positions, once per batch.
+
+        For draft trees (`sjd-pac`) the cache also has `copy_slots(src, dst)`: copy every layer's
+        KV at slots src [R, C] to slots dst [R, C] (SlotCache has it).
+        """
         ...
 
     def forward(self, cache: Any, ids: torch.Tensor, window: Window) -> torch.Tensor:

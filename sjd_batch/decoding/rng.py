@@ -28,6 +28,9 @@ COUPLE_RESIDUAL = 6  # maximal-coupling residual race
 AR = 7  # plain autoregressive sampling (and the prefill token of every method)
 BONUS = 8  # bonus token when a whole window passes
 MAX_POSITION = 1 << 14  # `uniforms` packs (position, step, stream) into 32 bits: 14 + 14 + 4
+GUMBEL = 9  # Gumbel-coupled drafts: keyed by position only, the same noise at every iteration
+SIBLING = 10  # siblings of a tree depth, drawn without replacement (keyed by the iteration count)
+SIBLING_ACCEPT = 11  # u of a sibling's test (rank > 0), once per position and rank
 
 
 def sample_seed(job_seed: int, sample_id: str) -> int:
@@ -154,14 +157,24 @@ def race(probs: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     Returns:
         [...] int64 indices; never one of weight 0 unless the whole row is 0.
     """
+    return race_scores(probs, k).argmax(-1)
+
+
+def race_scores(probs: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """The race's scores p(v) / E_v [..., V]: argmax is a draw from p, and the order of the top K is a
+    draw of K indices without replacement (the Gumbel-top-k trick, Kool et al. arXiv 1903.06059)."""
     vk = _vocab_keys(probs.shape[-1], str(probs.device))
-    return race_bits(probs, mix32(k[..., None] ^ vk))
+    return race_bits_scores(probs, mix32(k[..., None] ^ vk))
 
 
 def race_bits(probs: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
     """The race of `race` from given 32-bit hashes bits [..., V] (exposed to test the extremes)."""
+    return race_bits_scores(probs, bits).argmax(-1)
+
+
+def race_bits_scores(probs: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
     work = torch.float64 if probs.dtype == torch.float64 else torch.float32
-    return (probs.to(work) / exponentials(bits, work)).argmax(-1)
+    return probs.to(work) / exponentials(bits, work)
 
 
 def exponentials(bits: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:

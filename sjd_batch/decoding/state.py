@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from sjd_batch.decoding.tree import TreeState
+
 UNIFORM, ONEHOT = -1, -2  # `DraftLaws.src` codes of the two implicit laws
 
 
@@ -78,6 +80,7 @@ class JacobiState:
     tested: torch.Tensor  # [B, L-1] long: drafts tested at each window offset
     accepted: torch.Tensor  # [B, L-1] long: drafts accepted at each window offset
     active: torch.Tensor  # [B] bool: decoding a sample that is not done
+    tree: TreeState | None = None  # draft trees (sjd-pac) only
 
     @classmethod
     def empty(cls, slots: int, length: int, width: int, vocab: int, keep_p: bool, dtype: torch.dtype,
@@ -115,6 +118,8 @@ class JacobiState:
         self.n = self.n + committed
         self.forwards = self.forwards + a
         self.active = self.n < length
+        if self.tree is not None and step.tree is not None:
+            self.tree.observe(a, step.tree)
 
 
 @dataclass
@@ -128,6 +133,7 @@ class IterationResult:
     laws: DraftLaws | None  # laws of the next drafts
     prev_p: torch.Tensor  # this iteration's P (SJD-VP) or the placeholder
     prev_src: torch.Tensor  # [B, L] long
+    tree: TreeState | None = None  # the next trees' siblings and counter increments (sjd-pac)
 
 
 @dataclass

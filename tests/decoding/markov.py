@@ -19,6 +19,13 @@ PAD, EOL, EOI, COND, UNCOND = 0, 1, 2, 3, 4
 FIRST_CODE = 5
 
 
+class NoCache:
+    """A first-order model keeps no keys or values: nothing to move when a tree path is accepted."""
+
+    def copy_slots(self, src: torch.Tensor, dst: torch.Tensor) -> None:
+        pass
+
+
 class MarkovToy:
     name = "markov-toy"
     has_uncond = True
@@ -44,10 +51,10 @@ class MarkovToy:
         ids = torch.tensor(rows)
         return Prefix(ids=ids, start=torch.zeros(len(rows), dtype=torch.long))
 
-    def new_cache(self, rows: int, slots: int) -> None:
-        return None
+    def new_cache(self, rows: int, slots: int) -> NoCache:
+        return NoCache()
 
-    def forward(self, cache: None, ids: torch.Tensor, window: Window) -> torch.Tensor:
+    def forward(self, cache: NoCache, ids: torch.Tensor, window: Window) -> torch.Tensor:
         logits = self.table[ids]
         return logits if window.generated else logits[:, -1:]
 

@@ -17,21 +17,36 @@ def _run(model, prompts, ids, method, sampling, **kw):
     return decode(model, prefix, seeds_for(ids), sampling, resolve_method(method, **kw))
 
 
-@pytest.mark.parametrize("method", ["ar", "sjd", "sjd-vp", "mc-sjd"])
-def test_same_seed_same_tokens_and_other_seed_differs(small64, method):
+# method name, overrides (trees need a window wider than the tree: K=2 D=1 takes 3 slots)
+SPECS = [
+    ("ar", {}),
+    ("sjd", {}),
+    ("sjd-vp", {}),
+    ("mc-sjd", {}),
+    ("mc-sjd", {"coupling": "gumbel"}),
+    ("sjd-pac", {"window": 6, "tree_width": 2, "tree_depth": 1}),
+]
+
+
+@pytest.mark.parametrize("method,kw", SPECS, ids=[f"{m}-{kw}" for m, kw in SPECS])
+def test_same_seed_same_tokens_and_other_seed_differs(small64, method, kw):
     ids = [str(i) for i in range(len(PROMPTS))]
-    a = _run(small64, PROMPTS, ids, method, SAMPLED).tokens
-    b = _run(small64, PROMPTS, ids, method, SAMPLED).tokens
-    c = _run(small64, PROMPTS, [f"other-{i}" for i in ids], method, SAMPLED).tokens
+    a = _run(small64, PROMPTS, ids, method, SAMPLED, **kw).tokens
+    b = _run(small64, PROMPTS, ids, method, SAMPLED, **kw).tokens
+    c = _run(small64, PROMPTS, [f"other-{i}" for i in ids], method, SAMPLED, **kw).tokens
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
 
 
 @pytest.mark.parametrize("sampling", [SAMPLED, GREEDY], ids=["sampled", "greedy"])
-@pytest.mark.parametrize("method", ["ar", "sjd", "sjd-vp", "mc-sjd-vp"])
+@pytest.mark.parametrize("method", ["ar", "sjd", "sjd-vp", "mc-sjd-vp", "sjd-pac", "gumbel"])
 def test_alone_equals_in_batch_of_eight(small64, method, sampling):
     ids = [f"s{i}" for i in range(len(PROMPTS))]
     kw = {} if method == "ar" else {"window": 6}
+    if method == "sjd-pac":
+        kw.update(tree_width=2, tree_depth=1)
+    if method == "gumbel":
+        method, kw = "sjd-pac", {**kw, "tree_width": 2, "tree_depth": 1, "coupling": "gumbel"}
     batch = _run(small64, PROMPTS, ids, method, sampling, **kw).tokens
     for i in (0, 1, 5):
         alone = _run(small64, [PROMPTS[i]], [ids[i]], method, sampling, **kw)

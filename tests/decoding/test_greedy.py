@@ -8,7 +8,7 @@ import torch
 from sjd_batch.decoding import SamplingConfig, decode, resolve_method
 from tests.decoding.toys import PROMPTS, seeds_for
 
-METHODS = ["jacobi", "sjd", "sjd-vp", "mc-sjd", "mc-sjd-vp"]
+METHODS = ["jacobi", "sjd", "sjd-vp", "mc-sjd", "mc-sjd-vp", "sjd-pac"]
 
 
 def _decode(model, prompts, method, **overrides):
@@ -31,6 +31,14 @@ def test_greedy_methods_equal_ar(tiny32, method, batch):
     ar = _decode(tiny32, prompts, "ar").tokens
     got = _decode(tiny32, prompts, method, window=16).tokens
     assert torch.equal(got, ar), _margin(tiny32, prompts)
+
+
+@pytest.mark.parametrize("coupling", ["gumbel", "independent"])
+def test_greedy_couplings_and_trees_equal_ar(tiny32, coupling):
+    ar = _decode(tiny32, PROMPTS, "ar").tokens
+    assert torch.equal(_decode(tiny32, PROMPTS, "mc-sjd", window=7, coupling=coupling).tokens, ar)
+    tree = _decode(tiny32, PROMPTS, "sjd-pac", window=5, tree_width=2, tree_depth=1, coupling=coupling)
+    assert torch.equal(tree.tokens, ar)
 
 
 @pytest.mark.parametrize("window", [2, 5, 16])

@@ -5,7 +5,9 @@ See `lossless.py` for the harness and the derivation of the TV threshold tau(N).
     cond/uncond rows, EOL grammar), float64: 2x2 codes over 3 ids, top-k 2, CFG 2, T 0.8;
   * a first-order Markov model (`markov.py`) whose laws depend strongly on context, so that
     biased samplers are far from the AR law (the negative controls).
-Every lossless method gets 20,000 samples on the Markov toy. On the transformer toy a
+Every lossless method gets 20,000 samples on the Markov toy (draft trees with three live siblings on a
+wider one-row Markov toy; the tree verifier alone is tested against hand-built laws, with its own
+negative controls, in `test_tree_verify.py`). On the transformer toy a
 representative subset runs by default (10,000 samples for each of two prompts decoded in one batch,
 20,000 per method); the full matrix is marked slow because a 2-core CPU needs minutes for it.
 """
@@ -15,9 +17,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+import sjd_batch.decoding.engine as engine_module
 import sjd_batch.decoding.jacobi as jacobi_module
 import sjd_batch.decoding.verify as verify_module
 from sjd_batch.decoding import SamplingConfig, resolve_method
+from sjd_batch.decoding.state import DraftLaws
 from tests.decoding.lossless import exact_law, sample_codes, total_variation, tv_bound
 from tests.decoding.markov import MarkovToy
 
@@ -40,10 +44,23 @@ LOSSLESS = [
     ("mc-sjd", {"window": 3}),
     ("mc-sjd", {"window": 8}),
     ("mc-sjd-vp", {"window": 8, "vp_lambda": 4.0}),
+    ("mc-sjd", {"window": 3, "coupling": "gumbel"}),
+    ("mc-sjd", {"window": 8, "coupling": "gumbel", "init": "vertical"}),
+    ("sjd-pac", {"window": 4, "tree_width": 2, "tree_depth": 1}),
+    ("sjd-pac", {"window": 8, "tree_width": 2, "tree_depth": 2}),
+    ("sjd-pac", {"window": 16}),  # K = 3 siblings from laws of support 2 (top-k 2): ranks run out
+    ("sjd-pac", {"window": 8, "tree_width": 2, "tree_depth": 2, "coupling": "independent"}),
+    ("sjd-pac", {"window": 8, "tree_width": 2, "tree_depth": 2, "coupling": "gumbel"}),
+    ("sjd-pac", {"window": 8, "tree_width": 2, "tree_depth": 1, "vp_lambda": 4.0, "init": "horizontal"}),
+]
+# Laws of support 4 (no top-k) on a one-row toy, so that three siblings are all live
+WIDE = [
+    ("sjd-pac", {"window": 14, "tree_width": 3, "tree_depth": 2}),
+    ("sjd-pac", {"window": 14, "tree_width": 3, "tree_depth": 2, "coupling": "gumbel"}),
 ]
 
 
-TOY_DEFAULT = {0, 2, 9, 12}  # ar, sjd L=3, sjd-vp add L=8, mc-sjd-vp L=8
+TOY_DEFAULT = {0, 2, 9, 12, 15}  # ar, sjd L=3, sjd-vp add L=8, mc-sjd-vp L=8, sjd-pac K=2 D=1 L=4
 TOY_N = N // len(PROMPTS)
 
 
@@ -73,6 +90,16 @@ def markov_exact(markov):
     return exact_law(markov, PROMPTS[0], MARKOV_SAMPLING)
 
 
+@pytest.fixture(scope="module")
+def wide():
+    return MarkovToy(height=1, width=4, codes=4, scale=1.5, seed=1)
+
+
+@pytest.fixture(scope="module")
+def wide_exact(wide):
+    return exact_law(wide, PROMPTS[0], SamplingConfig())
+
+
 def _assert_close(counts, exact, n, label):
     tv, tau = total_variation(counts, exact), tv_bound(exact, n)
     assert tv <= tau, f"{label}: TV {tv:.4f} > tau {tau:.4f} with N={n}"
@@ -99,6 +126,12 @@ def test_lossless_on_markov_toy(markov, markov_exact, method, overrides):
         markov, PROMPTS[:1], N, MARKOV_SAMPLING, resolve_method(method, **overrides), method
     )
     _assert_close(counts[0], markov_exact, N, f"{method} {overrides}")
+
+
+@pytest.mark.parametrize("method,overrides", WIDE, ids=[_ids(c) for c in WIDE])
+def test_lossless_with_three_live_siblings(wide, wide_exact, method, overrides):
+    counts = sample_codes(wide, PROMPTS[:1], N, SamplingConfig(), resolve_method(method, **overrides), method)
+    _assert_close(counts[0], wide_exact, N, f"{method} {overrides}")
 
 
 # --- negative controls: the same harness must FAIL on deliberately biased samplers -------------
@@ -141,3 +174,34 @@ def test_control_lossy_vp_is_detected(markov, markov_exact):
     fair = resolve_method("sjd-vp", window=9, vp_lambda=10.0, vp_clip=4.0)
     tv_fair, _ = _tv(markov, markov_exact, fair, n)
     assert tv_fair <= tau, f"the same VP in lossless mode must pass: TV {tv_fair:.4f} > tau {tau:.4f}"
+
+
+def _storing_old_laws(step):
+    """`step`, but a carried draft equal to the old draft at its offset keeps the old draft's law (the
+    official MC-SJD code does this); exactness needs the law it was (re)drawn from."""
+
+    def stale(ctx, state):
+        out = step(ctx, state)
+        n, m, span, image = state.n, out.m, ctx.span[:-1], ctx.grammar.image
+        old_x = state.seq.gather(1, n[:, None] + span)
+        old = state.laws.rows(span.expand_as(old_x), old_x, image)  # [B, L-1, V] at offsets n + k
+        new_x = out.seq.gather(1, (n + m + 1)[:, None] + span)
+        new = out.laws.rows(span.expand_as(new_x), new_x, image)
+        k = m[:, None] + 1 + span  # the old draft at next draft j's offset
+        at = k.clamp(max=span.shape[0] - 1)
+        kept = (k < span.shape[0]) & (out.laws.src >= 0) & (new_x == old_x.gather(1, at))
+        rows = old.gather(1, at[..., None].expand_as(new))
+        out.laws = DraftLaws.dense(torch.where(kept[..., None], rows, new), new_x)
+        return out
+
+    return stale
+
+
+@pytest.mark.parametrize("method", ["mc-sjd", "sjd-pac"])
+def test_control_kept_draft_stores_its_old_law(markov, markov_exact, monkeypatch, method):
+    monkeypatch.setattr(engine_module, "jacobi_step", _storing_old_laws(engine_module.jacobi_step))
+    monkeypatch.setattr(engine_module, "tree_step", _storing_old_laws(engine_module.tree_step))
+    tree = {"tree_width": 2, "tree_depth": 2} if method == "sjd-pac" else {}
+    config = resolve_method(method, window=8, **tree)
+    tv, tau = _tv(markov, markov_exact, config, 4 * N)
+    assert tv > 2 * tau, f"stale Q not detected: TV {tv:.4f} <= 2 tau {2 * tau:.4f}"

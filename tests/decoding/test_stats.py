@@ -8,13 +8,16 @@ from sjd_batch.decoding import SamplingConfig, decode, resolve_method
 from tests.decoding.toys import PROMPTS, seeds_for
 
 
-@pytest.mark.parametrize("method", ["ar", "sjd", "sjd-vp", "mc-sjd", "mc-sjd-vp"])
+@pytest.mark.parametrize("method", ["ar", "sjd", "sjd-vp", "mc-sjd", "mc-sjd-vp", "sjd-pac"])
 @pytest.mark.parametrize("window", [2, 7, 16])
 def test_stats_invariants(small64, method, window):
     sampling = SamplingConfig(top_k=6, cfg_scale=2.0)
     prefix = small64.encode(PROMPTS, None, with_uncond=True)
     seeds = seeds_for([str(i) for i in range(len(PROMPTS))])
-    out = decode(small64, prefix, seeds, sampling, resolve_method(method, window=window))
+    tree = {"tree_width": 2, "tree_depth": 1 if window < 16 else 2} if method == "sjd-pac" else {}
+    if method == "sjd-pac" and window == 2:
+        tree = {"tree_width": 1}  # no tree fits a window of 2: sjd-pac is then MC-SJD
+    out = decode(small64, prefix, seeds, sampling, resolve_method(method, window=window, **tree))
     length = small64.layout.length
     for s in out.stats:
         assert sum(s.accept_lens) == s.tokens == length
@@ -29,6 +32,9 @@ def test_stats_invariants(small64, method, window):
         # most one rejection
         assert s.drafts_accepted == sum(a - 1 for a in s.accept_lens[1:])
         assert 0 <= s.drafts_tested - s.drafts_accepted <= s.nfe - 1
+        if tree.get("tree_width", 1) > 1:  # trees were fed, and only after rejections
+            assert 0 < s.extra["tree_forwards"] <= s.drafts_tested - s.drafts_accepted
+            assert 0 <= s.extra["sibling_accepts"] <= s.drafts_accepted
 
 
 def test_ar_stats_are_one_token_per_forward(small64):

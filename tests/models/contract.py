@@ -19,13 +19,14 @@ API:
   feed one valid generated sequence (forced ids where the layout forces them, random image ids
   elsewhere) three ways: as one window, token by token, and in two windows after stale drafts were
   written past the frontier (rollback). Logits [R, W, V] must agree within atol/rtol (fp32; R = 2B with
-  CFG rows when `model.has_uncond`). Checks the KV cache, positions, masks and rollback. `tokens` defaults
-  to 2 rows plus 2 codes of the layout (or all of it, if shorter).
-- `assert_greedy_methods_match_ar(model, prompts, methods=("sjd", "sjd-vp", "mc-sjd"), window=8,
-  varied_lengths=True, **params) -> tokens [B, T]`: greedy (top_k=1) through `sjd_batch.generate` at
-  batch = len(prompts) > 1; the prompts must tokenise to different lengths (checked; pass
-  `varied_lengths=False` for a fixed-length prefix such as LlamaGen c2i's one class token). Every
-  method must equal `ar` token for token.
+  CFG rows when `model.has_uncond`). Checks the KV cache, positions, masks and rollback. Then a draft
+  tree (`contract_tree.py`): tree masks, depth-based positions, scratch slots, `cache.copy_slots`.
+  `tokens` defaults to 2 rows plus 2 codes of the layout (or all of it, if shorter).
+- `assert_greedy_methods_match_ar(model, prompts, methods=("sjd", "sjd-vp", "mc-sjd", "sjd-pac"),
+  window=8, varied_lengths=True, **params) -> tokens [B, T]`: greedy (top_k=1) through
+  `sjd_batch.generate` at batch = len(prompts) > 1; the prompts must tokenise to different lengths
+  (checked; pass `varied_lengths=False` for a fixed-length prefix such as LlamaGen c2i's one class
+  token). Every method must equal `ar` token for token (`sjd-pac` with a tree of K = 2, D = 1).
   Returns ar's tokens, which obey the layout (checked).
 - `assert_layout(model, tokens, height_px, width_px) -> pixels`: every forced offset holds its forced
   id, every free one an image id in [image_start, image_end); `decode_pixels` gives uint8
@@ -54,6 +55,7 @@ import yaml
 import sjd_batch
 from sjd_batch.api import SAMPLING_KEYS
 from sjd_batch.decoding.protocol import ImageTokenModel, Prefix, decode_window, prefill_window
+from tests.models.contract_tree import assert_tree_matches_chains
 
 RUNNER_PROMPTS = ("a red circle at the top left", "two blue squares and a green cross at the bottom right")
 
@@ -92,6 +94,8 @@ def assert_window_matches_stepwise(
     assert torch.isfinite(one).all(), "window logits are not finite"
     torch.testing.assert_close(steps, one, atol=atol, rtol=rtol, msg=lambda m: f"stepwise vs window: {m}")
     torch.testing.assert_close(two, one, atol=atol, rtol=rtol, msg=lambda m: f"two windows vs one: {m}")
+    if n >= 7:  # a draft tree of depth 2 after one committed token, then one window after it
+        assert_tree_matches_chains(model, prefix, seq, stale, atol, rtol)
 
 
 def _windows(
@@ -124,7 +128,7 @@ def _at(prefix: Prefix, offset: int, width: int, total: int):
 def assert_greedy_methods_match_ar(
     model: ImageTokenModel,
     prompts: Sequence[str],
-    methods: Sequence[str] = ("sjd", "sjd-vp", "mc-sjd"),
+    methods: Sequence[str] = ("sjd", "sjd-vp", "mc-sjd", "sjd-pac"),
     window: int = 8,
     varied_lengths: bool = True,
     **params: Any,
@@ -145,7 +149,8 @@ def assert_greedy_methods_match_ar(
     ar = run("ar")
     _check_grammar(model, ar)
     for method in methods:
-        got = run(method, window=window)
+        tree = {"tree_width": 2, "tree_depth": 1} if method == "sjd-pac" else {}  # fits a window of 8
+        got = run(method, window=window, **tree)
         differ = (got != ar).nonzero()
         assert not len(differ), f"greedy {method} differs from ar first at (row, offset) {differ[0].tolist()}"
     return ar

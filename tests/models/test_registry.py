@@ -201,3 +201,30 @@ def test_contract_catches_wrong_positions():
     broken = _OffByOnePositions(sjd_batch.load_model("tiny-random"))
     with pytest.raises(AssertionError, match="stepwise vs window"):
         assert_window_matches_stepwise(broken, PROMPTS)
+
+
+class _NoKvCopy:
+    """A cache whose `copy_slots` does nothing: an accepted tree branch keeps the main path's KV."""
+
+    def __init__(self, cache):
+        self._cache = cache
+
+    def __getattr__(self, name):
+        return getattr(self._cache, name)
+
+    def copy_slots(self, src, dst):
+        pass
+
+
+class _ForgetsKvCopies(_OffByOnePositions):
+    def new_cache(self, rows, slots):
+        return _NoKvCopy(self._model.new_cache(rows, slots))
+
+    def forward(self, cache, ids, window):
+        return self._model.forward(cache._cache, ids, window)
+
+
+def test_contract_catches_a_missing_kv_copy():
+    broken = _ForgetsKvCopies(sjd_batch.load_model("tiny-random"))
+    with pytest.raises(AssertionError, match="after the KV copy"):
+        assert_window_matches_stepwise(broken, PROMPTS)

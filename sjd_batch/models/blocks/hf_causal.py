@@ -38,6 +38,16 @@ class SlotCache:
         self.values[layer_idx].scatter_(2, self._index, value)
         return self.keys[layer_idx], self.values[layer_idx]
 
+    def copy_slots(self, src: torch.Tensor, dst: torch.Tensor) -> None:
+        """Copy every layer's keys and values at slots src [R, C] to slots dst [R, C] (the accepted
+        path of a draft tree moves from scratch slots to its canonical ones)."""
+        _, heads, _, dim = self.keys[0].shape
+        take = src[:, None, :, None].expand(-1, heads, -1, dim)
+        put = dst[:, None, :, None].expand(-1, heads, -1, dim)
+        for buffers in (self.keys, self.values):
+            for b in buffers:
+                b.scatter_(2, put, b.gather(2, take))
+
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.keys[layer_idx].shape[2]
 
@@ -72,7 +82,7 @@ def forward_window(
 
     `embeds` [R, W, hidden], when given, replaces the embedding lookup of `ids`.
     """
-    cache.begin(window.slots)
+    cache.begin(window.write_slots)
     inputs = {"input_ids": ids} if embeds is None else {"inputs_embeds": embeds}
     out = lm(
         **inputs,
@@ -92,7 +102,7 @@ def backbone_hidden(backbone: torch.nn.Module, cache: SlotCache, window: Window,
     Lumina's unmasked `lm_head`). `inputs` is `input_ids=` or `inputs_embeds=`. After a prefill only
     the last position is returned: it is the only law the engine reads.
     """
-    cache.begin(window.slots)
+    cache.begin(window.write_slots)
     hidden = backbone(
         **inputs,
         position_ids=window.positions,

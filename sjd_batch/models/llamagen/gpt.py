@@ -245,7 +245,7 @@ class LlamaGenGPT(nn.Module):
         # the prefix is always exactly cls_token_num long, padding only hides keys. Slots past the
         # grid (room for the last window) are never read by a real position, so clamping is safe.
         rope = table[window.slots.clamp(max=table.shape[0] - 1)]  # [R, W, D/2, 2]
-        cache.begin(window.slots)
+        cache.begin(window.write_slots)
         for i, layer in enumerate(self.layers):
             h = layer(h, rope, cache, i, window.visible)
         if last_only:  # a prefill needs only the law of the first image token
