@@ -8,7 +8,15 @@ import json
 import numpy as np
 import pytest
 
-from sjd_batch.commands.eval import add_arguments, frechet, main, tv_permutation_test, wilson
+from sjd_batch.commands.eval import (
+    add_arguments,
+    frechet,
+    main,
+    mean_test,
+    sign_flip_test,
+    tv_permutation_test,
+    wilson,
+)
 
 
 def test_permutation_test_does_not_flag_two_samples_of_one_law():
@@ -62,6 +70,8 @@ def test_eval_runs_methods_side_by_side_on_the_shipped_model(capsys):
         assert row["adherence_low"] <= row["adherence"] <= row["adherence_high"]
         assert row["adherence"] <= min(row["color_ok"], row["shape_ok"], row["cells_ok"])
         assert 0 < row["p_codes"] <= 1 and 0 < row["p_attributes"] <= 1
+        assert 0 <= row["p_nll_gap"] <= 1 and 0 < row["p_nll_gap_vs_ar"] <= 1 and row["nll_gap_se"] > 0
+        assert row["off_support"] == 0
     # the tests compare with AR at an independent seed, so even AR's own row is a real comparison
     assert out["test_seed"] == 1 and ar["tv_codes"] > 0 and ar["frechet_cells"] > 0
 
@@ -80,3 +90,65 @@ def test_permutation_test_is_paired():
     a = np.stack([rng.multinomial(50, law) for law in laws])
     b = np.stack([rng.multinomial(50, law) for law in laws])
     assert tv_permutation_test(a, b, permutations=200)[1] > 0.01
+
+
+# --- the model-based test: NLL gap ---------------------------------------------------------------
+
+
+def test_mean_and_sign_flip_tests_are_calibrated_and_have_power():
+    rng = np.random.default_rng(5)
+    null_p = [mean_test(rng.normal(0, 1, 64))[2] for _ in range(400)]
+    assert 0.0 < np.mean(np.array(null_p) < 0.05) < 0.1  # ~5% false alarms at 0.05
+    assert mean_test(rng.normal(0.5, 1, 64))[2] < 1e-3  # a shift of half a standard deviation
+    flips = [sign_flip_test(rng.normal(0, 1, 64), 200, seed=s) for s in range(100)]
+    assert np.mean(np.array(flips) < 0.05) < 0.15
+    assert sign_flip_test(rng.normal(0.6, 1, 64), 500) < 0.01
+
+
+def test_nll_gap_is_centred_for_exact_samples_and_flags_a_colder_sampler():
+    # AR samples of a small random model, scored against its own law: the per-image gaps have mean 0
+    # (t-test p > 0.001, a 0.1% false-alarm rate); the same model sampled at temperature 0.7 and
+    # scored against the temperature-1 law must be flagged (p < 1e-4).
+    import torch
+
+    from sjd_batch.decoding import SamplingConfig, decode, resolve_method
+    from sjd_batch.decoding.score import score_sequences, teacher_forced_laws
+    from sjd_batch.models.shapes.tiny import TinySpec, build_tiny
+    from tests.decoding.toys import seeds_for
+
+    model = build_tiny(TinySpec(logit_scale=6.0), dtype=torch.float32)
+    prompts = [f"w{i % 9} w{i % 5}" for i in range(128)]
+    prefix = model.encode(prompts, None, with_uncond=False)
+    seeds = seeds_for([str(i) for i in range(len(prompts))])
+    law, free = SamplingConfig(top_k=20), torch.tensor(model.layout.forced) < 0
+    ps = {}
+    for temperature in (1.0, 0.7):
+        sampling = SamplingConfig(top_k=20, temperature=temperature)
+        tokens = decode(model, prefix, seeds, sampling, resolve_method("ar")).tokens
+        score = score_sequences(teacher_forced_laws(model, prefix, tokens, law), tokens, free)
+        assert int(score.off_support.sum()) == 0
+        ps[temperature] = mean_test(score.nll_gap.double().numpy())[2]
+    assert ps[1.0] > 1e-3 and ps[0.7] < 1e-4, ps
+
+
+LOSSLESS = [
+    "sjd", "mc-sjd", "mc-sjd:coupling=gumbel", "sjd-pac", "sjd-pac:coupling=gumbel", "sjd-vp:vp_lambda=1.0"
+]
+CONTROLS = ["ar:temperature=0.85", "sjd-vp:vp_lossy=true:vp_lambda=2.0"]
+
+
+@pytest.mark.slow
+def test_nll_gap_flags_both_controls_and_passes_every_lossless_method_at_the_default_size(capsys):
+    # eval's default sample: 64 held-out captions. Controls must reach p < 0.01; each lossless method
+    # must keep p > 0.001 (a 0.1% false-alarm rate per method, about 0.6% for the six together).
+    args = _args("--methods", ",".join(["ar", *CONTROLS, *LOSSLESS]), "--json")
+    assert args.prompts == 64
+    assert main(args) == 0
+    rows = json.loads(capsys.readouterr().out)["methods"]
+    for label in CONTROLS:
+        assert rows[label]["p_nll_gap"] < 0.01, (label, rows[label])
+        assert rows[label]["p_nll_gap_vs_ar"] < 0.01, (label, rows[label])
+    for label in ["ar", *LOSSLESS]:
+        assert rows[label]["p_nll_gap"] > 1e-3, (label, rows[label])
+        assert rows[label]["p_nll_gap_vs_ar"] > 1e-3, (label, rows[label])
+    assert all(row["off_support"] == 0 for row in rows.values())

@@ -10,7 +10,14 @@ for tuning on other captions) with the same job seed and the model's default sam
   methods' pooled histograms of (a) detected object attributes (colour, shape, size, cell) and (b)
   image codes. A lossless method should not be distinguishable (p not small);
 - a Fréchet distance to AR's images in a 36-d feature space: per 3×3 grid cell, the fraction of
-  object pixels and the mean RGB (/255) of those pixels, as the checker defines object pixels.
+  object pixels and the mean RGB (/255) of those pixels, as the checker defines object pixels;
+- the model's own test (`decoding/score.py`), by far the most powerful: per image, the mean over its
+  image codes of -log P_t(x_t) - H(P_t), with P_t the sampling law AR uses (teacher-forced; the
+  model's default sampling plus eval's overrides, whatever the method's own parameters). It has mean 0
+  under any exact sampler. `p_nll_gap` tests the mean against 0 (z-test over images); `p_nll_gap_vs_ar`
+  compares it with the independent AR run, caption by caption (sign-flip permutation test). Both have
+  a false-alarm rate equal to the threshold for a lossless method (p is uniform under the null);
+- off-support tokens: tokens the sampling law gives probability 0. Must be 0 for every method.
 
 The tests and the Fréchet distance compare each method with a *second* AR run on the same captions
 under an independent job seed (`--test-seed`). Against AR at the same seed, the two image sets would
@@ -24,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -31,8 +39,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from sjd_batch.api import generate
+from sjd_batch.api import generate, split_params
 from sjd_batch.commands.measure import MethodSpec, parse_methods
+from sjd_batch.decoding.score import score_sequences, teacher_forced_laws
 from sjd_batch.models.loading import load_model
 from sjd_batch.training.shapes.checker import cell_regions, check, detect, object_mask
 from sjd_batch.training.shapes.data import COLORS, GRID, SHAPES, SIZES, make_batch
@@ -50,6 +59,8 @@ class MethodRun:
     attributes: np.ndarray  # [N, A] detected attribute counts per image
     ok: np.ndarray  # [N] bool
     attribute_ok: dict[str, float]  # color_ok / shape_ok / cells_ok: fraction of images right
+    nll_gap: np.ndarray  # [N] per image: mean over codes of -log P(x) - H(P) (0 in mean if exact)
+    off_support: int  # tokens of probability 0 under the sampling law
     nfe: int
     accept_len: float
     seconds: float
@@ -119,10 +130,12 @@ def run_method(
     model, spec: MethodSpec, captions: list[str], args: argparse.Namespace, seed: int
 ) -> MethodRun:
     """Decode all captions with one method (and its parameters) under job seed `seed`; collect statistics."""
-    params = dict(spec.params) | sampling_overrides(args)
+    params = sampling_overrides(args) | dict(spec.params)  # a method's own sampling wins (controls)
     t0 = time.perf_counter()
     results = generate(model, captions, method=spec.method, seed=seed, batch_size=args.batch_size, **params)
     seconds = time.perf_counter() - t0
+    tokens = torch.stack([r.tokens for r in results])
+    gap, off_support = model_scores(model, captions, tokens, args)
     pixels = np.stack([r.pixels.numpy() for r in results])
     codes = model.codes(torch.stack([r.tokens for r in results])).reshape(len(results), -1)
     counts = np.stack([np.bincount(c.numpy(), minlength=model.vocab.num_codes) for c in codes])
@@ -137,10 +150,48 @@ def run_method(
         ok=np.array([v.ok for v in verdicts]),
         attribute_ok={"color_ok": rate("color_ok"), "shape_ok": rate("shape_ok"),
                       "cells_ok": rate("position_ok")},
+        nll_gap=gap,
+        off_support=off_support,
         nfe=sum(r.stats.nfe for r in results),
         accept_len=float(np.mean([r.stats.accept_len_mean for r in results])),
         seconds=seconds,
     )
+
+
+def model_scores(
+    model, captions: list[str], tokens: torch.Tensor, args: argparse.Namespace
+) -> tuple[np.ndarray, int]:
+    """Per-image NLL gap [N] and the off-support token count, against the reference sampling law
+    (the model's defaults plus eval's overrides), teacher-forced in batches."""
+    sampling, _ = split_params(model, "ar", sampling_overrides(args))
+    free = torch.tensor(model.layout.forced) < 0
+    gaps, off = [], 0
+    for start in range(0, len(captions), args.batch_size):
+        chunk = slice(start, start + args.batch_size)
+        prefix = model.encode(captions[chunk], None, with_uncond=sampling.uses_cfg)
+        laws = teacher_forced_laws(model, prefix, tokens[chunk].to(model.device), sampling)
+        score = score_sequences(laws, tokens[chunk], free)
+        gaps.append(score.nll_gap.double().cpu().numpy())
+        off += int(score.off_support.sum())
+    return np.concatenate(gaps), off
+
+
+def mean_test(x: np.ndarray) -> tuple[float, float, float]:
+    """(mean, standard error, two-sided p of mean = 0) by the normal approximation over images."""
+    n = len(x)
+    se = float(x.std(ddof=1) / np.sqrt(n)) if n > 1 else float("inf")
+    z = float(x.mean()) / se if se > 0 else 0.0
+    return float(x.mean()), se, math.erfc(abs(z) / math.sqrt(2))
+
+
+def sign_flip_test(d: np.ndarray, permutations: int, seed: int = 0) -> float:
+    """Two-sided p that paired differences d [N] have mean 0 (each difference's sign is exchangeable
+    under the null: the two images of a caption are independent draws from one law)."""
+    gen = np.random.default_rng(seed)
+    observed = abs(d.mean())
+    signs = gen.choice([-1.0, 1.0], size=(permutations, len(d)))
+    exceed = int((np.abs((signs * d).mean(1)) >= observed).sum())
+    return (exceed + 1) / (permutations + 1)
 
 
 def tv_permutation_test(
@@ -187,6 +238,7 @@ def compare(ref: MethodRun, independent: MethodRun, run: MethodRun, permutations
     tv_code, p_code = tv_permutation_test(independent.codes, run.codes, permutations)
     feats = [np.stack([cell_features(p) for p in r.pixels]) for r in (independent, run)]
     low, high = wilson(int(run.ok.sum()), len(run.ok))
+    gap, gap_se, p_gap = mean_test(run.nll_gap)
     return {
         "adherence": float(run.ok.mean()),
         "adherence_low": low,
@@ -199,6 +251,11 @@ def compare(ref: MethodRun, independent: MethodRun, run: MethodRun, permutations
         "p_codes": p_code,
         "tv_codes": tv_code,
         "frechet_cells": frechet(*feats),
+        "nll_gap": gap,
+        "nll_gap_se": gap_se,
+        "p_nll_gap": p_gap,
+        "p_nll_gap_vs_ar": sign_flip_test(run.nll_gap - independent.nll_gap, permutations),
+        "off_support": float(run.off_support),
     }
 
 
@@ -217,7 +274,7 @@ def main(args: argparse.Namespace) -> int:
     independent = run_method(model, ar, captions, args, test_seed)
     report = {"ar": compare(ref, independent, ref, args.permutations)}
     for spec in others:
-        if spec.method != "ar":
+        if spec.label != "ar":  # `ar:temperature=0.85` (a control) runs; plain ar is the reference
             run = run_method(model, spec, captions, args, args.seed)
             report[spec.label] = compare(ref, independent, run, args.permutations)
     if args.json:

@@ -19,8 +19,7 @@ import torch
 
 from sjd_batch.decoding import SamplingConfig, decode
 from sjd_batch.decoding.methods import DecodeConfig
-from sjd_batch.decoding.protocol import decode_window, prefill_window
-from sjd_batch.decoding.sampling import Grammar, processed_probs
+from sjd_batch.decoding.score import teacher_forced_laws
 from tests.decoding.toys import seeds_for
 
 DELTA = 1e-6
@@ -37,21 +36,11 @@ def full_sequences(model) -> tuple[list[tuple[int, ...]], torch.Tensor]:
     return combos, seqs
 
 
-@torch.inference_mode()
 def exact_law(model, prompt: str, sampling: SamplingConfig) -> dict[tuple[int, ...], float]:
     """Pr(codes) = prod_a P(x_a | x_<a) by teacher forcing, with the same `processed_probs` as AR."""
     combos, seqs = full_sequences(model)
-    k, length = seqs.shape
-    prefix = model.encode([prompt] * k, None, with_uncond=sampling.uses_cfg)
-    total = prefix.length + length + 1
-    cache = model.new_cache(prefix.rows, total)
-    first = model.forward(cache, prefix.ids, prefill_window(prefix, total))[:, -1:]
-    inputs = seqs[:, :-1].repeat(2 if sampling.uses_cfg else 1, 1)
-    starts = torch.full((prefix.rows,), prefix.length, dtype=torch.long)
-    rest = model.forward(cache, inputs, decode_window(starts, prefix.start, length - 1, total))
-    offsets = torch.arange(length).expand(k, length)
-    grammar = Grammar(model.layout, model.vocab_size, model.device)
-    p = processed_probs(torch.cat([first, rest], 1), offsets, grammar, sampling)  # [K, T, V]
+    prefix = model.encode([prompt] * len(combos), None, with_uncond=sampling.uses_cfg)
+    p = teacher_forced_laws(model, prefix, seqs, sampling)  # [K, T, V]
     probs = p.gather(-1, seqs[..., None]).squeeze(-1).prod(-1)
     return dict(zip(combos, probs.tolist(), strict=True))
 
