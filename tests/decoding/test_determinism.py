@@ -66,3 +66,15 @@ def test_lagged_done_check_changes_nothing(small64, monkeypatch):
     assert torch.equal(eager.tokens, lagged.tokens)
     assert [s.nfe for s in eager.stats] == [s.nfe for s in lagged.stats]
     assert [s.accept_lens for s in eager.stats] == [s.accept_lens for s in lagged.stats]
+
+
+def test_sjd_pac_without_a_tree_is_mc_sjd_token_for_token(small64):
+    # The ablation `sjd-pac:tree_width=1` is SJD + Adaptive Continuation, which is MC-SJD's maximal
+    # coupling: same streams, same tokens, same forwards. The full sjd-pac feeds trees and counts them.
+    ids = [str(i) for i in range(len(PROMPTS))]
+    chain = _run(small64, PROMPTS, ids, "sjd-pac", SAMPLED, window=6, tree_width=1)
+    mc = _run(small64, PROMPTS, ids, "mc-sjd", SAMPLED, window=6)
+    assert torch.equal(chain.tokens, mc.tokens)
+    assert [s.nfe for s in chain.stats] == [s.nfe for s in mc.stats]
+    tree = _run(small64, PROMPTS, ids, "sjd-pac", SAMPLED, window=6, tree_width=2, tree_depth=1)
+    assert sum(s.extra["tree_forwards"] for s in tree.stats) > 0

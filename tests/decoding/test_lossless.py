@@ -20,7 +20,7 @@ import torch
 import sjd_batch.decoding.engine as engine_module
 import sjd_batch.decoding.jacobi as jacobi_module
 import sjd_batch.decoding.verify as verify_module
-from sjd_batch.decoding import SamplingConfig, resolve_method
+from sjd_batch.decoding import SamplingConfig, resolve_method, rng
 from sjd_batch.decoding.state import DraftLaws
 from tests.decoding.lossless import exact_law, sample_codes, total_variation, tv_bound
 from tests.decoding.markov import MarkovToy
@@ -52,6 +52,8 @@ LOSSLESS = [
     ("sjd-pac", {"window": 8, "tree_width": 2, "tree_depth": 2, "coupling": "independent"}),
     ("sjd-pac", {"window": 8, "tree_width": 2, "tree_depth": 2, "coupling": "gumbel"}),
     ("sjd-pac", {"window": 8, "tree_width": 2, "tree_depth": 1, "vp_lambda": 4.0, "init": "horizontal"}),
+    ("mc-sjd", {"window": 8, "coupling": "gumbel", "vp_lambda": 4.0}),
+    ("sjd-pac", {"window": 8, "tree_width": 2, "tree_depth": 2, "coupling": "gumbel", "vp_lambda": 4.0}),
 ]
 # Laws of support 4 (no top-k) on a one-row toy, so that three siblings are all live
 WIDE = [
@@ -205,3 +207,21 @@ def test_control_kept_draft_stores_its_old_law(markov, markov_exact, monkeypatch
     config = resolve_method(method, window=8, **tree)
     tv, tau = _tv(markov, markov_exact, config, 4 * N)
     assert tv > 2 * tau, f"stale Q not detected: TV {tv:.4f} <= 2 tau {2 * tau:.4f}"
+
+
+@pytest.mark.parametrize("method", ["mc-sjd", "sjd-pac"])
+def test_control_gumbel_noise_shared_across_offsets(markov, markov_exact, monkeypatch, method):
+    # Gumbel coupling is exact because the noise of offset a never influenced what came before a.
+    # Share one noise vector across all offsets and it has: earlier drafts (and so the committed
+    # prefix) depend on it, and the draft at a is no longer a draw from its law given that prefix.
+    real = rng.key
+
+    def shared(seeds, stream, position, step=None):
+        if stream == rng.GUMBEL:
+            position = torch.zeros_like(position)
+        return real(seeds, stream, position, step)
+
+    monkeypatch.setattr(rng, "key", shared)
+    tree = {"tree_width": 2, "tree_depth": 2} if method == "sjd-pac" else {}
+    tv, tau = _tv(markov, markov_exact, resolve_method(method, window=8, coupling="gumbel", **tree), N)
+    assert tv > 2 * tau, f"shared Gumbel noise not detected: TV {tv:.4f} <= 2 tau {2 * tau:.4f}"
