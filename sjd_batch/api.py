@@ -86,7 +86,7 @@ def check_sampling(model: ImageTokenModel, sampling: SamplingConfig) -> None:
 def generate(
     model: ImageTokenModel,
     prompts: Sequence[str],
-    method: str = "sjd-vp",
+    method: str = "mc-sjd",
     seed: int = 0,
     batch_size: int = 8,
     *,

@@ -106,7 +106,7 @@ class MethodSection(_Section):
     The fields mirror `DecodeConfig` (a test keeps them in step); see its docstring for their meaning.
     """
 
-    name: str = Field("sjd-vp", json_schema_extra={"enum": sorted(METHODS)}, description="the method")
+    name: str = Field("mc-sjd", json_schema_extra={"enum": sorted(METHODS)}, description="the method")
     window: int | Literal["auto"] | None = Field(
         None, description="L, the tokens fed to one forward (last committed + L-1 drafts), >= 2; auto: each "
         "actor measures and picks the window with the most images/s on its hardware (sjd_batch/tuning.py)")

@@ -22,7 +22,7 @@ DEFAULT_PROMPTS = [
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("prompts", nargs="*", help="captions (default: four shape captions)")
     parser.add_argument("--model", default="shapes-t2i")
-    parser.add_argument("--method", default="sjd-vp")
+    parser.add_argument("--method", default="mc-sjd")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument(
