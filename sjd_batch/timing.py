@@ -50,11 +50,19 @@ def time_forward(model, batch: int, window: int, context: int, cfg: bool, repeat
 class ForwardTimer:
     """Times every `model.forward` call while the block runs (device synchronised before and after).
 
-    It wraps the instance attribute, so the engine's calls, compiled or not, all pass through it.
+    It wraps the instance attribute, so the engine's calls, compiled or not, all pass through it. It also
+    counts the tokens each row feeds the decode forwards (prefills left out): a draft tree makes a
+    forward wider than a chain of the same window, and `tokens_per_forward` shows that cost.
     """
 
     def __init__(self, model: Any) -> None:
         self.model, self.seconds, self.calls = model, 0.0, 0
+        self.decode_calls, self.decode_tokens = 0, 0
+
+    @property
+    def tokens_per_forward(self) -> float | None:
+        """Mean tokens per row in a decode forward (the window, plus any draft-tree nodes)."""
+        return self.decode_tokens / self.decode_calls if self.decode_calls else None
 
     def __enter__(self) -> ForwardTimer:
         inner, device = self.model.forward, self.model.device
@@ -64,6 +72,10 @@ class ForwardTimer:
             out = inner(*args, **kwargs)
             self.seconds += synced_clock(device) - t0
             self.calls += 1
+            window = args[2] if len(args) > 2 else kwargs.get("window")
+            if getattr(window, "generated", False):
+                self.decode_calls += 1
+                self.decode_tokens += int(args[1].shape[-1] if len(args) > 1 else kwargs["ids"].shape[-1])
             return out
 
         self._had_own, self._inner = "forward" in vars(self.model), inner

@@ -26,6 +26,21 @@ def test_forward_timer_counts_calls_and_restores_the_model():
         sjd_batch.generate(model, ["a"], "sjd", window=8, decode_images=False)
     assert timer.calls >= 2 and timer.seconds > 0  # the prefill and at least one window
     assert "forward" not in vars(model)  # the class method is back
+    assert timer.decode_calls == timer.calls - 1  # every forward but the prefill decodes
+    assert timer.tokens_per_forward == 8  # a chain feeds its whole window each forward
+
+
+def test_tokens_per_forward_shows_the_cost_of_a_draft_tree():
+    model = load_model("tiny-random")
+    import sjd_batch
+
+    widths = {}
+    for method in ("ar", "sjd-pac"):
+        with ForwardTimer(model) as timer:
+            sjd_batch.generate(model, ["a"], method, window=8, decode_images=False)
+        widths[method] = timer.tokens_per_forward
+    assert widths["ar"] == 1
+    assert widths["sjd-pac"] > 8, widths  # the tree's nodes ride in the same forward as the chain
 
 
 def test_bench_reports_overhead_idle_share_and_intervals(tmp_path, capsys):
@@ -50,5 +65,6 @@ def test_bench_reports_overhead_idle_share_and_intervals(tmp_path, capsys):
     lo, hi = sjd_c["engine_overhead_95"]
     assert len(sjd_c["images_per_s_by_round"]) == 2 and lo <= sjd_c["engine_overhead"] <= hi
     assert rows["ar", "continuous"]["idle_share"] == 0.0  # AR rows all finish together
+    assert rows["ar", "continuous"]["tokens_per_forward"] == 1 and sjd_c["tokens_per_forward"] == 6
     assert data["meta"]["command"].startswith("sjd-batch bench") and "git" in data["meta"]
-    assert "engine x" in capsys.readouterr().out
+    assert "tok/fwd" in capsys.readouterr().out

@@ -104,7 +104,11 @@ def test_calibrate_reports_every_key_on_a_tiny_model(tmp_path, capsys):
     assert all(v >= 1.0 for v in result["sjd_compression_by_window"].values())
     assert 0 <= result["top1_below_5pct"] <= 1 and result["entropy_nats_mean"] > 0
     assert result["prompts"] == 3 and result["commit"] and result["command"].startswith("sjd-batch calibrate")
-    assert "| SJD compression, window 16 |" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "| SJD compression, window 16 |" in captured.out
+    # progress on stderr: both law batches (2 + 1 captions), then each of the six method runs
+    assert "AR samples and their laws, 2/3 captions" in captured.err and "3/3 captions" in captured.err
+    assert "sjd-vertical@16 on 3 captions, run 6/6" in captured.err
 
 
 def test_sampling_overrides_change_the_sampled_law_only(tmp_path, capsys):

@@ -12,6 +12,8 @@ Figures per (method, schedule, batch):
   engine_overhead  (wall - pixel decoding) / summed wall time of the `model.forward` calls, prefills
                    included, timed in the same runs (`ForwardTimer`, device synchronised around each
                    forward): 1.0 would mean the engine costs nothing around the network
+  tokens_per_forward  tokens each row feeds a decode forward, prefills left out: 1 for `ar`, the
+                   window for a chain, more for a draft tree (the compute a forward costs per row)
   idle_share       share of slot-forwards spent on slots with no unfinished sample (`EngineStats`):
                    with `--schedule fixed` (the old fixed batches) finished rows ride along until the
                    batch's slowest row is done; `continuous` refills a slot as soon as it is free, so
@@ -136,7 +138,8 @@ def summarise(model: Any, runs: Cells, batch_size: int) -> list[dict]:
             "engine_overhead": (wall - pixel) / fwd if fwd else None,
             "idle_share": sum(i for i, _ in idle) / max(1, sum(t for _, t in idle)) if ours else None,
             "idle_share_before_drain": waiting / max(1, sum(t for _, t in idle)) if ours else None,
-            "forward_calls": sum(r.forwards for r in cell), "peak_mem_mb": max(r.peak_mb for r in cell),
+            "forward_calls": sum(r.forwards for r in cell),
+            "tokens_per_forward": _tokens_per_forward(cell), "peak_mem_mb": max(r.peak_mb for r in cell),
             "device": str(model.device), "images_per_s_by_round": [r.images_per_s for r in cell],
             **_spreads(runs, label, sched, cell),
             **({"layout_violations": sum(not s.extra.get("layout_ok", True) for s in stats)}
@@ -160,6 +163,13 @@ def _spreads(runs: Cells, label: str, sched: str, cell: list[Run]) -> dict[str, 
     return out
 
 
+def _tokens_per_forward(cell: list[Run]) -> float | None:
+    """Tokens per row in a decode forward: 1 for AR, the window for a chain, more with a draft tree
+    (None for hf-generate, whose forwards run inside transformers)."""
+    calls = sum(r.decode_forwards for r in cell)
+    return sum(r.decode_tokens for r in cell) / calls if calls else None
+
+
 def _sum_lists(lists) -> list[int]:
     out: list[int] = []
     for values in lists:
@@ -170,7 +180,7 @@ def _sum_lists(lists) -> list[int]:
 
 def print_table(rows: list[dict[str, Any]]) -> None:
     head = (f"{'method':<26}{'sched':>6}{'batch':>6}{'NFE':>8}{'steps x':>8}{'img/s':>9}"
-            f"{'img/s x AR (95%)':>22}{'engine x':>9}{'idle %':>7}{'MB':>7}")
+            f"{'img/s x AR (95%)':>22}{'tok/fwd':>8}{'engine x':>9}{'idle %':>7}{'MB':>7}")
     print(head)
     print("-" * len(head))
     for r in rows:
@@ -181,7 +191,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         ratio = f"{r['images_per_s_vs_ar']:.2f} [{lo:.2f}, {hi:.2f}]"
         idle = "-" if r["idle_share"] is None else f"{100 * r['idle_share']:.1f}"
         print(f"{r['method']:<26}{r['schedule'][:5]:>6}{r['batch_size']:>6}{r['nfe_mean']:>8.1f}"
-              f"{r['step_compression']:>8.2f}{r['images_per_s']:>9.2f}{ratio:>22}{_fmt(r['engine_overhead']):>9}"
+              f"{r['step_compression']:>8.2f}{r['images_per_s']:>9.2f}{ratio:>22}{_fmt(r['tokens_per_forward']):>8}"
+              f"{_fmt(r['engine_overhead']):>9}"
               f"{idle:>7}{r['peak_mem_mb']:>7.0f}")
 
 

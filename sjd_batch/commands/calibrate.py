@@ -83,6 +83,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write the result to this file")
 
 
+def progress(message: str, started: float) -> None:
+    """One line on stderr per finished part: a 512-caption calibration runs for an hour or more."""
+    print(f"calibrate: {message} ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
+
+
 def law_section(model, prompts: list[str], args: argparse.Namespace) -> tuple[dict, dict]:
     """AR samples, then teacher-forced entropy, top-1 and TV-by-distance statistics."""
     sampling = model.default_sampling
@@ -93,6 +98,7 @@ def law_section(model, prompts: list[str], args: argparse.Namespace) -> tuple[di
     above = model.layout.row_stride
     distances = tuple(sorted({*DISTANCES, above}))
     stats, tvs = [], {d: [] for d in distances}
+    started = time.perf_counter()
     for start in range(0, len(prompts), args.batch_size):
         batch = prompts[start : start + args.batch_size]
         ids = [str(start + i) for i in range(len(batch))]
@@ -105,6 +111,7 @@ def law_section(model, prompts: list[str], args: argparse.Namespace) -> tuple[di
                                 args.tv_positions, gen)
         for d in distances:
             tvs[d].append(tv[d])
+        progress(f"AR samples and their laws, {start + len(batch)}/{len(prompts)} captions", started)
     fields = {"entropy_nats_mean": "entropy", "entropy_raw_nats_mean": "entropy_raw",
               "top1_below_5pct": "top1_below", "top1_below_5pct_raw": "top1_below_raw"}
     values, intervals = {}, {}
@@ -125,11 +132,13 @@ def law_section(model, prompts: list[str], args: argparse.Namespace) -> tuple[di
 def method_section(model, prompts: list[str], args: argparse.Namespace) -> tuple[dict, dict]:
     """SJD at every window, MC-SJD at 64 and SJD with vertical init at 16: forwards and accept lengths."""
     runs: dict[str, cal.MethodCounts] = {}
+    started, total = time.perf_counter(), len(WINDOWS) + 2
 
     def run(label: str, method: str, **params: Any) -> cal.MethodCounts:
         results = generate(model, prompts, method=method, seed=args.seed, batch_size=args.batch_size,
                            decode_images=False, **params)
         runs[label] = cal.method_counts(results)
+        progress(f"{label} on {len(prompts)} captions, run {len(runs)}/{total}", started)
         return runs[label]
 
     for w in WINDOWS:

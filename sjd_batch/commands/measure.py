@@ -113,6 +113,8 @@ class Run:
     pixel_s: float  # of which pixel decoding
     forward_s: float  # of which inside model.forward (prefills included)
     forwards: int
+    decode_forwards: int  # forwards after the prefills ...
+    decode_tokens: int  # ... and the tokens per row they fed, summed (window and tree nodes)
     results: list[GenerationResult]
     engine: EngineStats
     peak_mb: float
@@ -147,7 +149,8 @@ class Runner:
                                **spec.params, **self.extra)
             wall = synced_clock(self.model.device) - t0
         pixels = sum(r.stats.pixel_s for r in out)
-        return Run(wall, pixels, fwd.seconds, fwd.calls, out, engine, mem.peak_mb)
+        return Run(wall, pixels, fwd.seconds, fwd.calls, fwd.decode_calls, fwd.decode_tokens, out, engine,
+                   mem.peak_mb)
 
 
 def hf_generate_results(
