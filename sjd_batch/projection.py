@@ -111,13 +111,18 @@ class Projected:
 
 
 def project(arch: Arch, gpu: Gpu, method: str, window: int, compression: float,
-            batches: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256)) -> Projected:
-    """Latency at batch 1 and images/s at the best batch that fits, for one method setting."""
+            batches: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256), width: int | None = None) -> Projected:
+    """Latency at batch 1 and images/s at the best batch that fits, for one method setting.
+
+    `width` is the tokens a row feeds each forward when it exceeds the window (a draft tree's nodes ride
+    on top of the window: 26 tokens at window 16 for sjd-pac's default tree); it prices the forward.
+    """
     context = arch.prompt + arch.tokens // 2  # the middle of a decode stands for all of it
     forwards = arch.tokens / compression
+    width = max(window, width or window)
     prefill = forward_s(arch, gpu, 1, arch.prompt, 0)
-    latency = prefill + forwards * forward_s(arch, gpu, 1, window, context)
-    rates = {b: b / (forwards * forward_s(arch, gpu, b, window, context)) for b in batches
-             if fits(arch, gpu, b, window)}
+    latency = prefill + forwards * forward_s(arch, gpu, 1, width, context)
+    rates = {b: b / (forwards * forward_s(arch, gpu, b, width, context)) for b in batches
+             if fits(arch, gpu, b, width)}
     best = max(rates, key=rates.get)
     return Projected(arch.name, gpu.name, method, window, compression, latency, best, rates[best])

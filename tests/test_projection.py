@@ -34,6 +34,32 @@ def test_projection_follows_step_compression():
     assert ar.best_batch >= sjd.best_batch  # wider windows run out of compute at smaller batches
 
 
+def test_a_wider_forward_is_priced_by_its_tokens_not_its_window():
+    # sjd-pac's tree makes a forward of 26 tokens at window 16: same compression, fewer images/s at the
+    # batch sizes where compute binds; the window alone would have priced it like a chain
+    arch, gpu = ARCHS["llamagen-xl"], GPUS["H100"]
+    chain, tree = project(arch, gpu, "sjd-pac", 16, 3.0), project(arch, gpu, "sjd-pac", 16, 3.0, width=26)
+    assert tree.images_per_s < 0.9 * chain.images_per_s
+    assert project(arch, gpu, "sjd-pac", 16, 3.0, width=8) == chain  # never narrower than the window
+
+
+def test_project_reads_several_bench_files_and_their_tokens_per_forward(tmp_path, capsys):
+    tune = {"method": "sjd", "calibration": [{"window": 16, "compression": 2.0}]}
+    tree = {"results": [{"method": "sjd-pac", "params": {"window": 16}, "step_compression": 3.0,
+                         "tokens_per_forward": 26.0}]}
+    chain = {"results": [{"method": "mc-sjd", "params": {"window": 16}, "step_compression": 3.0,
+                          "tokens_per_forward": 16.0}]}
+    for name, data in (("t", tune), ("a", tree), ("b", chain)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(data))
+    out = tmp_path / "p.json"
+    assert cli.main(["project", "--tune", str(tmp_path / "t.json"), "--bench", str(tmp_path / "a.json"),
+                     "--bench", str(tmp_path / "b.json"), "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    # same compression and the same memory-bound latency at batch 1: the tie goes to the setting with
+    # more images/s, the chain, whose narrower forward is cheaper where compute binds
+    assert all(r["best"]["method"] == "mc-sjd" for r in rows)
+
+
 def test_project_command(tmp_path, capsys):
     tune = {"method": "sjd", "calibration": [{"window": 1, "compression": 1.0},
                                              {"window": 16, "compression": 2.5},

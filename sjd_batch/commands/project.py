@@ -3,50 +3,60 @@ not a measurement: `sjd_batch/projection.py` says what it is computed from).
 
 Step compressions come from files that `autotune` and `bench` wrote on a shipped model: `autotune`'s
 calibration gives c(W) of its method at every window it tried (the window with the lowest projected
-latency is taken per GPU and family), `bench` gives each method's c at its own window. `ar` has c = 1
-at window 1. "Best lossless" is the lossless method setting with the lowest projected latency.
+latency is taken per GPU and family), `bench` gives each method's c at its own window (and, where it recorded it, the tokens a row feeds
+each forward: a draft tree's forward is wider than its window and is priced so). `--bench` may be given
+more than once. `ar` has c = 1 at window 1. "Best lossless" is the lossless method setting with the lowest
+projected latency.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from typing import Any
 
 from sjd_batch.projection import ARCHS, GPUS, Projected, project
 
-LOSSLESS = ("sjd", "sjd-vp", "mc-sjd", "mc-sjd-vp")  # exact in law; `jacobi` is greedy-only, `ar` the base
+# exact in law (docs/methods.md); `jacobi` is greedy-only, `ar` the base
+LOSSLESS = ("sjd", "sjd-vp", "mc-sjd", "mc-sjd-vp", "sjd-pac")
+Setting = tuple[str, int, float, int]  # method label, window, step compression, tokens per forward
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tune", required=True, help="JSON of `sjd-batch autotune` (c per window)")
-    parser.add_argument("--bench", default="", help="JSON of `sjd-batch bench` (other methods' c)")
+    parser.add_argument("--bench", action="append", default=[],
+                        help="JSON of `sjd-batch bench` (other methods' c); may be repeated")
     parser.add_argument("--gpus", default="H100,H200")
     parser.add_argument("--json", default="", help="also write the projection to this JSON file")
 
 
-def settings(tune: dict[str, Any], bench: dict[str, Any] | None) -> list[tuple[str, int, float]]:
-    """(method, window, step compression) of every setting the files measured; ar first."""
-    out = [("ar", 1, 1.0)]
-    out += [(tune["method"], c["window"], c["compression"]) for c in tune["calibration"] if c["window"] > 1]
-    for row in (bench or {}).get("results", []):
+def settings(tune: dict[str, Any], benches: list[dict[str, Any]]) -> list[Setting]:
+    """(method, window, step compression, tokens per forward) of every setting the files measured; ar first."""
+    out: list[Setting] = [("ar", 1, 1.0, 1)]
+    out += [(tune["method"], c["window"], c["compression"], c["window"]) for c in tune["calibration"]
+            if c["window"] > 1]
+    for row in (r for bench in benches for r in bench.get("results", [])):
         method = row["method"].split(":")[0]
         if method in LOSSLESS and not row.get("params", {}).get("vp_lossy") and "step_compression" in row:
-            out.append((row["method"], int(row["params"].get("window", 16)), row["step_compression"]))
+            window = int(row["params"].get("window", 16))
+            width = math.ceil(row.get("tokens_per_forward") or window)
+            out.append((row["method"], window, row["step_compression"], width))
     return out
 
 
-def table(tune: dict[str, Any], bench: dict[str, Any] | None, gpus: list[str]) -> list[dict[str, Any]]:
+def table(tune: dict[str, Any], benches: list[dict[str, Any]], gpus: list[str]) -> list[dict[str, Any]]:
     """Per family and GPU: ar, the tuned method at its best window, and the best lossless setting."""
     rows = []
-    options = settings(tune, bench)
+    options = settings(tune, benches)
     for arch in ARCHS.values():
         for gpu in gpus:
-            runs = [project(arch, GPUS[gpu], m, w, c) for m, w, c in options]
+            runs = [project(arch, GPUS[gpu], m, w, c, width=t) for m, w, c, t in options]
             ar = runs[0]
-            tuned = min((r for r in runs if r.method == tune["method"]), key=lambda r: r.latency_s)
-            best = min((r for r in runs[1:]), key=lambda r: r.latency_s)
+            tuned = min((r for r in runs if r.method == tune["method"]),
+                        key=lambda r: (r.latency_s, -r.images_per_s))
+            best = min(runs[1:], key=lambda r: (r.latency_s, -r.images_per_s))  # ties: more images/s
             rows.append({"family": arch.name, "gpu": gpu, "tokens": arch.tokens,
                          "ar": _cell(ar), "tuned": _cell(tuned), "best": _cell(best)})
     return rows
@@ -74,16 +84,16 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 def main(args: argparse.Namespace) -> int:
     with open(args.tune) as f:
         tune = json.load(f)
-    bench = None
-    if args.bench:
-        with open(args.bench) as f:
-            bench = json.load(f)
+    benches = []
+    for path in args.bench:
+        with open(path) as f:
+            benches.append(json.load(f))
     gpus = [g.strip() for g in args.gpus.split(",")]
     unknown = [g for g in gpus if g not in GPUS]
     if unknown:
         print(f"sjd-batch project: unknown GPU(s) {unknown}; known: {sorted(GPUS)}", file=sys.stderr)
         return 2
-    rows = table(tune, bench, gpus)
+    rows = table(tune, benches, gpus)
     print("PROJECTION (roofline forward cost x measured step compression; not a GPU measurement)")
     print(markdown(rows))
     if args.json:
