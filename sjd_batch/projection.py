@@ -111,7 +111,8 @@ class Projected:
 
 
 def project(arch: Arch, gpu: Gpu, method: str, window: int, compression: float,
-            batches: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256), width: int | None = None) -> Projected:
+            batches: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256),
+            width: int | None = None) -> Projected:
     """Latency at batch 1 and images/s at the best batch that fits, for one method setting.
 
     `width` is the tokens a row feeds each forward when it exceeds the window (a draft tree's nodes ride

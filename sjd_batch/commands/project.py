@@ -3,9 +3,9 @@ not a measurement: `sjd_batch/projection.py` says what it is computed from).
 
 Step compressions come from files that `autotune` and `bench` wrote on a shipped model: `autotune`'s
 calibration gives c(W) of its method at every window it tried (the window with the lowest projected
-latency is taken per GPU and family), `bench` gives each method's c at its own window (and, where it recorded it, the tokens a row feeds
-each forward: a draft tree's forward is wider than its window and is priced so). `--bench` may be given
-more than once. `ar` has c = 1 at window 1. "Best lossless" is the lossless method setting with the lowest
+latency is taken per GPU and family), `bench` gives each method's c at its own window (and, where it
+recorded it, the tokens a row feeds each forward: a draft tree's forward is wider than its window and is
+priced so). `--bench` may be given more than once. `ar` has c = 1 at window 1. "Best lossless" is the lossless method setting with the lowest
 projected latency.
 """
 
@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def settings(tune: dict[str, Any], benches: list[dict[str, Any]]) -> list[Setting]:
-    """(method, window, step compression, tokens per forward) of every setting the files measured; ar first."""
+    """(method, window, step compression, tokens per forward) of every measured setting; ar first."""
     out: list[Setting] = [("ar", 1, 1.0, 1)]
     out += [(tune["method"], c["window"], c["compression"], c["window"]) for c in tune["calibration"]
             if c["window"] > 1]
