@@ -5,8 +5,8 @@ Step compressions come from files that `autotune` and `bench` wrote on a shipped
 calibration gives c(W) of its method at every window it tried (the window with the lowest projected
 latency is taken per GPU and family), `bench` gives each method's c at its own window (and, where it
 recorded it, the tokens a row feeds each forward: a draft tree's forward is wider than its window and is
-priced so). `--bench` may be given more than once. `ar` has c = 1 at window 1. "Best lossless" is the lossless method setting with the lowest
-projected latency.
+priced so). `--bench` may be given more than once. `ar` has c = 1 at window 1. "Best lossless" is the
+lossless method setting with the lowest projected latency.
 """
 
 from __future__ import annotations
