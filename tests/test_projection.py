@@ -60,6 +60,21 @@ def test_project_reads_several_bench_files_and_their_tokens_per_forward(tmp_path
     assert all(r["best"]["method"] == "mc-sjd" for r in rows)
 
 
+def test_project_without_a_tune_file_shows_plain_sjd_from_the_bench(tmp_path, capsys):
+    bench = {"results": [{"method": "sjd:window=64", "params": {"window": 64}, "step_compression": 2.2},
+                         {"method": "sjd", "params": {"window": 16}, "step_compression": 2.1},
+                         {"method": "mc-sjd", "params": {"window": 16}, "step_compression": 3.5}]}
+    (tmp_path / "b.json").write_text(json.dumps(bench))
+    out = tmp_path / "p.json"
+    assert cli.main(["project", "--bench", str(tmp_path / "b.json"), "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert {r["tuned"]["method"] for r in rows} <= {"sjd", "sjd:window=64"}
+    assert all(r["best"]["method"] == "mc-sjd" for r in rows)
+    (tmp_path / "m.json").write_text(json.dumps({"results": bench["results"][2:]}))
+    assert cli.main(["project", "--bench", str(tmp_path / "m.json")]) == 2  # no sjd to compare with
+    assert "no `sjd` setting" in capsys.readouterr().err
+
+
 def test_project_command(tmp_path, capsys):
     tune = {"method": "sjd", "calibration": [{"window": 1, "compression": 1.0},
                                              {"window": 16, "compression": 2.5},

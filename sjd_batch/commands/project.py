@@ -1,4 +1,4 @@
-"""`sjd-batch project --tune TUNE.json [--bench BENCH.json]`: the GPU projection table (a projection,
+"""`sjd-batch project [--tune TUNE.json] [--bench BENCH.json ...]`: the GPU projection table (a projection,
 not a measurement: `sjd_batch/projection.py` says what it is computed from).
 
 Step compressions come from files that `autotune` and `bench` wrote on a shipped model: `autotune`'s
@@ -25,18 +25,21 @@ Setting = tuple[str, int, float, int]  # method label, window, step compression,
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--tune", required=True, help="JSON of `sjd-batch autotune` (c per window)")
+    parser.add_argument("--tune", default="",
+                        help="JSON of `sjd-batch autotune` (c per window of its method); without it the "
+                             "middle columns show plain `sjd` from the bench files")
     parser.add_argument("--bench", action="append", default=[],
                         help="JSON of `sjd-batch bench` (other methods' c); may be repeated")
     parser.add_argument("--gpus", default="H100,H200")
     parser.add_argument("--json", default="", help="also write the projection to this JSON file")
 
 
-def settings(tune: dict[str, Any], benches: list[dict[str, Any]]) -> list[Setting]:
+def settings(tune: dict[str, Any] | None, benches: list[dict[str, Any]]) -> list[Setting]:
     """(method, window, step compression, tokens per forward) of every measured setting; ar first."""
     out: list[Setting] = [("ar", 1, 1.0, 1)]
-    out += [(tune["method"], c["window"], c["compression"], c["window"]) for c in tune["calibration"]
-            if c["window"] > 1]
+    if tune:
+        out += [(tune["method"], c["window"], c["compression"], c["window"]) for c in tune["calibration"]
+                if c["window"] > 1]
     for row in (r for bench in benches for r in bench.get("results", [])):
         method = row["method"].split(":")[0]
         if method in LOSSLESS and not row.get("params", {}).get("vp_lossy") and "step_compression" in row:
@@ -46,15 +49,21 @@ def settings(tune: dict[str, Any], benches: list[dict[str, Any]]) -> list[Settin
     return out
 
 
-def table(tune: dict[str, Any], benches: list[dict[str, Any]], gpus: list[str]) -> list[dict[str, Any]]:
-    """Per family and GPU: ar, the tuned method at its best window, and the best lossless setting."""
+def table(
+    tune: dict[str, Any] | None, benches: list[dict[str, Any]], gpus: list[str]
+) -> list[dict[str, Any]]:
+    """Per family and GPU: ar, the tuned method (plain `sjd` without a tune file) at its best window, and
+    the best lossless setting."""
     rows = []
     options = settings(tune, benches)
+    reference = tune["method"] if tune else "sjd"
+    if not any(m.split(":")[0] == reference for m, *_ in options):
+        raise ValueError(f"no `{reference}` setting in the files given: add a bench file with {reference}")
     for arch in ARCHS.values():
         for gpu in gpus:
             runs = [project(arch, GPUS[gpu], m, w, c, width=t) for m, w, c, t in options]
             ar = runs[0]
-            tuned = min((r for r in runs if r.method == tune["method"]),
+            tuned = min((r for r in runs if r.method.split(":")[0] == reference),
                         key=lambda r: (r.latency_s, -r.images_per_s))
             best = min(runs[1:], key=lambda r: (r.latency_s, -r.images_per_s))  # ties: more images/s
             rows.append({"family": arch.name, "gpu": gpu, "tokens": arch.tokens,
@@ -82,8 +91,10 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    with open(args.tune) as f:
-        tune = json.load(f)
+    tune = None
+    if args.tune:
+        with open(args.tune) as f:
+            tune = json.load(f)
     benches = []
     for path in args.bench:
         with open(path) as f:
@@ -93,7 +104,11 @@ def main(args: argparse.Namespace) -> int:
     if unknown:
         print(f"sjd-batch project: unknown GPU(s) {unknown}; known: {sorted(GPUS)}", file=sys.stderr)
         return 2
-    rows = table(tune, benches, gpus)
+    try:
+        rows = table(tune, benches, gpus)
+    except ValueError as e:
+        print(f"sjd-batch project: {e}", file=sys.stderr)
+        return 2
     print("PROJECTION (roofline forward cost x measured step compression; not a GPU measurement)")
     print(markdown(rows))
     if args.json:
