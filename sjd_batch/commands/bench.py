@@ -1,7 +1,7 @@
 """`sjd-batch bench`: decoding methods side by side, in one process, on the same prompts and seeds.
 
-Timing protocol (`measure.py`): warm-up generations are excluded; the prompts are cut into rounds
-(`--round`, default 8 x batch) and in each round every (method, schedule) decodes the same prompts
+Timing protocol (`measure.py`): warm-up runs (`--warmup`, each one batch) are excluded; the prompts are
+cut into rounds (`--round`, default 8 x batch) and in each round every (method, schedule) decodes the same prompts
 back to back, so drift on a shared machine hits all of them alike; the device is synchronised before
 clocks are read; speed-ups are per-round ratios against `ar` (same schedule and batch), reported with
 a 95% interval over the rounds.
@@ -227,7 +227,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="parameter for every non-AR method, e.g. --set window=32 (repeatable)",
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--warmup", type=int, default=2, help="excluded warm-up generations per method")
+    parser.add_argument("--warmup", type=int, default=2,
+                        help="excluded warm-up runs per method and schedule, each decoding one batch of "
+                             "--batch-size prompts (1 is enough on a CPU; a GPU tunes in the first few)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--compile", action="store_true", help="torch.compile the window forward")
