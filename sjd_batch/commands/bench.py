@@ -3,8 +3,8 @@
 Timing protocol (`measure.py`): warm-up runs (`--warmup`, each one batch) are excluded; the prompts are
 cut into rounds (`--round`, default 8 x batch) and in each round every (method, schedule) decodes the
 same prompts back to back, so drift on a shared machine hits all of them alike; the device is
-synchronised before clocks are read; speed-ups are per-round ratios against `ar` (same schedule and batch), reported with
-a 95% interval over the rounds.
+synchronised before clocks are read; speed-ups are per-round ratios against `ar` (same schedule and
+batch), reported with a 95% interval over the rounds.
 
 Figures per (method, schedule, batch):
   images_per_s     the one images/s (`sjd_batch/throughput.py`): images made, pixels included, over
