@@ -90,15 +90,17 @@ def carried_drafts(
         return law.argmax(-1)  # plain Jacobi: the fixed-point iteration on greedy guesses
     if config.coupling == "gumbel":
         return rng.race(law, draws.gumbel[:, : law.shape[1]])
-    fresh = rng.categorical(law, draws.draft)
     if config.coupling == "independent":
-        return fresh
+        return rng.categorical(law, draws.draft)
+    # maximal: only the last slot draws fresh (the others couple to their old draft), so only its law
+    # is summed (a row's draw reads that row alone: the same token as slicing a full draw)
+    fresh = rng.categorical(law[:, -1:], draws.draft[:, -1:])
     head = law[:, :-1]
     k = torch.arange(drafts.shape[1], device=law.device).expand_as(drafts)
     old_q = laws.rows(k, drafts, image)
     keep = draws.couple[:, :-1] * laws.q_x < head.gather(-1, drafts[..., None]).squeeze(-1)
     moved = rng.categorical(residual_law(head, old_q), draws.couple_residual[:, :-1])
-    return torch.cat([torch.where(keep, drafts, moved), fresh[:, -1:]], 1)
+    return torch.cat([torch.where(keep, drafts, moved), fresh], 1)
 
 
 def init_drafts(
