@@ -79,6 +79,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--window", type=int, default=16)
     parser.add_argument("--permutations", type=int, default=2000)
+    parser.add_argument("--threads", type=int, default=2,
+                        help="torch CPU threads (1 keeps a core free on a 2-core machine)")
     parser.add_argument("--caption-seed", type=int, default=HELDOUT_SEED,
                         help="generator seed of the captions (999: the held-out evaluation set)")
     overrides = (("--cfg-scale", float), ("--top-k", int), ("--top-p", float), ("--temperature", float))
@@ -261,7 +263,7 @@ def compare(ref: MethodRun, independent: MethodRun, run: MethodRun, permutations
 
 def main(args: argparse.Namespace) -> int:
     """Run AR and every requested method on the same captions and seeds; print the comparison."""
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     model = load_model(args.model)
     captions = make_batch(args.caption_seed, 0, args.prompts)[1]
     ar, *others = parse_methods(args.methods, {"window": args.window})  # ar first, always
