@@ -311,3 +311,15 @@ def test_the_repository_stands_alone():
             assert (root / doc).is_file(), f"{path.relative_to(root)} names {doc}, which does not exist"
         for n in cited.findall(text):
             assert n in sections, f"{path.relative_to(root)} cites docs/design.md section {n}: there is none"
+
+
+def test_gitignore_ignores_a_venv_that_is_a_symlink():
+    # `.venv/` matches folders only: a worktree whose .venv links to another checkout's was committed
+    # once, and checking that commit out replaced the real virtual environment with a link to itself
+    root = PACKAGE.parent
+    if not (root / ".git").exists():
+        return  # an sdist or a copy without git: nothing to check
+    probe = subprocess.run(["git", "-C", str(root), "check-ignore", "--no-index", "-q", ".venv"], check=False)
+    assert probe.returncode == 0, ".gitignore must ignore `.venv` itself (no trailing slash)"
+    tracked = subprocess.run(["git", "-C", str(root), "ls-files", ".venv"], capture_output=True, text=True)
+    assert tracked.stdout.strip() == ""
