@@ -159,6 +159,8 @@ class _Engine:
         self.step = ar_step if config.method == "ar" else tree_step if config.branching else jacobi_step
         self.occupants: list[_Occupant | None] = [None] * slots
         self.flags = HostFlags(lag=1 if device.type == "cuda" else 0)
+        # built once: `asdict` per finished sample cost as much as its decode on small models
+        self.params = config.params() | {f"sampling_{k}": v for k, v in vars(sampling).items()}
 
     def run(self, pending: Iterator[Request], schedule: str) -> Iterator[Finished]:
         exhausted = False
@@ -199,8 +201,7 @@ class _Engine:
         for group in groups:
             laws0 = self._prefill([slot for slot, _, _ in group], [r.seed for _, r, _ in group],
                                   [prefix for _, _, prefix in group])
-            for i, (slot, _, _) in enumerate(group):
-                self._reset(slot, laws0[i : i + 1])
+            self._reset([slot for slot, _, _ in group], laws0)
             self.counters.prefills += len(group)
         t1 = synced_clock(self.model.device)
         for slot, request, _ in ready:
@@ -239,24 +240,29 @@ class _Engine:
         zero = torch.zeros(group, 1, dtype=torch.long, device=ctx.start.device)
         return processed_probs(logits, zero, ctx.grammar, self.sampling)[:, 0]
 
-    def _reset(self, slot: int, p0: torch.Tensor) -> None:
-        """Offset 0 committed (AR stream, like plain AR), offsets 1 .. L-1 drafted; counters zeroed."""
+    def _reset(self, slots: list[int], p0: torch.Tensor) -> None:
+        """Offset 0 committed (AR stream, like plain AR), offsets 1 .. L-1 drafted; counters zeroed.
+
+        One call for every slot of a prefill group: the draws are keyed by each row's seed words and
+        offsets (rng.py), so doing G rows at once gives the same tokens as G calls of one row, without
+        G rounds of small tensor ops (20,000 rows started together spent 12 s here, one at a time)."""
         ctx, s = self.ctx, self.state
-        seeds = ctx.seeds[slot : slot + 1]
-        zero = torch.zeros(1, 1, dtype=torch.long, device=seeds.device)
-        row = torch.zeros_like(s.seq[slot : slot + 1])
-        row[0, 0] = rng.categorical(p0, rng.uniforms(seeds, rng.AR, zero)[:, 0])[0]
+        index = torch.tensor(slots, device=s.n.device)
+        seeds = ctx.seeds.index_select(0, index)
+        zero = torch.zeros(len(slots), 1, dtype=torch.long, device=seeds.device)
+        rows = torch.zeros(len(slots), s.seq.shape[1], dtype=s.seq.dtype, device=s.seq.device)
+        rows[:, 0] = rng.categorical(p0, rng.uniforms(seeds, rng.AR, zero)[:, 0])
         if ctx.width > 1:
-            x, (q_x, src) = first_drafts(ctx, row, p0, seeds)
-            row[0, 1 : ctx.width] = x[0]
-            s.laws.q_x[slot], s.laws.src[slot] = q_x[0], src[0]
-        s.seq[slot] = row[0]
-        s.n[slot], s.forwards[slot], s.active[slot] = 1, 1, True
-        s.accept_lens[slot] = 0
-        s.accept_lens[slot, 0] = 1
-        s.tested[slot], s.accepted[slot], s.prev_src[slot] = 0, 0, -1
+            x, (q_x, src) = first_drafts(ctx, rows, p0, seeds)
+            rows[:, 1 : ctx.width] = x
+            s.laws.q_x[index], s.laws.src[index] = q_x, src
+        s.seq[index] = rows
+        s.n[index], s.forwards[index], s.active[index] = 1, 1, True
+        s.accept_lens[index] = 0
+        s.accept_lens[index, 0] = 1
+        s.tested[index], s.accepted[index], s.prev_src[index] = 0, 0, -1
         if s.tree is not None:
-            reset_tree(s.tree, slot)
+            reset_tree(s.tree, index)
 
     def _harvest(self, seen: tuple[int, list[bool]] | None) -> Iterator[Finished]:
         """Hand back every sample the host now knows is done, and free its slot."""
@@ -282,7 +288,7 @@ class _Engine:
     def _stats(self, nfe: int, accept_lens: list[int], tested: list[int], accepted: list[int],
                occupant: _Occupant, now: float) -> SampleStats:
         length = self.ctx.length
-        params = self.config.params() | {f"sampling_{k}": v for k, v in vars(self.sampling).items()}
+        params = dict(self.params)  # a copy per sample: a caller may edit its own
         return SampleStats(tokens=length, nfe=nfe, ar_steps=length, accept_lens=accept_lens[:nfe],
                            drafts_tested=sum(tested), drafts_accepted=sum(accepted),
                            accepted_by_offset=accepted, tested_by_offset=tested, method=self.config.method,

@@ -47,9 +47,9 @@ def initial_tree(batch: int, config: DecodeConfig, device: torch.device) -> Tree
     return TreeState(siblings, zeros.bool(), zeros, zeros.clone())
 
 
-def reset_tree(tree: TreeState, slot: int) -> None:
-    """A new sample in `slot`: its first window is a chain, its counters start at 0."""
-    tree.branching[slot], tree.trees[slot], tree.sibling_accepts[slot] = False, 0, 0
+def reset_tree(tree: TreeState, slots: torch.Tensor) -> None:
+    """New samples in `slots`: their first window is a chain, their counters start at 0."""
+    tree.branching[slots], tree.trees[slots], tree.sibling_accepts[slots] = False, 0, 0
 
 
 def tree_step(ctx: Context, state: JacobiState) -> IterationResult:
