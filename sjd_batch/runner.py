@@ -37,6 +37,7 @@ from sjd_batch.worker import ShardReport, ShardWorker
 __all__ = ["SubmitError", "follow_job", "local_ray", "run_job", "run_local", "submit_job"]
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # Ray colours its error texts
+SHARDS_PER_ACTOR = 2  # shards an actor holds at once: the next one is queued while the current one ends
 EMBEDDED_OBJECT_STORE = 256 * 1024**2  # actors return small reports; images go straight to storage
 # Where the driver's S3 is: forwarded to the actors, which may live on nodes started with another
 # environment. Never credentials: a runtime_env is stored in Ray's job table.
@@ -137,7 +138,11 @@ class _ActorPool:
     """Shard actors. An actor takes shards only once it is ready (model loaded): a shard never waits
     on an actor the cluster has no room for yet, and actors that start late simply join in.
 
-    The driver sees four things: `can_take` (an idle actor), `submit`, `busy`/`alive` counts, and
+    Each actor holds up to `SHARDS_PER_ACTOR` shards at once (a threaded actor): its one engine
+    starts the next shard's samples in the slots the current shard's last samples leave, and the
+    driver's round trip between shards is hidden (stages/decode.py).
+
+    The driver sees four things: `can_take` (a free place), `submit`, `busy`/`alive` counts, and
     `next_outcome`, which waits for the next finished attempt (a dead actor is replaced in here)."""
 
     def __init__(self, config: JobConfig, job_id: str, size: int) -> None:
@@ -145,13 +150,15 @@ class _ActorPool:
         self.remote = ray.remote(_ShardActor).options(
             num_cpus=config.run.cpus_per_actor, num_gpus=config.run.gpus_per_actor,
             max_restarts=0, max_task_retries=0,  # retries are ours: per shard, counted, reported
+            max_concurrency=SHARDS_PER_ACTOR,
             runtime_env={"env_vars": env},
         )
         self.config, self.job_id, self.spawned, self.init_error = config, job_id, 0, ""
         self.board = _start_board()
         self._starting: dict[Any, Any] = {}  # ready() ref -> actor
-        self._idle: list[Any] = []
-        self._inflight: dict[Any, tuple[Any, ShardSpec, int]] = {}  # run_shard ref -> (actor, spec, attempt)
+        self._idle: list[Any] = []  # one entry per free place: an actor is here up to SHARDS_PER_ACTOR times
+        self._inflight: dict[Any, tuple[Any, ShardSpec, int]] = {}  # run_shard ref -> (actor, spec, try)
+        self._dead: set[Any] = set()  # actors already replaced (their other shard fails too)
         for _ in range(size):
             self._spawn()
 
@@ -160,9 +167,14 @@ class _ActorPool:
         self.spawned += 1
         self._starting[actor.ready.remote()] = actor
 
-    @property
-    def can_take(self) -> bool:
-        return bool(self._idle)
+    def can_take(self, waiting: int) -> bool:
+        """Whether a shard can go out now, with `waiting` shards queued. An actor's second place is
+        used only when the queue also has work for every actor still starting: a small job is spread
+        over all its actors, not stacked on the first one ready."""
+        if not self._idle:
+            return False
+        busy = {id(a) for a, _, _ in self._inflight.values()}
+        return any(id(a) not in busy for a in self._idle) or waiting > len(self._starting)
 
     @property
     def busy(self) -> int:
@@ -173,7 +185,10 @@ class _ActorPool:
         return len(self._starting) + len(self._idle) + len(self._inflight)
 
     def submit(self, spec: ShardSpec, attempt: int) -> None:
-        actor = self._idle.pop()
+        # spread first: an idle actor's place before a busy actor's second one
+        busy = {id(a) for a, _, _ in self._inflight.values()}
+        free = [i for i, a in enumerate(self._idle) if id(a) not in busy]
+        actor = self._idle.pop(free[-1] if free else -1)
         self._inflight[actor.run_shard.remote(spec, attempt, self.board)] = (actor, spec, attempt)
 
     def next_outcome(self, on_progress: Callable[[dict[int, int]], None]) -> ShardOutcome | None:
@@ -187,9 +202,12 @@ class _ActorPool:
             report = ray.get(ref)
             self._idle.append(actor)
             return ShardOutcome(spec, attempt, report)
-        except RayActorError as e:  # the process died (killed, OOM, node lost): replace it
-            ray.kill(actor)
-            self._spawn()
+        except RayActorError as e:  # the process died (killed, OOM, node lost): replace it, once
+            if actor not in self._dead:
+                self._dead.add(actor)
+                self._idle = [a for a in self._idle if a is not actor]
+                ray.kill(actor)
+                self._spawn()
             return ShardOutcome(spec, attempt, error=_describe(e))
         except RayTaskError as e:  # run_shard raised: the actor itself is fine
             self._idle.append(actor)
@@ -218,12 +236,13 @@ class _ActorPool:
         actor = self._starting.pop(ref)
         try:
             ray.get(ref)
-            self._idle.append(actor)
+            self._idle.extend([actor] * SHARDS_PER_ACTOR)
         except RayActorError as e:
             self.init_error = _describe(e)
 
     def shutdown(self) -> None:
-        for actor in [*self._starting.values(), *self._idle, *(a for a, _, _ in self._inflight.values())]:
+        actors = [*self._starting.values(), *self._idle, *(a for a, _, _ in self._inflight.values())]
+        for actor in {id(a): a for a in actors}.values():
             ray.kill(actor)
         ray.kill(self.board)
 
@@ -233,7 +252,7 @@ def _drive(config: JobConfig, job_id: str, queue: ShardQueue, tracker: JobTracke
     pool = _ActorPool(config, job_id, _pool_size(config, len(queue)))
     try:
         while queue or pool.busy:
-            while queue and pool.can_take:
+            while queue and pool.can_take(len(queue)):
                 pool.submit(*queue.pop())
             if not pool.alive:  # every actor failed to start: no shard can run
                 queue.fail_all(f"no actor could start: {pool.init_error}")

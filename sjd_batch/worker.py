@@ -16,7 +16,7 @@ import concurrent.futures as cf
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 
@@ -119,21 +119,22 @@ class ShardWorker:
 
         `progress(shard, samples_done)` is called after each group of samples (for live progress bars).
         """
-        t0, started_at, busy0 = time.perf_counter(), time.time(), self.decode.busy_s
+        t0, started_at = time.perf_counter(), time.time()
         if self.committer.is_committed(spec.index):
-            return self._report(spec, attempt, [], 0, 0, 0, False, t0, busy0, (started_at, time.time()))
+            return self._report(spec, attempt, [], 0, 0, 0, False, t0, 0.0, (started_at, time.time()))
         done_before = self.committer.done_records(spec.index)
         shard_in = read_input(spec, done_before, self.config.run.seed, self.id_rules)
         done = len(shard_in.done)
         report = (lambda n: progress(spec.index, done + n)) if progress else (lambda n: None)
         where = Placement(spec.index, attempt, self.actor, self.node, self.config.model.name,
                           self.method.method)
-        fresh = self._produce(self.decode(shard_in.tasks), where, report)
+        busy = [0.0]  # engine seconds for this shard's samples (the engine is shared: see stages/decode.py)
+        fresh = self._produce(_summing(self.decode(shard_in.tasks), busy), where, report)
         info = CommitInfo(attempt, self.actor, self.node, started_at, time.time(), time.perf_counter() - t0,
-                          self.decode.busy_s - busy0)
+                          busy[0])
         committed = self.committer.commit(shard_in, [*shard_in.done, *fresh], info)
         return self._report(spec, attempt, fresh, done + len(fresh), done, len(shard_in.bad), committed, t0,
-                            busy0, (info.started_at, info.finished_at))
+                            busy[0], (info.started_at, info.finished_at))
 
     def _produce(self, decoded: Iterable[Decoded], where: Placement, report: Callable[[int], None]
                  ) -> list[StatsRecord]:
@@ -160,8 +161,13 @@ class ShardWorker:
         self.committer.save_group(shard, records)
         return records
 
+    def close(self) -> None:
+        """Let the engine thread end (it also ends by itself after a few idle seconds)."""
+        self.decode.close()
+
     def _report(self, spec: ShardSpec, attempt: int, fresh: list[StatsRecord], samples: int, resumed: int,
-                bad: int, committed: bool, t0: float, busy0: float, span: tuple[float, float]) -> ShardReport:
+                bad: int, committed: bool, t0: float, busy_s: float, span: tuple[float, float]
+                ) -> ShardReport:
         ok = [r for r in fresh if r.error is None]
         return ShardReport(
             shard=spec.index, attempt=attempt, samples=samples,
@@ -169,8 +175,15 @@ class ShardWorker:
             committed=committed,
             seconds=time.perf_counter() - t0, started_at=span[0], finished_at=span[1],
             step_compression_sum=sum(r.step_compression for r in ok),
-            actor=self.actor, node=self.node,
+            actor=self.actor, node=self.node, decode_s=busy_s,
         )
+
+
+def _summing(decoded: Iterator[Decoded], busy: list[float]) -> Iterator[Decoded]:
+    """The stream, adding each sample's engine seconds to `busy[0]`."""
+    for d in decoded:
+        busy[0] += d.busy_s
+        yield d
 
 
 def _pick_device(device: str) -> str:

@@ -131,6 +131,37 @@ def test_worker_local_end_to_end(prompts: str, tmp_path: Path) -> None:
     assert commit["rows"] == 4 and commit["stats_key"] == layout.stats_key(job_id_of(config), 0)
 
 
+def test_shards_run_at_once_share_one_engine_and_change_no_image(prompts: str, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The runner keeps two shards in flight per actor: both feed one engine (the next shard fills the
+    slots the last one leaves, no drain at the boundary), and every image and stat is what shards run
+    one at a time give."""
+    import concurrent.futures as cf
+
+    import sjd_batch.stages.decode as decode_stage
+
+    alone = make_job([prompts], str(tmp_path / "alone"))
+    run_all_shards(alone)
+    streams = []
+    real = decode_stage.generate_stream
+
+    def counted(*args: Any, **kwargs: Any) -> Any:  # the real engine, counted
+        streams.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(decode_stage, "generate_stream", counted)
+    together = make_job([prompts], str(tmp_path / "together"))
+    plan = prepare_job(together)
+    worker = ShardWorker(together, plan.job_id)
+    with cf.ThreadPoolExecutor(3) as pool:
+        reports = list(pool.map(worker.run_shard, plan.plan))
+    assert [r.samples for r in reports] == [4, 4, 2] and all(r.committed for r in reports)
+    assert len(streams) == 1, f"{len(streams)} engines for shards that overlapped"
+    assert all(r.decode_s > 0 for r in reports)
+    assert digest(open_storage(together.output.uri)) == digest(open_storage(alone.output.uri))
+    worker.close()
+
+
 def test_an_output_of_an_older_layout_is_not_resumed(prompts: str, tmp_path: Path) -> None:
     """Same job id, older layout (version 2: no metadata.jsonl, no .txt members): resuming would mix the
     two layouts in one dataset, so the run is refused before anything is written, saying why."""

@@ -8,11 +8,14 @@ share the cores, so samples/s there measure the runner's own costs, not scaling.
 - `overhead`: (k x steady span - model seconds) / model seconds, where model seconds are the time the
   actors spent inside the model (prompt encoding, decoding, pixels; `decode_s` in each commit marker).
   Everything else an actor does counts: reading shards, encoding and storing images, stats, commits,
-  and waiting for the driver between shards (`between`, its part of the overhead);
+  and holding no shard at all (`between`, its part of the overhead: the time in the steady span in
+  which an actor held no shard, as the commit markers' spans say);
 - the driver's CPU seconds (`time.process_time` of this process) and its peak RSS (sampled);
 - with `--s3`: S3 requests per sample by method, counted by a proxy in front of a local SeaweedFS.
-`--direct` also times `generate()` alone on the same prompts (1 torch thread, no Ray), the other way
-to see the runner's cost. A benchmark, not a test: on a shared machine, compare runs side by side.
+`--direct` also times the engine alone on the same prompts (1 torch thread, no Ray, one stream of
+every prompt with `batch_size` in flight), the other way to see the runner's cost: `vs direct` is
+the 1-actor steady seconds per sample over the direct ones, minus 1.
+A benchmark, not a test: on a shared machine, compare runs side by side.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="tiny-random")
     parser.add_argument("--method", default="sjd")
     parser.add_argument("--samples", "--prompts", type=int, default=96, help="samples per run")
-    parser.add_argument("--actors", default="1,2,4", help="comma-separated actor counts")
+    parser.add_argument("--actors", default="1,2,4",
+                        help="comma-separated actor counts (repeat one to repeat its run)")
     parser.add_argument("--cpus", type=float, default=None,
                         help="logical CPUs of the embedded Ray (default: the largest actor count)")
     parser.add_argument("--shard-size", type=int, default=8)
@@ -58,6 +62,10 @@ def main(args: argparse.Namespace) -> int:
                 rows = _runs(args, str(prompts), "s3://bench", counts, cpus, proxy)
         else:
             rows = _runs(args, str(prompts), tmp, counts, cpus, None)
+    if direct:
+        for r in rows:  # CPU-seconds per sample in the runner against the engine alone on one CPU
+            cpu_s = r["cpus_per_actor"] * r["actors"] / r["steady_samples_per_s"]
+            r["vs_direct"] = cpu_s / direct["s_per_sample"] - 1
     report = {"model": args.model, "method": args.method, "samples": args.samples, "cpus": cpus,
               "shard_size": args.shard_size, "batch_size": args.batch_size, "s3": args.s3,
               "direct": direct, "runs": rows}
@@ -76,30 +84,28 @@ def _job(args: argparse.Namespace, prompts: str, out: str, actors: int, cpus_per
 
 
 def _direct(config: JobConfig) -> dict[str, float]:
-    """Seconds per sample of `generate()` alone (one torch thread, like a 1-CPU actor), on the job's
-    prompts with the job's sample seeds."""
+    """Seconds per sample of `generate_stream()` alone (one torch thread, like a 1-CPU actor), on the
+    job's prompts with the job's sample seeds: one stream of every prompt, `batch_size` in flight, so
+    that the runner's cost also includes what shard boundaries cost the engine (slots drained at the
+    end of each shard)."""
     import torch
 
-    from sjd_batch.api import generate_batch
-    from sjd_batch.decoding import sample_seed
+    from sjd_batch.api import generate_stream
+    from sjd_batch.decoding import Request, sample_seed
     from sjd_batch.io.prompts import plan_inputs, read_shard
     from sjd_batch.models.loading import load_model
 
     torch.set_num_threads(1)
     [shard] = plan_inputs(list(config.input.uris), 1 << 40)
     rows = read_shard(shard)
-    prompts, ids = [r.prompt for r in rows], [r.sample_id for r in rows]
     model = load_model(config.model.name, "cpu", config.model.dtype)
-    n, size = len(prompts), config.run.batch_size
-    seeds = [sample_seed(config.run.seed, i) for i in ids]
+    requests = [Request(r.prompt, sample_seed(config.run.seed, r.sample_id), None) for r in rows]
     sampling, method = config.sampling.over(model.default_sampling), config.method.decode_config()
     # No warm-up call: an actor's first shard runs on a cold model too (it is inside the steady span).
     t0 = time.perf_counter()
-    for s in range(0, n, size):
-        generate_batch(model, prompts[s : s + size], None, ids[s : s + size], seeds[s : s + size], sampling,
-                       method)
+    done = sum(1 for _ in generate_stream(model, iter(requests), sampling, method, config.run.batch_size))
     seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "samples_per_s": n / seconds, "s_per_sample": seconds / n}
+    return {"seconds": seconds, "samples_per_s": done / seconds, "s_per_sample": seconds / done}
 
 
 def _runs(args: argparse.Namespace, prompts: str, out: str, counts: list[int], cpus: float,
@@ -108,8 +114,8 @@ def _runs(args: argparse.Namespace, prompts: str, out: str, counts: list[int], c
 
     rows = []
     with local_ray(max(1, round(cpus))):
-        for k in counts:
-            config = _job(args, prompts, f"{out}/run-{k}", k, cpus / k)
+        for i, k in enumerate(counts):  # a folder per run: `--actors 1,1` repeats a count, never resumes
+            config = _job(args, prompts, f"{out}/run-{i}-{k}", k, cpus / k)
             rows.append(_one_run(config, k, proxy))
     return rows
 
@@ -129,7 +135,7 @@ def _one_run(config: JobConfig, actors: int, proxy: Any) -> dict[str, Any]:
     commits = list(results.committed_shards(open_storage(config.output.uri)).values())
     span = max(c["finished_at"] for c in commits) - min(c["started_at"] for c in commits)
     model_s = sum(c.get("decode_s", 0.0) for c in commits)
-    in_shards = sum(c["seconds"] for c in commits)
+    in_shards = _held_s(commits)
     n = summary.samples
     return {"actors": actors, "cpus_per_actor": config.run.cpus_per_actor, "ok": summary.ok, "samples": n,
             "wall_s": summary.seconds, "wall_samples_per_s": n / summary.seconds, "steady_s": span,
@@ -138,6 +144,21 @@ def _one_run(config: JobConfig, actors: int, proxy: Any) -> dict[str, Any]:
             "between": (actors * span - in_shards) / model_s if model_s else None,
             "driver_cpu_s": driver_cpu, "driver_peak_rss_mb": peak / 2**20,
             "s3_requests": requests, "s3_requests_per_sample": sum(requests.values()) / n if proxy else None}
+
+
+def _held_s(commits: list[dict[str, Any]]) -> float:
+    """Seconds in which each actor held at least one shard, summed over actors (an actor holds up to
+    two at once, so their spans overlap: the union, not the sum)."""
+    spans: dict[str, list[tuple[float, float]]] = {}
+    for c in commits:
+        spans.setdefault(c.get("actor", ""), []).append((c["started_at"], c["finished_at"]))
+    total = 0.0
+    for intervals in spans.values():
+        end = float("-inf")
+        for a, b in sorted(intervals):
+            total += max(0.0, b - max(a, end))
+            end = max(end, b)
+    return total
 
 
 class _PeakRss:
@@ -173,14 +194,16 @@ def _text(report: dict[str, Any]) -> str:
              f"actors, output {where}"]
     if report["direct"]:
         d = report["direct"]
-        lines.append(f"direct generate(): {d['samples_per_s']:.2f} samples/s "
-                     f"({d['s_per_sample'] * 1000:.1f} ms/sample)")
+        lines.append(f"direct (engine alone, one stream): {d['samples_per_s']:.2f} samples/s "
+                     f"({d['s_per_sample'] * 1000:.1f} ms/sample); vs direct = CPU-seconds per sample in "
+                     "the steady span / direct seconds per sample - 1")
     lines.append(f"{'actors':>6} {'wall s':>8} {'wall/s':>8} {'steady/s':>9} {'overhead':>9} {'between':>8} "
-                 f"{'driver CPU s':>12} {'driver MB':>10} {'S3 req/sample':>14}")
+                 f"{'vs direct':>9} {'driver CPU s':>12} {'driver MB':>10} {'S3 req/sample':>14}")
     for r in report["runs"]:
         s3 = f"{r['s3_requests_per_sample']:.2f}" if r["s3_requests_per_sample"] is not None else "-"
         lines.append(f"{r['actors']:>6} {r['wall_s']:>8.1f} {r['wall_samples_per_s']:>8.1f} "
                      f"{r['steady_samples_per_s']:>9.1f} {_pct(r['overhead']):>9} {_pct(r['between']):>8} "
+                     f"{_pct(r.get('vs_direct')):>9} "
                      f"{r['driver_cpu_s']:>12.1f} {r['driver_peak_rss_mb']:>10.0f} {s3:>14}")
     return "\n".join(lines)
 

@@ -5,7 +5,7 @@ so it can be read, tested and profiled without Ray, boto3, pyarrow or PIL.
 """
 
 from sjd_batch.decoding.batch import DecodeOutput, decode
-from sjd_batch.decoding.engine import EngineStats, Finished, Request, decode_stream
+from sjd_batch.decoding.engine import HOLD, EngineStats, Finished, Request, decode_stream
 from sjd_batch.decoding.methods import METHODS, DecodeConfig, resolve_method
 from sjd_batch.decoding.protocol import ImageTokenModel, Layout, Prefix, Window
 from sjd_batch.decoding.rng import sample_seed
@@ -13,6 +13,7 @@ from sjd_batch.decoding.sampling import SamplingConfig
 from sjd_batch.decoding.state import SampleStats
 
 __all__ = [
+    "HOLD",
     "METHODS",
     "DecodeConfig",
     "DecodeOutput",

@@ -37,6 +37,10 @@ from sjd_batch.decoding.state import JacobiState, SampleStats
 
 DEFAULT_PROMPT_ROOM = 256  # prompt slots for a model that does not say (`max_prompt_length`)
 SCHEDULES = ("continuous", "fixed")
+# What a request source may yield instead of a Request: "nothing to start yet, keep decoding". The
+# job worker's source holds the next shard's requests before they exist (one engine serves the shards
+# of an actor back to back), so a slot that frees up late in a shard waits without ending the stream.
+HOLD = object()
 
 
 @dataclass
@@ -108,6 +112,9 @@ def decode_stream(
     `prefill="together"` runs the prefills of the samples that start in the same round as one forward
     (faster for one big batch, but a sample's prompt KV then depends on its group up to float
     rounding); the default prefills each alone.
+    `requests` may yield `HOLD` (nothing to start now): the engine goes on decoding what it holds and
+    asks again after the next iteration; a source that yields HOLD while the engine is empty is asked
+    again at once, so it should block instead (the job worker's source does).
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
@@ -173,8 +180,11 @@ class _Engine:
                     if request is None:
                         exhausted = True
                         break
+                    if request is HOLD:
+                        break
                     starts.append((b, request))
-                yield from self._start(starts)
+                if starts:
+                    yield from self._start(starts)
             if all(o is None for o in self.occupants):
                 if exhausted:
                     return

@@ -36,3 +36,4 @@ class Decoded:
     result: GenerationResult | None
     error: str | None
     started: float  # perf_counter when the sample's decode started (for its latency)
+    busy_s: float = 0.0  # engine time since the previous result: summed, the time spent in the model
