@@ -4,9 +4,11 @@
 output (`job.json`), plans the shards, skips the committed ones and runs the rest on a pool of actors.
 Each actor wraps one `ShardWorker` (model loaded once, `num_gpus` per actor, `num_cpus` always set, so
 GPU actors never hold an implicit CPU, which would starve the read and write tasks). Actors pull shards
-dynamically: the driver keeps one shard in flight per actor and hands the next one to whichever actor finishes
-first (`ray.wait`), so a slow actor never holds the job, and an actor gets shards only once it has started, so
-a shard never waits on an actor the cluster has no room for. A shard whose actor died is retried on another
+dynamically: the driver keeps up to two shards in flight per actor (threaded actors, one engine each: the
+second shard's samples fill the slots the first one's last samples leave) and hands the next one to whichever
+actor has a free place (`ray.wait`), so a slow actor never holds the job, and an actor gets shards only once
+it has started, so a shard never waits on an actor the cluster has no room for. A dead actor fails the shards
+it held; each is retried on its own. A shard whose actor died is retried on another
 actor, up to `run.max_retries` times; a shard that keeps failing is reported, and the job ends non-zero while
 every committed shard stays valid. `driver.run_local(config)` runs the same plan in-process, without Ray, with
 the same `ShardQueue`. The progress bar and the `JobSummary` it fills live in `sjd_batch.progress`; the Ray
@@ -248,7 +250,7 @@ class _ActorPool:
 
 
 def _drive(config: JobConfig, job_id: str, queue: ShardQueue, tracker: JobTracker) -> None:
-    """Keep one shard in flight per ready actor; the pool replaces dead actors, the queue retries."""
+    """Keep up to two shards in flight per ready actor; the pool replaces dead actors, the queue retries."""
     pool = _ActorPool(config, job_id, _pool_size(config, len(queue)))
     try:
         while queue or pool.busy:

@@ -7,9 +7,9 @@
 
 - `read`: the shard's rows, each valid one a `SampleTask` with its seed resolved once; the records of
   samples an earlier attempt finished (its partial files); the rows that cannot become samples.
-- `decode`: a stream of tasks in, a stream of `Decoded` out. Today it cuts the stream into batches of
-  `run.batch_size`; continuous batching keeps B rows in flight and refills a slot when a row finishes,
-  behind the same interface.
+- `decode`: a stream of tasks in, a stream of `Decoded` out. One engine per worker keeps
+  `run.batch_size` rows in flight and refills a slot when a row finishes, from whichever shard comes
+  next: an actor holds two shards at once, so a shard boundary does not drain the batch.
 - `encode`: PNG-encode one sample and store it; its `StatsRecord` is built here (`StatsRecord.of`).
 - `commit`: a group of finished records becomes one partial file (sample-level resume); at the end the
   stats, errors, tar and, last, the commit marker.

@@ -60,7 +60,7 @@ class DecodeStage:
         self._tickets: set[_Ticket] = set()  # calls still waiting for results
 
     def __call__(self, tasks: Iterable[SampleTask]) -> Iterator[Decoded]:
-        """The decoded tasks, in finishing order.
+        """The decoded tasks, in finishing order. The tasks are queued now, before the first `next`.
 
         A prompt the model rejects (`PromptRejected`: too many tokens, an unsupported negative prompt)
         fails alone, with its reason in the stats `error` column. Any other error is a bug and
@@ -76,8 +76,11 @@ class DecodeStage:
             self._tickets.add(ticket)
             for task in tasks:
                 self._inbox.put(_Job(task, ticket))
+        return self._results(ticket, len(tasks))
+
+    def _results(self, ticket: _Ticket, count: int) -> Iterator[Decoded]:
         try:
-            for _ in tasks:
+            for _ in range(count):
                 item = ticket.outbox.get()
                 if isinstance(item, BaseException):
                     raise item
