@@ -93,8 +93,9 @@ class DecodeStage:
     def close(self) -> None:
         """End the engine thread once what it holds is done (it also ends by itself when idle)."""
         with self._lock:
-            if self._inbox is not None:
-                self._inbox.put(_STOP)
+            if self._inbox is not None:  # what is queued before the stop is still served;
+                self._inbox.put(_STOP)  # a later call starts a new thread
+                self._inbox = None
 
     def _serve(self, inbox: queue.Queue) -> None:
         """The engine thread: decode whatever the calls queue, route each result to its call."""
