@@ -32,6 +32,7 @@ from sjd_batch.decoding.jacobi import Context, ar_step, first_drafts, jacobi_ste
 from sjd_batch.decoding.methods import DecodeConfig
 from sjd_batch.decoding.pac import forward_width, initial_tree, reset_tree, tree_step
 from sjd_batch.decoding.protocol import ImageTokenModel, Prefix, PromptRejected, prefill_window
+from sjd_batch.decoding.protocol import stack_prefixes as _stack
 from sjd_batch.decoding.sampling import Grammar, SamplingConfig, processed_probs
 from sjd_batch.decoding.state import JacobiState, SampleStats
 
@@ -345,16 +346,3 @@ class HostFlags:
             event.synchronize()
         return when, host.tolist()
 
-
-def _stack(prefixes: list[Prefix], rows_per: int) -> Prefix:
-    """One Prefix of G samples' rows (cond rows first, then uncond), left-padded to the longest."""
-    if len(prefixes) == 1:
-        return prefixes[0]
-    width = max(p.length for p in prefixes)
-    ids, start = [], []
-    for half in range(rows_per):
-        for p in prefixes:
-            pad = width - p.length
-            ids.append(torch.nn.functional.pad(p.ids[half], (pad, 0)))
-            start.append(p.start[half] + pad)
-    return Prefix(ids=torch.stack(ids), start=torch.stack(start))

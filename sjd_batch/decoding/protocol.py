@@ -146,3 +146,17 @@ def _window(
     visible |= keys == slots[:, :, None]
     positions = (slots - start[:, None]).clamp_min(0)
     return Window(slots, positions, visible[:, None], generated, prefix)
+
+
+def stack_prefixes(prefixes: list[Prefix], rows_per: int) -> Prefix:
+    """One Prefix of G samples' rows (cond rows first, then uncond), left-padded to the longest."""
+    if len(prefixes) == 1:
+        return prefixes[0]
+    width = max(p.length for p in prefixes)
+    ids, start = [], []
+    for half in range(rows_per):
+        for p in prefixes:
+            pad = width - p.length
+            ids.append(torch.nn.functional.pad(p.ids[half], (pad, 0)))
+            start.append(p.start[half] + pad)
+    return Prefix(ids=torch.stack(ids), start=torch.stack(start))

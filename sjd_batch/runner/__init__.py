@@ -1,18 +1,18 @@
-"""The job runner: the only module that imports `ray`.
+"""The job runner: with `runner/jobs_api.py`, the only code that imports `ray`.
 
-`run_job(config)` starts an embedded local Ray (or joins the cluster in `RAY_ADDRESS`), claims the
-output (`job.json`), plans the shards, skips the committed ones and runs the rest on a pool of actors.
-Each actor wraps one `ShardWorker` (model loaded once, `num_gpus` per actor, `num_cpus` always set, so
-GPU actors never hold an implicit CPU, which would starve the read and write tasks). Actors pull shards
-dynamically: the driver keeps up to two shards in flight per actor (threaded actors, one engine each: the
-second shard's samples fill the slots the first one's last samples leave) and hands the next one to whichever
-actor has a free place (`ray.wait`), so a slow actor never holds the job, and an actor gets shards only once
-it has started, so a shard never waits on an actor the cluster has no room for. A dead actor fails the shards
-it held; each is retried on its own. A shard whose actor died is retried on another
-actor, up to `run.max_retries` times; a shard that keeps failing is reported, and the job ends non-zero while
-every committed shard stays valid. `driver.run_local(config)` runs the same plan in-process, without Ray, with
-the same `ShardQueue`. The progress bar and the `JobSummary` it fills live in `sjd_batch.progress`; the Ray
-Jobs API helpers (`submit_job`, `follow_job`) stay here because they import Ray.
+`run_job(config)` starts an embedded local Ray (or joins the cluster in `RAY_ADDRESS`), claims the output
+(`job.json`), plans the shards, skips the committed ones and runs the rest on a pool of actors. Each actor
+wraps one `ShardWorker` (model loaded once, `num_gpus` per actor, `num_cpus` always set, so GPU actors never
+hold an implicit CPU, which would starve the read and write tasks). Actors pull shards dynamically: the
+driver keeps up to two shards in flight per actor (threaded actors, one engine each: the second shard's
+samples fill the slots the first one's last samples leave) and hands the next one to whichever actor has a
+free place (`ray.wait`), so a slow actor never holds the job, and an actor gets shards only once it has
+started, so a shard never waits on an actor the cluster has no room for. A dead actor fails the shards it
+held; each is retried on another actor, up to `run.max_retries` times; a shard that keeps failing is
+reported, and the job ends non-zero while every committed shard stays valid. `driver.run_local(config)` runs
+the same plan in-process, without Ray, with the same `ShardQueue`. The progress bar and the `JobSummary` it
+fills live in `sjd_batch.progress`; the Ray Jobs API helpers (`submit_job`, `follow_job`) in
+`runner/jobs_api.py`, the package's other module.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ import os
 import re
 import sys
 import time
-from typing import Any, Callable, Iterator, TextIO
+from typing import Any, Callable, Iterator
 
 import ray
-from ray.exceptions import AuthenticationError, RayActorError, RayTaskError
+from ray.exceptions import RayActorError, RayTaskError
 
 from sjd_batch.config import JobConfig
 from sjd_batch.driver import ShardOutcome, ShardQueue, run_local
@@ -34,9 +34,10 @@ from sjd_batch.job import JobError, prepare_job
 from sjd_batch.notices import quiet_auth_notice
 from sjd_batch.progress import JobSummary, JobTracker
 from sjd_batch.ray_address import check_ray_address
+from sjd_batch.runner.jobs_api import SubmitError, cluster_nodes, follow_job, submit_job
 from sjd_batch.worker import ShardReport, ShardWorker
 
-__all__ = ["SubmitError", "follow_job", "local_ray", "run_job", "run_local", "submit_job"]
+__all__ = ["SubmitError", "cluster_nodes", "follow_job", "local_ray", "run_job", "run_local", "submit_job"]
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # Ray colours its error texts
 SHARDS_PER_ACTOR = 2  # shards an actor holds at once: the next one is queued while the current one ends
@@ -264,80 +265,6 @@ def _drive(config: JobConfig, job_id: str, queue: ShardQueue, tracker: JobTracke
                 queue.settle(outcome)
     finally:
         pool.shutdown()
-
-
-class SubmitError(RuntimeError):
-    """A job could not be submitted (e.g. the same submission id exists: never start a job twice)."""
-
-
-@contextlib.contextmanager
-def _jobs_api(address: str) -> Iterator[Any]:
-    """A Ray Jobs client for `address`; the two usual failures, at any call, are told in words."""
-    from ray.job_submission import JobSubmissionClient
-
-    try:
-        yield JobSubmissionClient(address)
-    except AuthenticationError as e:
-        raise SubmitError(f"the Ray dashboard at {address} refused the request: {e} (a token cluster needs "
-                          "RAY_AUTH_MODE=token and RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH; infra/local-dev.sh "
-                          "prints them)") from e
-    except ConnectionError as e:
-        hint = "is the cluster up, and is that the dashboard's http://HOST:8265 address"
-        raise SubmitError(f"no Ray dashboard answers at {address}: {hint} (--address or "
-                          "RAY_API_SERVER_ADDRESS)?") from e
-
-
-def submit_job(address: str, submission_id: str, **kwargs: Any) -> None:
-    """Submit through the Ray Jobs API, refusing a submission id that already exists."""
-    with _jobs_api(address) as client:
-        if submission_id in {j.submission_id for j in client.list_jobs()}:
-            status = client.get_job_status(submission_id).value
-            raise SubmitError(f"{submission_id} was already submitted ({status}): the same job is never "
-                              "started twice; pass --suffix to submit it again (committed shards are "
-                              "skipped)")
-        _submit_when_agent_ready(client, submission_id, kwargs)
-
-
-def _submit_when_agent_ready(client: Any, submission_id: str, kwargs: dict[str, Any],
-                             wait_s: float = 60.0) -> None:
-    """Submit; a head that has just started answers "No available agent" until its job agent has
-    registered (Ray says "try again later"), so retry that one answer for up to `wait_s`."""
-    deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            client.submit_job(submission_id=submission_id, **kwargs)
-            return
-        except RuntimeError as e:
-            if "No available agent" not in str(e) or time.monotonic() > deadline:
-                raise
-            time.sleep(1.0)
-
-
-def cluster_nodes(address: str) -> list[tuple[bool, dict[str, float]]]:
-    """(is head node, total resources) of every alive node behind a Ray dashboard address."""
-    from ray.util.state import list_nodes
-
-    with _jobs_api(address):  # the same words for a dashboard that is down or refuses the token
-        nodes = list_nodes(address=address, filters=[("state", "=", "ALIVE")], raise_on_missing_output=False)
-        return [(bool(n.is_head_node), {k: float(v) for k, v in n.resources_total.items()}) for n in nodes]
-
-
-def follow_job(address: str, submission_id: str, out: TextIO, poll_s: float = 2.0) -> int:
-    """Print a submitted job's driver log as it grows; 0 when it SUCCEEDED, else 1."""
-    from ray.job_submission import JobStatus
-
-    shown = 0
-    with _jobs_api(address) as client:
-        while True:
-            status = client.get_job_status(submission_id)
-            logs = client.get_job_logs(submission_id)
-            out.write(logs[shown:])
-            out.flush()
-            shown = len(logs)
-            if status.is_terminal():
-                print(f"{submission_id}: {status.value}", file=sys.stderr)
-                return 0 if status == JobStatus.SUCCEEDED else 1
-            time.sleep(poll_s)
 
 
 def _pool_size(config: JobConfig, shards: int) -> int:
