@@ -71,7 +71,9 @@ class DecodeStage:
         with self._lock:
             if self._inbox is None:
                 self._inbox = queue.Queue()
-                threading.Thread(target=self._serve, args=(self._inbox,), name="decode", daemon=True).start()
+                # not a daemon: at exit Python waits the few idle seconds for it to end, instead of
+                # freeing its tensors during interpreter shutdown (which aborted a pytest run in Ray)
+                threading.Thread(target=self._serve, args=(self._inbox,), name="decode", daemon=False).start()
             ticket = _Ticket(self._inbox)
             self._tickets.add(ticket)
             for task in tasks:
