@@ -176,8 +176,11 @@ class _ActorPool:
         over all its actors, not stacked on the first one ready."""
         if not self._idle:
             return False
-        busy = {id(a) for a, _, _ in self._inflight.values()}
+        busy = self._busy_ids()
         return any(id(a) not in busy for a in self._idle) or waiting > len(self._starting)
+
+    def _busy_ids(self) -> set[int]:
+        return {id(a) for a, _, _ in self._inflight.values()}
 
     @property
     def busy(self) -> int:
@@ -189,7 +192,7 @@ class _ActorPool:
 
     def submit(self, spec: ShardSpec, attempt: int) -> None:
         # spread first: an idle actor's place before a busy actor's second one
-        busy = {id(a) for a, _, _ in self._inflight.values()}
+        busy = self._busy_ids()
         free = [i for i, a in enumerate(self._idle) if id(a) not in busy]
         actor = self._idle.pop(free[-1] if free else -1)
         self._inflight[actor.run_shard.remote(spec, attempt, self.board)] = (actor, spec, attempt)
