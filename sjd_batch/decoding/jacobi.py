@@ -71,20 +71,23 @@ class Context:
         device = self.seeds.device
         self.width = 1 if self.config.method == "ar" else self.config.window
         self.span = torch.arange(self.width, device=device)
+        self.next_span = 1 + self.span[:-1]  # 1 .. L-1: next-draft j sits 1 + j past the new token
+        self.rows = torch.arange(self.seeds.shape[0], device=device)
         self.keys = torch.arange(self.total_slots, device=device)
         self.length = self.model.layout.length
         self.streams = _StreamTable(self.width, self.config.coupling, device)
 
     def forward_probs(self, tokens: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
         """Feed tokens [B, W] at offsets n-1 .. n+W-2; return P [B, W, V] for offsets n .. n+W-1."""
-        slots = self.prefix_slots - 1 + n[:, None] + self.span  # [B, W]
+        offsets = n[:, None] + self.span  # [B, W]: the offsets these laws predict
+        slots = offsets + (self.prefix_slots - 1)
         ids = tokens
         if self.sampling.uses_cfg:  # both halves receive the same tokens (and the same drafts)
             ids, slots = torch.cat([tokens, tokens]), torch.cat([slots, slots])
         visible = (self.keys <= slots[..., None]) & (self.keys >= self.start[:, None, None])  # [R, W, S]
         window = Window(slots, slots - self.start[:, None], visible[:, None], True, self.prefix_slots)
         logits = self.model.forward(self.cache, ids, window)
-        return processed_probs(logits, n[:, None] + self.span, self.grammar, self.sampling)
+        return processed_probs(logits, offsets, self.grammar, self.sampling)
 
 
 class _StreamTable:
@@ -145,12 +148,12 @@ def jacobi_step(ctx: Context, state: JacobiState) -> IterationResult:
     law = draft_law(p, *previous_laws(state, p, config), config)
     x_all = carried_drafts(law, drafts, state.laws, u_draft, ctx.grammar.image, config)
     table = p if config.vp_lossy else law  # LOSSY mode verifies against P_t
-    src = m[:, None] + 1 + ctx.span[:-1]  # window slot whose law covers next-draft j
+    src = m[:, None] + ctx.next_span  # window slot whose law covers next-draft j
     carried, take = src < limit[:, None], src.clamp(max=width - 1)
     x_next = x_all.gather(1, take)
-    offsets = (n + m + 1)[:, None] + ctx.span[:-1]
+    offsets = n[:, None] + src
     seq = seq.scatter(1, offsets, torch.where(carried, x_next, 0))
-    frontier_p = p[torch.arange(n.shape[0], device=n.device), (limit - 1).clamp_min(0)]
+    frontier_p = p[ctx.rows, (limit - 1).clamp_min(0)]
     gumbel = None if u_draft.gumbel is None else u_draft.gumbel.gather(1, src)
     x_init, uniform = init_drafts(seq, offsets, n + limit, frontier_p, u_draft.init.gather(1, src),
                                   ctx.grammar, config, gumbel)

@@ -50,13 +50,26 @@ class DraftLaws:
         src = self.src.gather(1, k)
         vocab = self.table.shape[-1]
         out = self.table.gather(1, src.clamp_min(0)[..., None].expand(-1, -1, vocab))
-        x = drafts.gather(1, k)
-        onehot = torch.nn.functional.one_hot(x, vocab).to(out.dtype)
+        # a scatter, not `one_hot`: the same rows, without one_hot's range checks (two reductions)
+        onehot = torch.zeros_like(out).scatter_(-1, drafts.gather(1, k)[..., None], 1.0)
         out = torch.where((src == ONEHOT)[..., None], onehot, out)
         if image is None:
             return out
-        uniform = image.to(out.dtype) / image.sum()
-        return torch.where((src == UNIFORM)[..., None], uniform, out)
+        return torch.where((src == UNIFORM)[..., None], _uniform_law(image, out.dtype), out)
+
+
+_UNIFORM_LAWS: dict[tuple[int, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _uniform_law(image: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The UNIFORM law over the image ids [V], built once per (mask, dtype) instead of per call."""
+    cached = _UNIFORM_LAWS.get((id(image), dtype))
+    if cached is None or cached[0] is not image:  # the id of a freed mask can be reused
+        if len(_UNIFORM_LAWS) >= 32:  # one entry per live grammar and dtype: bounded, not a leak
+            _UNIFORM_LAWS.clear()
+        cached = (image, image.to(dtype) / image.sum())
+        _UNIFORM_LAWS[id(image), dtype] = cached
+    return cached[1]
 
 
 @dataclass
@@ -113,8 +126,10 @@ class JacobiState:
         self.laws, self.prev_p, self.prev_src = step.laws, step.prev_p, step.prev_src
         committed = torch.where(a, step.m + 1, 0)
         self.accept_lens.scatter_add_(1, self.forwards[:, None], committed[:, None])
-        self.tested += step.tested & a[:, None]
-        self.accepted += step.accepted & a[:, None]
+        if self.tested.shape[1]:  # AR has no drafts: skip four ops on empty tensors
+            active = a[:, None]
+            self.tested += step.tested & active
+            self.accepted += step.accepted & active
         self.n = self.n + committed
         self.forwards = self.forwards + a
         self.active = self.n < length

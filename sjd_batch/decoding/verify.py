@@ -11,6 +11,7 @@ transformers' `_speculative_sampling`: no loop over rows or window positions, no
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 
@@ -70,14 +71,13 @@ def verify(
     assert p.dim() == 3 and drafts.dim() == 2, "shape mismatch"
     laws = q if isinstance(q, DraftLaws) else DraftLaws.dense(q, drafts)
     batch, width = drafts.shape
-    k = torch.arange(width, device=p.device)
+    k, rows = _arange(width, p.device), _arange(batch, p.device)
     in_range = k < (limit[:, None] - 1)
-    rows = torch.arange(batch, device=p.device)
     if exact:
         ok = drafts == p[:, :width].argmax(-1)
     else:
         draws = draws or verify_draws(seeds, n, width + 1)
-        p_x = p[:, :width].gather(-1, drafts[..., None]).squeeze(-1)  # draft k judged by p[k]
+        p_x = p.gather(-1, drafts[..., None]).squeeze(-1)  # draft k judged by p[k] (k < width)
         ok = draws.accept * laws.q_x < p_x
     ok &= in_range
     m = ok.long().cumprod(1).sum(1)
@@ -90,7 +90,14 @@ def verify(
         law = torch.where(bonus[:, None], p_m, residual_law(p_m, q_m))
         u = torch.where(bonus, draws.bonus[rows, m], draws.residual[rows, m])
         new = rng.categorical(law, u)
-    return Verdict(m=m, new=new, tested=in_range & (k <= m[:, None]), accepted=k < m[:, None])
+    mm = m[:, None]
+    return Verdict(m=m, new=new, tested=in_range & (k <= mm), accepted=k < mm)
+
+
+@lru_cache(maxsize=64)
+def _arange(size: int, device: torch.device) -> torch.Tensor:
+    """0 .. size-1, built once per (size, device): an iteration needs a few, each a tensor op."""
+    return torch.arange(size, device=device)
 
 
 def residual_law(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:

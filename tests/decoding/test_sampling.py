@@ -10,6 +10,7 @@ from sjd_batch.decoding.sampling import (
     Grammar,
     SamplingConfig,
     cfg_combine,
+    drop_value,
     kth_largest,
     processed_probs,
     warp,
@@ -45,11 +46,14 @@ def test_masking_after_cfg_avoids_nan_on_forced_slots():
 
 def test_top_k_keeps_k_and_ties_and_top_p_keeps_the_nucleus():
     z = torch.tensor([[3.0, 2.0, 2.0, 1.0, 0.0]])
-    assert torch.isinf(warp(z, SamplingConfig(top_k=2))).tolist() == [[False, False, False, True, True]]
+    low = drop_value(torch.float32)
+    warped = warp(z, SamplingConfig(top_k=2))
+    assert (warped <= low).tolist() == [[False, False, False, True, True]]
+    assert torch.equal(warped[:, :3], z[:, :3]) and warped.softmax(-1)[0, 3:].tolist() == [0.0, 0.0]
     p = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log()
-    kept = ~torch.isinf(warp(p, SamplingConfig(top_p=0.8)))
+    kept = warp(p, SamplingConfig(top_p=0.8)) > low
     assert kept.tolist() == [[True, True, False, False]]
-    kept = ~torch.isinf(warp(p, SamplingConfig(top_p=0.81)))
+    kept = warp(p, SamplingConfig(top_p=0.81)) > low
     assert kept.tolist() == [[True, True, True, False]]
 
 
@@ -82,3 +86,39 @@ def test_temperature_sharpens_and_zero_is_greedy():
 def test_bad_sampling_config(kwargs, match):
     with pytest.raises(ValueError, match=match):
         SamplingConfig(**kwargs)
+
+
+def _reference_probs(logits, offsets, grammar, config):
+    """processed_probs written the plain way (masked_fill with -inf, out-of-place CFG, a row fill for
+    forced offsets): the lean version must give the same bits."""
+    z = logits.clone()
+    cond, uncond = z.chunk(2, dim=0)
+    z = uncond + config.cfg_scale * (cond - uncond)
+    z = z + grammar.image_bias
+    if config.top_k:
+        z = z.masked_fill(z < torch.topk(z, config.top_k, dim=-1).values[..., -1:], float("-inf"))
+    if config.top_p < 1:
+        sorted_z = torch.sort(z, dim=-1).values
+        tail = sorted_z.softmax(-1).cumsum(-1)
+        cut = torch.searchsorted(tail, torch.full_like(tail[..., :1], 1 - config.top_p), right=True)
+        z = z.masked_fill(z < sorted_z.gather(-1, cut.clamp_max(z.shape[-1] - 1)), float("-inf"))
+    p = z.softmax(-1)
+    forced = grammar.forced_at(offsets)
+    p = p.masked_fill((forced >= 0)[..., None], 0.0)
+    return p.scatter_add(-1, forced.clamp_min(0)[..., None], (forced >= 0)[..., None].to(p.dtype))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(("top_k", "top_p"), [(0, 1.0), (3, 1.0), (0, 0.7), (4, 0.9)])
+def test_lean_processed_probs_gives_the_plain_versions_bits(top_k, top_p, dtype):
+    """The in-place CFG mix, the additive top-k / top-p drop and the multiplicative forcing are speed
+    changes only: on random logits, forced offsets included, P is bit-identical to the plain code."""
+    layout = Layout(height=3, width=4, forced=(-1, -1, -1, -1, 1) * 3, image_start=2, image_end=9,
+                    row_stride=5)
+    g = Grammar(layout, vocab=9, device=torch.device("cpu"))
+    logits = torch.randn(6, 5, 9, generator=torch.Generator().manual_seed(7), dtype=dtype) * 3
+    offsets = torch.arange(15).view(3, 5)
+    config = SamplingConfig(cfg_scale=2.5, top_k=top_k, top_p=top_p)
+    p = processed_probs(logits, offsets, g, config)
+    assert torch.equal(p, _reference_probs(logits, offsets, g, config))
+    assert (p[0, 4] == 1).sum() == 1  # offset 4 is forced: one-hot
