@@ -102,6 +102,7 @@ def _arange(size: int, device: torch.device) -> torch.Tensor:
 
 def residual_law(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """norm(max(0, p - q)), unnormalised; p itself where p == q (a rejection there has probability 0)."""
-    residual = (p - q).clamp_min(0)
-    empty = residual.sum(-1, keepdim=True) <= 0
-    return torch.where(empty, p, residual)
+    residual = torch.sub(p, q).clamp_min_(0)
+    empty = (residual.sum(-1, keepdim=True) <= 0).to(p.dtype)
+    # where(empty, p, residual) as one in-place pass: an empty row is all zeros, and 0 + p = p
+    return residual.addcmul_(empty, p)
