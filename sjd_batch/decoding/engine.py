@@ -28,7 +28,7 @@ from typing import Any, Iterable, Iterator
 import torch
 
 from sjd_batch.decoding import rng
-from sjd_batch.decoding.jacobi import Context, ar_step, first_drafts, jacobi_step, synced_clock
+from sjd_batch.decoding.jacobi import Context, ar_step, ar_uniforms, first_drafts, jacobi_step, synced_clock
 from sjd_batch.decoding.methods import DecodeConfig
 from sjd_batch.decoding.pac import forward_width, initial_tree, reset_tree, tree_step
 from sjd_batch.decoding.protocol import ImageTokenModel, Prefix, PromptRejected, prefill_window
@@ -38,9 +38,8 @@ from sjd_batch.decoding.state import JacobiState, SampleStats
 
 DEFAULT_PROMPT_ROOM = 256  # prompt slots for a model that does not say (`max_prompt_length`)
 SCHEDULES = ("continuous", "fixed")
-# What a request source may yield instead of a Request: "nothing to start yet, keep decoding". The
-# job worker's source holds the next shard's requests before they exist (one engine serves the shards
-# of an actor back to back), so a slot that frees up late in a shard waits without ending the stream.
+# What a request source may yield instead of a Request: "nothing to start yet, keep decoding" (one
+# engine serves an actor's shards back to back: a slot freed late in a shard waits for the next one).
 HOLD = object()
 
 
@@ -164,6 +163,8 @@ class _Engine:
                                        device)
         if config.branching:
             self.state.tree = initial_tree(slots, config, device)
+        if config.method == "ar":
+            self.state.ar_u = torch.zeros(slots, length + 1, dtype=torch.float64, device=device)
         self.step = ar_step if config.method == "ar" else tree_step if config.branching else jacobi_step
         self.occupants: list[_Occupant | None] = [None] * slots
         self.flags = HostFlags(lag=1 if device.type == "cuda" else 0)
@@ -254,14 +255,15 @@ class _Engine:
     def _reset(self, slots: list[int], p0: torch.Tensor) -> None:
         """Offset 0 committed (AR stream, like plain AR), offsets 1 .. L-1 drafted; counters zeroed.
 
-        One call for every slot of a prefill group: the draws are keyed by each row's seed words and
-        offsets (rng.py), so doing G rows at once gives the same tokens as G calls of one row, without
-        G rounds of small tensor ops (20,000 rows started together spent 12 s here, one at a time)."""
+        One call per prefill group: draws are keyed by seed words and offsets (rng.py), so G rows at
+        once give the tokens of G calls of one row (20,000 rows one at a time spent 12 s here)."""
         ctx, s = self.ctx, self.state
         index = torch.tensor(slots, device=s.n.device)
         seeds = ctx.seeds.index_select(0, index)
         zero = torch.zeros(len(slots), 1, dtype=torch.long, device=seeds.device)
         rows = torch.zeros(len(slots), s.seq.shape[1], dtype=s.seq.dtype, device=s.seq.device)
+        if s.ar_u is not None:
+            s.ar_u[index] = ar_uniforms(seeds, ctx.length)
         rows[:, 0] = rng.categorical(p0, rng.uniforms(seeds, rng.AR, zero)[:, 0])
         if ctx.width > 1:
             x, (q_x, src) = first_drafts(ctx, rows, p0, seeds)

@@ -97,6 +97,7 @@ class JacobiState:
     accepted: torch.Tensor  # [B, L-1] long: drafts accepted at each window offset
     active: torch.Tensor  # [B] bool: decoding a sample that is not done
     tree: TreeState | None = None  # draft trees (sjd-pac) only
+    ar_u: torch.Tensor | None = None  # [B, T+1] float64: plain AR's uniform of every offset (ar only)
 
     @classmethod
     def empty(cls, slots: int, length: int, width: int, vocab: int, keep_p: bool, dtype: torch.dtype,
