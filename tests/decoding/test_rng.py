@@ -104,3 +104,17 @@ def test_race_in_half_precision_is_the_categorical_law(dtype):
     chi2 = float(((counts - expected) ** 2 / expected).sum())
     # chi^2 with 1023 dof: mean 1023, sd 45; 1023 + 6 sd ~ 1294 (false-alarm rate ~ 1e-9)
     assert chi2 < 1294, chi2
+
+
+def test_ar_uniform_table_holds_the_per_offset_draws():
+    """Plain AR looks its uniforms up in a table hashed at refill: every column must be the draw of
+    (sample, AR, offset) itself, and the padding column must not break a finished slot's lookup."""
+    from sjd_batch.decoding.jacobi import ar_uniforms
+
+    seeds = seed_tensor([sample_seed(3, str(i)) for i in range(5)])
+    table = ar_uniforms(seeds, 40)
+    assert table.shape == (5, 41) and table.dtype == torch.float64
+    for n in (0, 1, 17, 39):
+        one = rng.uniforms(seeds, rng.AR, torch.full((5, 1), n))[:, 0]
+        assert torch.equal(table[:, n], one)
+    assert not torch.equal(table[:, 0], table[:, 1])
