@@ -68,3 +68,37 @@ def test_bench_reports_overhead_idle_share_and_intervals(tmp_path, capsys):
     assert rows["ar", "continuous"]["tokens_per_forward"] == 1 and sjd_c["tokens_per_forward"] == 6
     assert data["meta"]["command"].startswith("sjd-batch bench") and "git" in data["meta"]
     assert "tok/fwd" in capsys.readouterr().out
+
+
+def test_op_counter_separates_the_model_from_the_engine_around_it():
+    """OpCounter counts top-level torch operators per forward, inside `model.forward` and around it,
+    exactly (nested operators are not counted twice), and restores the model afterwards."""
+    import torch
+
+    from sjd_batch.timing import OpCounter
+
+    class Model:
+        def forward(self, x):
+            return torch.relu(x + 1).sum()  # three operators (sum's internals are nested, not counted)
+
+    model, x = Model(), torch.ones(4)
+    with OpCounter(model) as ops:
+        for _ in range(2):
+            y = model.forward(x)
+            torch.mul(y, 2).neg()  # two operators around each forward
+    assert "forward" not in vars(model)
+    assert ops.forwards == 2 and ops.per_forward() == {"model": 3.0, "around": 2.0}
+
+
+@pytest.mark.slow
+def test_bench_ops_counts_more_engine_operators_around_speculation(tmp_path, capsys):
+    """`bench --ops` on a real engine: the same model operators for ar and sjd at one batch size, and
+    more around an sjd forward (verify, redraft, statistics) than around an AR one. Slow: the profiler
+    records every operator of the run."""
+    path = tmp_path / "ops.json"
+    assert cli.main(["bench", "--model", "tiny-random", "--methods", "sjd:window=8", "--prompts", "1",
+                     "--warmup", "0", "--threads", "1", "--ops", "--json", str(path)]) == 0
+    assert "torch operators per forward in the model" in capsys.readouterr().out
+    out = {r["method"]: r["ops_per_forward"] for r in json.loads(path.read_text())["results"]}
+    assert out["sjd:window=8"]["around"] > 1.5 * out["ar"]["around"], out
+    assert abs(out["sjd:window=8"]["model"] - out["ar"]["model"]) < 0.25 * out["ar"]["model"], out

@@ -51,7 +51,7 @@ from sjd_batch.commands.measure import (  # noqa: F401 (follows_layout, hf_gener
 )
 from sjd_batch.job import git_revision
 from sjd_batch.models.loading import load_model
-from sjd_batch.timing import bench_prompts  # noqa: F401 (re-exported: calibrate, tune)
+from sjd_batch.timing import OpCounter, bench_prompts  # noqa: F401 (bench_prompts: re-exported)
 
 Cells = dict[tuple[str, str], tuple[MethodSpec, list[Run]]]  # (label, schedule) -> spec, runs by round
 
@@ -69,8 +69,26 @@ def run_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
     schedules = [s.strip() for s in args.schedule.split(",")]
     for batch_size in [int(b) for b in str(args.batch_size).split(",")]:
         runs = measure(model, specs, schedules, prompts, batch_size, args)
-        rows += summarise(model, runs, batch_size)
+        summary = summarise(model, runs, batch_size)
+        if args.ops:
+            count_ops(model, specs, summary, prompts[: 2 * batch_size], args.seed)
+        rows += summary
     return rows
+
+
+def count_ops(model: Any, specs: list[MethodSpec], rows: list[dict[str, Any]], prompts: list[str],
+              seed: int) -> None:
+    """`--ops`: top-level torch operators per forward, inside the model and around it, from one extra
+    profiled run of two batches per method (continuous schedule), added to the rows as `ops_per_forward`."""
+    for spec in specs:
+        if spec.method == HF_GENERATE:
+            continue
+        ids = [f"ops-{i}" for i in range(len(prompts))]
+        with OpCounter(model) as ops:
+            Runner(model, seed, rows[0]["batch_size"])(spec, prompts, ids)
+        for row in rows:
+            if row["method"] == spec.label:
+                row["ops_per_forward"] = ops.per_forward()
 
 
 def supported(model: Any, specs: list[MethodSpec]) -> tuple[list[MethodSpec], list[dict[str, Any]]]:
@@ -234,6 +252,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--compile", action="store_true", help="torch.compile the window forward")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--ops", action="store_true",
+                        help="also count the torch operators per forward, inside the model and around "
+                        "it (one extra profiled run of two batches per method)")
     parser.add_argument("--json", default=None, help="write the figures to this JSON file")
 
 
@@ -243,6 +264,11 @@ def main(args: argparse.Namespace) -> int:
     started = time.time()
     rows = run_bench(args)
     print_table(rows)
+    for r in rows:
+        if "ops_per_forward" in r:
+            ops = r["ops_per_forward"]
+            print(f"{r['method']} ({r['schedule']}, batch {r['batch_size']}): {ops['model']:.0f} torch "
+                  f"operators per forward in the model, {ops['around']:.0f} around it")
     if args.json:
         meta = {
             "command": "sjd-batch bench " + " ".join(sys.argv[2:]),
