@@ -130,7 +130,7 @@ def run_benches(args: argparse.Namespace, out: Path, deadline: float) -> list[di
         bench_args = argparse.Namespace(
             model=name, methods=args.methods, prompts=args.prompts, batch_size=args.bench_batch_sizes,
             schedule="continuous", round=0, set=[], seed=0, warmup=1, device=args.device,
-            dtype=args.dtype, compile=False)
+            dtype=args.dtype, compile=False, ops=False)
         rows = run_bench(bench_args)
         print_table(rows)
         meta = {"command": f"sjd-batch bench-gpu (bench {name})", "git": git_revision(),
