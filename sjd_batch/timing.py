@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -78,15 +78,26 @@ class ForwardTimer:
                 self.decode_tokens += int(ids.shape[-1])
             return out
 
-        self._had_own, self._inner = "forward" in vars(self.model), inner
-        self.model.forward = timed
+        self._restore = wrap_forward(self.model, timed)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._had_own:
-            self.model.forward = self._inner
+        self._restore()
+
+
+def wrap_forward(model: Any, wrapper: Callable[..., Any]) -> Callable[[], None]:
+    """Put `wrapper` in place of the instance's `forward`; returns what puts the old one back (the
+    instance's own attribute if it had one, else the class method again)."""
+    had_own, inner = "forward" in vars(model), model.forward
+    model.forward = wrapper
+
+    def restore() -> None:
+        if had_own:
+            model.forward = inner
         else:
-            del self.model.forward
+            del model.forward
+
+    return restore
 
 
 class OpCounter:
@@ -114,18 +125,14 @@ class OpCounter:
             with record_function(self._LABEL):
                 return inner(*args, **kwargs)
 
-        self._had_own, self._inner = "forward" in vars(self.model), inner
-        self.model.forward = labelled
+        self._restore = wrap_forward(self.model, labelled)
         self._profile = profile(activities=[ProfilerActivity.CPU])
         self._profile.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._profile.__exit__(*exc)
-        if self._had_own:
-            self.model.forward = self._inner
-        else:
-            del self.model.forward
+        self._restore()
         for event in self._profile.events():
             if event.cpu_parent is None:
                 self._count(event)

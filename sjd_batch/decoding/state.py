@@ -9,6 +9,7 @@ lengths always sum to the tokens.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import torch
 
@@ -61,18 +62,10 @@ class DraftLaws:
         return out.mul_(1.0 - uniform).addcmul_(uniform, _uniform_law(image, out.dtype))
 
 
-_UNIFORM_LAWS: dict[tuple[int, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
-
-
+@lru_cache(maxsize=32)  # keyed by the mask tensor itself (tensors hash by identity): one per grammar
 def _uniform_law(image: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """The UNIFORM law over the image ids [V], built once per (mask, dtype) instead of per call."""
-    cached = _UNIFORM_LAWS.get((id(image), dtype))
-    if cached is None or cached[0] is not image:  # the id of a freed mask can be reused
-        if len(_UNIFORM_LAWS) >= 32:  # one entry per live grammar and dtype: bounded, not a leak
-            _UNIFORM_LAWS.clear()
-        cached = (image, image.to(dtype) / image.sum())
-        _UNIFORM_LAWS[id(image), dtype] = cached
-    return cached[1]
+    return image.to(dtype) / image.sum()
 
 
 @dataclass
