@@ -39,6 +39,8 @@ def test_tune_measures_and_says_what_it_chose(tmp_path, capsys):
     assert data["verify"]["rounds"] >= 1 and data["verify"]["ar"]["measured_images_per_s"] > 0
     printed = capsys.readouterr().out
     assert "Choice:" in printed and "measured side by side" in printed
+    rounds = data["verify"]["rounds"]
+    assert f"verify round {rounds}/{rounds}:" in printed  # progress, one line per round
 
 
 def test_auto_window_and_batch_in_a_job(tmp_path, capsys):

@@ -83,6 +83,9 @@ def verify(model: Any, result: TuneResult, spec: MethodSpec, count: int, seed: i
         ids = [str(i) for i in range(start, start + len(chunk))]
         runs = [runner(s, chunk, ids) for _, runner, s in runners]
         ratios.append(runs[0].images_per_s / runs[1].images_per_s)
+        # minutes per round on a CPU: say where the check stands
+        print(f"verify round {len(ratios)}/{-(-count // size)}: {runs[0].images_per_s:.2f} against "
+              f"{runs[1].images_per_s:.2f} images/s (ratio {ratios[-1]:.2f})", flush=True)
         for i, run in enumerate(runs):
             rates[i][0] += len(run.results)
             rates[i][1] += run.wall_s
