@@ -21,10 +21,12 @@ from typing import Any, Iterator, NamedTuple
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import ray
 from PIL import Image
+from ray._common.utils import get_ray_address_file
 
 from sjd_batch.io.backends import open_storage
-from tests.conftest import find_weed, free_port
+from tests.conftest import find_weed, free_port, ray_cluster
 from tests.test_worker import check_output
 
 REPO = Path(__file__).resolve().parents[2]
@@ -95,8 +97,6 @@ def assert_all_stopped(state: Path, env: dict[str, str], pids: dict[str, int]) -
     assert not live_processes(f":{env['SJD_DEV_RAY_PORT']}"), "a Ray process outlived `stop`"
     assert not live_processes(str(state / "s3data")), "weed outlived `stop`"
     # ...nor the address `ray start` recorded, which a later plain ray.init() would try to join.
-    from ray._common.utils import get_ray_address_file
-
     recorded = Path(get_ray_address_file(None))
     if recorded.exists():
         assert not recorded.read_text().strip().endswith(f":{env['SJD_DEV_RAY_PORT']}")
@@ -219,6 +219,23 @@ def test_local_dev_submit_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyP
         check_output(open_storage(f"s3://{bucket}/e2e"), ids, shards=2)
     assert script("status", env).returncode == 1
     assert script("stop", env).returncode == 0  # stopping twice is fine
+
+
+def test_ray_still_works_in_this_process_after_the_dev_cluster() -> None:
+    """After the token-auth dev cluster, a Ray without auth still runs actors for this process.
+
+    Ray reads RAY_AUTH_MODE once, when `ray` is first imported. This module imports it at collection,
+    with the environment clean: imported inside a test while the dev cluster's `RAY_AUTH_MODE=token`
+    was set (as `assert_all_stopped` once did), it left every later cluster of the test run
+    cancelling this process's actors at creation (every tests/test_runner.py test then failed when
+    it ran after this module)."""
+    @ray.remote(num_cpus=1)
+    class Echo:
+        def echo(self, x: int) -> int:
+            return x
+
+    with ray_cluster({"num_cpus": 1}, []):
+        assert ray.get(Echo.remote().echo.remote(7), timeout=120) == 7
 
 
 def test_failed_start_leaves_nothing_running(tmp_path: Path) -> None:
