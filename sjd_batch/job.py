@@ -229,7 +229,8 @@ def package_versions() -> dict[str, str]:
 
 
 def git_revision() -> str | None:
-    """The commit of the package's checkout (with "-dirty" for local changes), or None outside git."""
+    """The commit of the package's checkout (with "-dirty" for local changes); outside git, the
+    `SJD_GIT_REVISION` variable (a tree copied without its .git, as onto a lent GPU machine), else None."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     try:
         rev = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True,
@@ -237,6 +238,6 @@ def git_revision() -> str | None:
         dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
                                capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return None
+        return os.environ.get("SJD_GIT_REVISION") or None
     return f"{rev}-dirty" if dirty else rev
 

@@ -184,6 +184,7 @@ def test_bench_says_hf_generate_is_unsupported_elsewhere(tmp_path, capsys):
 
 
 @pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_on_cuda(folder):
     """fp32 greedy equivalence and a bf16 sampled run on the GPU (the dtype jobs/emu3.yaml uses)."""
     assert_greedy_methods_match_ar(sjd_batch.load_model(str(folder), "cuda"), PROMPTS, window=8)
