@@ -67,7 +67,11 @@ def test_bench_reports_overhead_idle_share_and_intervals(tmp_path, capsys):
     assert rows["ar", "continuous"]["idle_share"] == 0.0  # AR rows all finish together
     assert rows["ar", "continuous"]["tokens_per_forward"] == 1 and sjd_c["tokens_per_forward"] == 6
     assert data["meta"]["command"].startswith("sjd-batch bench") and "git" in data["meta"]
-    assert "tok/fwd" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "tok/fwd" in printed.out
+    progress = [line for line in printed.err.splitlines() if line.startswith("round ")]
+    assert [line.split(":")[0] for line in progress] == ["round 1/2", "round 2/2"]
+    assert "sjd:window=6 fixed" in progress[-1]
 
 
 def test_op_counter_separates_the_model_from_the_engine_around_it():

@@ -118,11 +118,16 @@ def measure(model: Any, specs: list[MethodSpec], schedules: list[str], prompts: 
             runners[sched](spec, warm, [f"warmup-{i}" for i in range(len(warm))])
     size = args.round or 8 * batch_size
     runs: Cells = {(spec.label, sched): (spec, []) for spec, sched in cells}
+    rounds = -(-len(prompts) // size)
     for index, start in enumerate(range(0, len(prompts), size)):
         chunk = prompts[start : start + size]
         ids = [str(i) for i in range(start, start + len(chunk))]
         for spec, sched in cells:
             runs[spec.label, sched][1].append(runners[sched](spec, chunk, ids, index))
+        # a 512-prompt bench runs for many minutes on a CPU: one line per round says where it stands
+        rates = ", ".join(f"{label} {sched} {cell[-1].images_per_s:.2f}"
+                          for (label, sched), (_, cell) in runs.items())
+        print(f"round {index + 1}/{rounds}: images/s {rates}", file=sys.stderr, flush=True)
     return runs
 
 
