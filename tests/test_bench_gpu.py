@@ -81,3 +81,15 @@ def test_device_script_runs_without_ray_or_boto3(tmp_path):
     assert summary["git"] == "fedcba9"
     tests = json.loads((out / "tests.json").read_text())
     assert tests["status"] == "ok" and "skipped" in tests["tail"] and "error" not in tests["tail"].lower()
+
+
+def test_gpu_wheels_pin_the_transformers_release_the_package_pins():
+    """A bare GPU machine gets transformers from infra/gpu/wheels.txt: the same release as pyproject.toml,
+    or the figures it measures would come from another transformers than every other figure."""
+    import tomllib
+
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    pinned = next(d for d in deps if d.startswith("transformers=="))
+    wheels = [line.strip() for line in (REPO / "infra" / "gpu" / "wheels.txt").read_text().splitlines()]
+    assert pinned in wheels
+    assert any(w.startswith("pydantic==") for w in wheels)  # the job schema, absent there
