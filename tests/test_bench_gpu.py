@@ -17,18 +17,24 @@ REPO = Path(__file__).resolve().parents[1]
 
 SMALL = ["bench-gpu", "--small", "--device", "cpu", "--dtype", "float32",
          "--tests", "tests/test_projection.py", "--windows", "1,4", "--batch-sizes", "1,2",
-         "--prompts", "4", "--bench-batch-sizes", "2", "--methods", "ar,sjd"]
+         "--prompts", "4", "--bench-batch-sizes", "2", "--methods", "ar,sjd", "--generate-batch-sizes", "1,2",
+         "--generate-tokens", "41"]
 
 
 def test_small_rehearsal_writes_every_file(tmp_path):
     out = tmp_path / "gpu"
     assert cli.main([*SMALL, "--out", str(out), "--budget-s", "300"]) == 0
     summary = json.loads((out / "bench-gpu.json").read_text())
-    assert [s["step"] for s in summary["steps"]] == ["tests", "forward small", "bench tiny-random"]
+    assert [s["step"] for s in summary["steps"]] == ["tests", "forward small", "generate small",
+                                                      "bench tiny-random"]
     assert summary["steps"][0]["status"] == "no gpu-marked test collected"
     forward = json.loads((out / "forward-small.json").read_text())
     assert set(forward["forward_ms"]) == {"1,1", "1,2", "4,1", "4,2"} and forward["cfg_rows"]
     assert forward["arch"]["hidden"] == 64 and forward["tokens_per_image"] in range(60, 80)
+    generate = json.loads((out / "generate-small.json").read_text())
+    runs = {(r["method"], r["batch"]): r for r in generate["results"]}
+    assert set(runs) == {(m, b) for m in ("ar", "hf-generate") for b in (1, 2)}
+    assert all(r["ms_per_token"] > 0 for r in runs.values()) and generate["tokens_per_image"] == 37
     bench = json.loads((out / "bench-tiny-random.json").read_text())
     assert {r["method"] for r in bench["results"]} == {"ar", "sjd"}
 
@@ -38,7 +44,7 @@ def test_budget_cuts_steps(tmp_path):
     assert cli.main([*SMALL, "--out", str(out), "--budget-s", "0.001"]) == 1
     steps = json.loads((out / "bench-gpu.json").read_text())["steps"]
     # a step that starts past the deadline is cut whole; one that starts just inside it times no cell
-    assert steps[2]["status"] == "cut by budget"
+    assert steps[2]["status"] == steps[3]["status"] == "cut by budget"
     assert steps[1]["status"] in ("cut by budget", "0 of 4 cells (memory or budget)")
 
 

@@ -98,7 +98,7 @@ def supported(model: Any, specs: list[MethodSpec]) -> tuple[list[MethodSpec], li
     notes = [
         {"model": model.name, "method": spec.label,
          "unsupported": f"model {model.name} has no hf_generate(): the transformers generate() baseline "
-                        "exists for the Emu3 and Janus families only"}
+                        "exists for Emu3, Janus and our Llama models without grid positions"}
         for spec in specs if spec.method == HF_GENERATE
     ]
     for note in notes:

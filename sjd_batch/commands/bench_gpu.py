@@ -7,8 +7,10 @@ command, within a time budget (default 480 s), everything written as JSON under 
    that width, depth, heads, MLP and LM head, random weights (timing does not depend on their values),
    bf16, with CFG rows and a KV cache half-way through an image; family-specific extras (Chameleon's
    qk-norm, Janus' separate image embedding) are left out;
-3. `bench-<model>.json`: `sjd-batch bench` of every method on each shipped model on the device;
-4. `bench-gpu.json`: what ran, for how long, and what the budget cut.
+3. `generate-<family>.json`: our `ar` against transformers' `generate()` on a random LM of the first of
+   those sizes (same prompts, CFG and layout grammar; a 16 x 16 image), batch 1 and 16;
+4. `bench-<model>.json`: `sjd-batch bench` of every method on each shipped model on the device;
+5. `bench-gpu.json`: what ran, for how long, and what the budget cut.
 
 Each step has a share of the budget and stops early rather than overrun it. `--small` is the CPU
 rehearsal the tests run: tiny sizes, tiny-random, a few prompts, the same code path.
@@ -22,6 +24,7 @@ import math
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +37,7 @@ from sjd_batch.projection import ARCHS, Arch
 METHODS = "ar,sjd,sjd-vp,mc-sjd,mc-sjd-vp"
 SMALL_ARCH = Arch("small", hidden=64, layers=2, heads=4, kv_heads=2, intermediate=128, head_vocab=600,
                   tokens=73)
-SHARES = {"tests": 0.2, "forward": 0.4}  # of the budget; the bench gets the rest
+SHARES = {"tests": 0.15, "forward": 0.35, "generate": 0.15}  # of the budget (in this order); bench: the rest
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,6 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompts", type=int, default=64, help="prompts per bench (per batch size)")
     parser.add_argument("--bench-batch-sizes", default="1,16")
     parser.add_argument("--tests", default="tests", help="where pytest looks for the gpu-marked tests")
+    parser.add_argument("--generate-batch-sizes", default="1,16", help="ar against HF generate(): batches")
+    parser.add_argument("--generate-tokens", type=int, default=257,
+                        help="ar against HF generate(): tokens per image (257: 16 x 16 codes)")
 
 
 def gpu_test_files(root: str) -> list[str]:
@@ -129,6 +135,40 @@ def run_forward(args: argparse.Namespace, out: Path, deadline: float) -> list[di
     return reports
 
 
+def run_generate(args: argparse.Namespace, out: Path, deadline: float) -> list[dict[str, Any]]:
+    """Our `ar` against transformers' `generate()` on one random LM at the first published size: the same
+    prompts, sampling (CFG 3) and layout grammar, batch 1 (latency) and more, each timed after a warm-up.
+
+    The layout is cut to `--generate-tokens` (a 16 x 16 image by default) so both fit the budget; per
+    token, a short image and a long one cost the same but for attention over the longer context."""
+    from sjd_batch.commands.measure import Runner, parse_methods
+
+    arch = SMALL_ARCH if args.small else ARCHS[args.archs.split(",")[0].strip()]
+    t0, step = time.monotonic(), f"generate {arch.name}"
+    if t0 > deadline:
+        return [{"step": step, "status": "cut by budget", "seconds": 0.0}]
+    model = random_model(replace(arch, tokens=args.generate_tokens), args.device, args.dtype)
+    batches = _ints(args.generate_batch_sizes)
+    prompts = model.example_prompts(max(batches))
+    rows = []
+    for batch in batches:
+        runner, ids = Runner(model, 0, batch), [str(i) for i in range(batch)]
+        for spec in parse_methods("ar,hf-generate", {"cfg_scale": 3.0}):
+            if time.monotonic() > deadline:
+                break
+            runner(spec, prompts[:batch], ids)  # warm-up: kernels, allocator, HF's first-call set-up
+            run = runner(spec, prompts[:batch], ids)
+            decode_s = run.wall_s - run.pixel_s
+            rows.append({"method": spec.label, "batch": batch, "images_per_s": run.images_per_s,
+                         "ms_per_token": 1e3 * decode_s / model.layout.length})
+            print(f"{step}: {spec.label} batch {batch}: {rows[-1]['ms_per_token']:.2f} ms per token")
+    payload = {"arch": vars(arch), "device": str(model.device), "dtype": str(model.dtype),
+               "tokens_per_image": model.layout.length, "cfg_scale": 3.0, "results": rows}
+    (out / f"generate-{arch.name}.json").write_text(json.dumps(payload, indent=1))
+    status = "ok" if len(rows) == 2 * len(batches) else f"{len(rows)} of {2 * len(batches)} runs (budget)"
+    return [{"step": step, "status": status, "seconds": time.monotonic() - t0}]
+
+
 def run_benches(args: argparse.Namespace, out: Path, deadline: float) -> list[dict[str, Any]]:
     """`bench` of every method on each shipped model (tiny-random with --small)."""
     from sjd_batch.commands.bench import print_table, run_bench
@@ -167,6 +207,7 @@ def main(args: argparse.Namespace) -> int:
     budget = args.budget_s
     steps = [run_tests(args, out, SHARES["tests"] * budget)]
     steps += run_forward(args, out, start + (SHARES["tests"] + SHARES["forward"]) * budget)
+    steps += run_generate(args, out, start + sum(SHARES.values()) * budget)
     steps += run_benches(args, out, start + budget)
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else args.device
     summary = {"git": git_revision(), "device": device, "budget_s": budget, "small": args.small,

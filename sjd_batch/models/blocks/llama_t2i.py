@@ -24,6 +24,7 @@ import torch
 from sjd_batch.decoding.protocol import Layout, Prefix, PromptRejected, Window
 from sjd_batch.decoding.sampling import SamplingConfig
 from sjd_batch.models.blocks.hf_causal import SlotCache, forward_window, new_slot_cache
+from sjd_batch.models.blocks.hf_generate import generate_layout
 
 PAD, BOS, BOI, EOI, EOL, UNK = 0, 1, 2, 3, 4, 5
 NUM_SPECIAL = 6
@@ -271,6 +272,21 @@ class LlamaT2IModel:
             negatives = negative_prompts or [None] * len(prompts)
             rows += [self.tokenize(n or "", i) for i, n in enumerate(negatives)]
         return left_pad(rows, self.device)
+
+    @property
+    def hf_generate(self) -> Callable[[Sequence[str], int, SamplingConfig], torch.Tensor] | None:
+        """transformers' own `generate()` on this LM (the bench baseline), or None for a model with grid
+        positions: HF feeds token ids to the LM, and would leave out the row and column vectors."""
+        return None if self.grid is not None else self._hf_generate
+
+    @torch.inference_mode()
+    def _hf_generate(self, prompts: Sequence[str], seed: int, sampling: SamplingConfig) -> torch.Tensor:
+        count = len(prompts)
+        both = self.encode(prompts, None, with_uncond=True)  # the uncond rows (empty caption) ours use
+        cond = Prefix(ids=both.ids[:count], start=both.start[:count])
+        uncond = Prefix(ids=both.ids[count:], start=both.start[count:])
+        return generate_layout(self.lm, cond, uncond, self.layout,
+                               range(self.vocab.code_start, self.vocab.code_end), PAD, EOI, seed, sampling)
 
     def new_cache(self, rows: int, slots: int) -> SlotCache:
         return new_slot_cache(self.lm, rows, slots)

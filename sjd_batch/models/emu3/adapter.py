@@ -25,6 +25,7 @@ import torch
 from sjd_batch.decoding.protocol import Layout, Prefix, Window
 from sjd_batch.decoding.sampling import SamplingConfig
 from sjd_batch.models.blocks.hf_causal import SlotCache, forward_window, new_slot_cache
+from sjd_batch.models.blocks.hf_generate import generate_layout
 from sjd_batch.models.blocks.llama_t2i import left_pad
 from sjd_batch.models.emu3 import FAMILY
 
@@ -134,47 +135,15 @@ class Emu3T2IModel:
     def hf_generate(self, prompts: Sequence[str], seed: int, sampling: SamplingConfig) -> torch.Tensor:
         """Tokens [B, T] from transformers' own `generate()` (the bench baseline), set up as the HF Emu3
         docs do: negative-prompt CFG (unbatched, log-softmax), the layout as `prefix_allowed_tokens_fn`."""
-        from transformers import GenerationConfig
-
         both = self.encode(prompts, None, with_uncond=True)  # the uncond rows our engine uses too
         cond, uncond = _rows(both, 0, len(prompts)), _rows(both, len(prompts), 2 * len(prompts))
-        sample = not sampling.greedy
-        config = GenerationConfig(
-            max_new_tokens=self.layout.length, do_sample=sample, guidance_scale=sampling.cfg_scale,
-            pad_token_id=self.ids.pad, eos_token_id=self.ids.eos,
-            **({"top_k": sampling.top_k or None, "top_p": sampling.top_p,
-                "temperature": sampling.temperature} if sample else {}),
-        )
-        torch.manual_seed(seed)
-        out = self.model.generate(
-            input_ids=cond.ids, attention_mask=_real(cond), negative_prompt_ids=uncond.ids,
-            negative_prompt_attention_mask=_real(uncond), generation_config=config,
-            prefix_allowed_tokens_fn=self._allowed(cond.length),
-        )
-        return out[:, cond.length :]
-
-    def _allowed(self, prompt_length: int):
-        """HF's per-step grammar: the forced id at this offset, else every visual token."""
-        visual = list(range(self.ids.image_start, self.ids.image_end))
-        forced = self.layout.forced
-
-        def allowed(batch_id: int, input_ids: torch.Tensor) -> list[int]:
-            offset = input_ids.shape[-1] - prompt_length
-            if offset >= len(forced):
-                return [self.ids.pad]
-            return [forced[offset]] if forced[offset] >= 0 else visual
-
-        return allowed
+        return generate_layout(self.model, cond, uncond, self.layout,
+                               range(self.ids.image_start, self.ids.image_end), self.ids.pad, self.ids.eos,
+                               seed, sampling)
 
 
 def _rows(prefix: Prefix, first: int, end: int) -> Prefix:
     return Prefix(ids=prefix.ids[first:end], start=prefix.start[first:end])
-
-
-def _real(prefix: Prefix) -> torch.Tensor:
-    """HF attention mask of a left-padded prefix: 1 on real tokens."""
-    slots = torch.arange(prefix.length, device=prefix.ids.device)
-    return (slots[None, :] >= prefix.start[:, None]).long()
 
 
 def load(
