@@ -8,7 +8,7 @@ command, within a time budget (default 480 s), everything written as JSON under 
    bf16, with CFG rows and a KV cache half-way through an image; family-specific extras (Chameleon's
    qk-norm, Janus' separate image embedding) are left out;
 3. `generate-<family>.json`: our `ar` against transformers' `generate()` on a random LM of the first of
-   those sizes (same prompts, CFG and layout grammar; a 16 x 16 image), batch 1 and 16;
+   those sizes (same prompts, CFG and layout grammar; 257 tokens), batch 1 and 16;
 4. `bench-<model>.json`: `sjd-batch bench` of every method on each shipped model on the device;
 5. `bench-gpu.json`: what ran, for how long, and what the budget cut.
 
@@ -56,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tests", default="tests", help="where pytest looks for the gpu-marked tests")
     parser.add_argument("--generate-batch-sizes", default="1,16", help="ar against HF generate(): batches")
     parser.add_argument("--generate-tokens", type=int, default=257,
-                        help="ar against HF generate(): tokens per image (257: 16 x 16 codes)")
+                        help="ar against HF generate(): tokens per image (257: 16 rows of 15 codes)")
 
 
 def gpu_test_files(root: str) -> list[str]:
@@ -139,8 +139,9 @@ def run_generate(args: argparse.Namespace, out: Path, deadline: float) -> list[d
     """Our `ar` against transformers' `generate()` on one random LM at the first published size: the same
     prompts, sampling (CFG 3) and layout grammar, batch 1 (latency) and more, each timed after a warm-up.
 
-    The layout is cut to `--generate-tokens` (a 16 x 16 image by default) so both fit the budget; per
-    token, a short image and a long one cost the same but for attention over the longer context."""
+    The layout is cut to `--generate-tokens` (257 by default: 16 rows of 15 codes) so both fit the
+    budget; per token, a short image and a long one cost the same but for attention over the longer
+    context."""
     from sjd_batch.commands.measure import Runner, parse_methods
 
     arch = SMALL_ARCH if args.small else ARCHS[args.archs.split(",")[0].strip()]
