@@ -40,23 +40,27 @@ def layout_allowed(layout: Layout, image_ids: range, prompt_length: int,
     return allowed
 
 
-def generate_layout(lm: Any, cond: Prefix, uncond: Prefix | None, layout: Layout, image_ids: range,
-                    pad: int, eos: int | None, seed: int, sampling: SamplingConfig) -> torch.Tensor:
-    """Tokens [B, T] of `lm.generate()` after the `cond` rows (`uncond`: the negative prompts, for CFG)."""
+def generate_layout(lm: Any, rows: Prefix, layout: Layout, image_ids: range, pad: int, eos: int | None,
+                    seed: int, sampling: SamplingConfig) -> torch.Tensor:
+    """Tokens [B, T] of `lm.generate()`. `rows`: the model's CFG prefix, B cond rows then B uncond rows
+    (`encode(..., with_uncond=True)`); the uncond half becomes HF's negative prompt."""
     from transformers import GenerationConfig
 
+    count = rows.ids.shape[0] // 2
+    cond, uncond = (Prefix(ids=rows.ids[half], start=rows.start[half])
+                    for half in (slice(0, count), slice(count, None)))
     fields = {} if sampling.greedy else {"top_k": sampling.top_k, "top_p": sampling.top_p,
                                          "temperature": sampling.temperature}
     config = GenerationConfig(max_new_tokens=layout.length, do_sample=not sampling.greedy, pad_token_id=pad,
                               eos_token_id=eos, **fields)
     extra: dict[str, Any] = {}
-    if uncond is not None and sampling.uses_cfg:
+    if sampling.uses_cfg:
         config.guidance_scale = sampling.cfg_scale
         extra = {"negative_prompt_ids": uncond.ids, "negative_prompt_attention_mask": attention_mask(uncond)}
+    allowed = layout_allowed(layout, image_ids, cond.length, pad)
     devices = [cond.ids.device] if cond.ids.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):  # the caller's random state is left as it was
         torch.manual_seed(seed)
-        allowed = layout_allowed(layout, image_ids, cond.length, pad)
         out = lm.generate(input_ids=cond.ids, attention_mask=attention_mask(cond), generation_config=config,
                           prefix_allowed_tokens_fn=allowed, **extra)
     return out[:, cond.length :]

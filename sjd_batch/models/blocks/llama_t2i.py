@@ -281,12 +281,9 @@ class LlamaT2IModel:
 
     @torch.inference_mode()
     def _hf_generate(self, prompts: Sequence[str], seed: int, sampling: SamplingConfig) -> torch.Tensor:
-        count = len(prompts)
-        both = self.encode(prompts, None, with_uncond=True)  # the uncond rows (empty caption) ours use
-        cond = Prefix(ids=both.ids[:count], start=both.start[:count])
-        uncond = Prefix(ids=both.ids[count:], start=both.start[count:])
-        return generate_layout(self.lm, cond, uncond, self.layout,
-                               range(self.vocab.code_start, self.vocab.code_end), PAD, EOI, seed, sampling)
+        rows = self.encode(prompts, None, with_uncond=True)  # the uncond rows (empty caption) ours use
+        return generate_layout(self.lm, rows, self.layout, range(self.vocab.code_start, self.vocab.code_end),
+                               PAD, EOI, seed, sampling)
 
     def new_cache(self, rows: int, slots: int) -> SlotCache:
         return new_slot_cache(self.lm, rows, slots)

@@ -135,15 +135,9 @@ class Emu3T2IModel:
     def hf_generate(self, prompts: Sequence[str], seed: int, sampling: SamplingConfig) -> torch.Tensor:
         """Tokens [B, T] from transformers' own `generate()` (the bench baseline), set up as the HF Emu3
         docs do: negative-prompt CFG (unbatched, log-softmax), the layout as `prefix_allowed_tokens_fn`."""
-        both = self.encode(prompts, None, with_uncond=True)  # the uncond rows our engine uses too
-        cond, uncond = _rows(both, 0, len(prompts)), _rows(both, len(prompts), 2 * len(prompts))
-        return generate_layout(self.model, cond, uncond, self.layout,
-                               range(self.ids.image_start, self.ids.image_end), self.ids.pad, self.ids.eos,
-                               seed, sampling)
-
-
-def _rows(prefix: Prefix, first: int, end: int) -> Prefix:
-    return Prefix(ids=prefix.ids[first:end], start=prefix.start[first:end])
+        rows = self.encode(prompts, None, with_uncond=True)  # the uncond rows our engine uses too
+        return generate_layout(self.model, rows, self.layout, range(self.ids.image_start, self.ids.image_end),
+                               self.ids.pad, self.ids.eos, seed, sampling)
 
 
 def load(
