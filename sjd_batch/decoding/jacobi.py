@@ -184,8 +184,8 @@ def previous_laws(state: JacobiState, p: torch.Tensor, config: DecodeConfig):
     """SJD-VP's p_{t-1} aligned to this window ([B, L, V]) and where it exists ([B, L] bool)."""
     if config.vp_lambda == 0:
         return state.prev_p, state.prev_src >= 0
-    index = state.prev_src.clamp_min(0)[..., None].expand(-1, -1, p.shape[-1])
-    return state.prev_p.gather(1, index), state.prev_src >= 0
+    rows = torch.arange(p.shape[0], device=p.device)[:, None]  # whole rows by indexing, not a V-wide gather
+    return state.prev_p[rows, state.prev_src.clamp_min(0)], state.prev_src >= 0
 
 
 def _shift_laws(p: torch.Tensor, m: torch.Tensor, limit: torch.Tensor, state: JacobiState,

@@ -49,17 +49,26 @@ class DraftLaws:
             image: [V] bool image ids (the UNIFORM law), or None when no law is UNIFORM.
         """
         src = self.src.gather(1, k)
-        vocab = self.table.shape[-1]
-        out = self.table.gather(1, src.clamp_min(0)[..., None].expand(-1, -1, vocab))
-        # Implicit rows overwrite the gathered ones in place, by multiplying by 0 or 1 and adding 0 or
-        # the law: the same values as selecting with `where` (laws are finite and >= 0, and x + 0 = x),
-        # in vectorised passes over one buffer (MC-SJD reads [B, L-1, V] of these every iteration).
+        # Whole rows by advanced indexing, not `gather` with an index expanded over V: the same values,
+        # copied a row at a time (a [16, 15, 4267] gather took 2.7 ms on the CPU, this 0.7 ms).
+        out = self.table[_rows(src.shape[0], src.device), src.clamp_min(0)]
+        # Implicit rows overwrite the gathered ones in place: zero them (multiply by 0 or 1), then add
+        # 1 at the draft (ONEHOT) and the law (UNIFORM). The same values as selecting with `where`
+        # (laws are finite and >= 0, and x + 0 = x), in vectorised passes over one buffer (MC-SJD
+        # reads [B, L-1, V] of these every iteration).
+        out.mul_((src >= 0).to(out.dtype)[..., None])
         onehot = (src == ONEHOT).to(out.dtype)[..., None]
-        out.mul_(1.0 - onehot).scatter_add_(-1, drafts.gather(1, k)[..., None], onehot)
+        out.scatter_add_(-1, drafts.gather(1, k)[..., None], onehot)
         if image is None:
             return out
         uniform = (src == UNIFORM).to(out.dtype)[..., None]
-        return out.mul_(1.0 - uniform).addcmul_(uniform, _uniform_law(image, out.dtype))
+        return out.addcmul_(uniform, _uniform_law(image, out.dtype))
+
+
+@lru_cache(maxsize=64)
+def _rows(count: int, device: torch.device) -> torch.Tensor:
+    """[count, 1] row indices for advanced indexing, built once per (count, device)."""
+    return torch.arange(count, device=device)[:, None]
 
 
 @lru_cache(maxsize=32)  # keyed by the mask tensor itself (tensors hash by identity): one per grammar
