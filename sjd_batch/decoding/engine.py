@@ -28,6 +28,7 @@ from typing import Any, Iterable, Iterator
 import torch
 
 from sjd_batch.decoding import rng
+from sjd_batch.decoding.inference import forward_is_compiled, inference_steps
 from sjd_batch.decoding.jacobi import Context, ar_step, ar_uniforms, first_drafts, jacobi_step, synced_clock
 from sjd_batch.decoding.methods import DecodeConfig
 from sjd_batch.decoding.pac import forward_width, initial_tree, reset_tree, tree_step
@@ -124,7 +125,7 @@ def decode_stream(
             "set top_k=1 or temperature=0, or use 'sjd' for sampling"
         )
     engine = _Engine(model, sampling, config, slots, counters or EngineStats(), prefill == "together")
-    yield from engine.run(iter(requests), schedule)
+    yield from inference_steps(engine.run(iter(requests), schedule), not forward_is_compiled(model))
 
 
 @dataclass
@@ -144,7 +145,7 @@ class _Engine:
         self.counters = counters
         counters.slots = slots
         counters.idle = torch.zeros((), dtype=torch.long, device=model.device)
-        counters.idle_while_pending = torch.zeros((), dtype=torch.long, device=model.device)
+        counters.idle_while_pending = counters.idle.clone()
         self.rows_per = 2 if sampling.uses_cfg else 1
         width = 1 if config.method == "ar" else config.window
         length, prefix = model.layout.length, prompt_room(model)
@@ -220,8 +221,7 @@ class _Engine:
             self.occupants[slot] = _Occupant(request, self.counters.iterations, (t1 - t0) / len(ready), t1)
 
     def _encode(self, request: Request) -> tuple[Prefix | None, str | None]:
-        """The request's rows, or why the model rejects its prompt (`PromptRejected` only: any other
-        error is a bug and propagates)."""
+        """The request's rows, or why the model rejects its prompt (`PromptRejected`; others propagate)."""
         try:
             prefix = request.prefix or self.model.encode(
                 [request.prompt], [request.negative] if request.negative else None, self.sampling.uses_cfg)

@@ -1,0 +1,53 @@
+"""The engine's steps under `torch.inference_mode`, the caller's code between them in its own mode.
+
+A decode never needs autograd, and outside inference mode every torch operator still pays for its
+bookkeeping (version counters, autograd dispatch). A small model's decode is thousands of small
+operators per image, so on the CPU inference mode makes it about 10% faster (shapes-t2i, batch 1:
+4.89 -> 4.35 s for 8 captions, the same tokens); the bookkeeping is a fixed cost per operator, so at
+large batches the gain is small. It is off when `model.compile` compiled the forward: a compiled
+forward writes the KV cache in place, which needs ordinary tensors (models/compiled.py).
+
+Only the generator's own steps run in inference mode (the request source too, since the engine pulls
+requests inside its steps): the consumer's code between results runs in the caller's mode, and tokens
+leave as ordinary tensors (an inference tensor cannot be changed in place outside inference mode).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Iterator, TypeVar
+
+import torch
+
+T = TypeVar("T")
+
+
+def forward_is_compiled(model: object) -> bool:
+    """Whether `models.compiled.compile_forward` replaced the model's forward."""
+    return bool(getattr(model, "forward_compiled", False))
+
+
+def inference_steps(steps: Iterator[T], enabled: bool = True) -> Iterator[T]:
+    """Yield what `steps` yields, advancing it under `torch.inference_mode(enabled)`."""
+    try:
+        while True:
+            with torch.inference_mode(enabled):
+                item = next(steps, _DONE)
+            if item is _DONE:
+                return
+            yield _ordinary(item)
+    finally:
+        close = getattr(steps, "close", None)
+        if close is not None:
+            close()
+
+
+_DONE = object()
+
+
+def _ordinary(item: T) -> T:
+    """`item` with its `tokens` (when it has them) as an ordinary tensor."""
+    tokens = getattr(item, "tokens", None)
+    if isinstance(tokens, torch.Tensor) and tokens.is_inference():
+        return dataclasses.replace(item, tokens=tokens.clone())  # type: ignore[type-var]
+    return item
