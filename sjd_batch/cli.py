@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "sjd_batch.commands.bench_forward",
         "time one window forward by window length and batch size; latency bound per window",
     ),
+    "bench-modes": ("sjd_batch.commands.bench_modes", "the engine with and without inference mode"),
     "bench-output": ("sjd_batch.commands.bench_output", "time resume and compact on a big fake output"),
     "bench-plan": ("sjd_batch.commands.bench_plan", "time `sjd-batch plan` on a generated many-row input"),
     # not "tune": Ray installs a `tune` program, and the container entrypoint runs a program of that name

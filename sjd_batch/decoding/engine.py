@@ -28,7 +28,7 @@ from typing import Any, Iterable, Iterator
 import torch
 
 from sjd_batch.decoding import rng
-from sjd_batch.decoding.inference import forward_is_compiled, inference_steps
+from sjd_batch.decoding.inference import inference_steps, needs_plain_tensors
 from sjd_batch.decoding.jacobi import Context, ar_step, ar_uniforms, first_drafts, jacobi_step, synced_clock
 from sjd_batch.decoding.methods import DecodeConfig
 from sjd_batch.decoding.pac import forward_width, initial_tree, reset_tree, tree_step
@@ -125,7 +125,7 @@ def decode_stream(
             "set top_k=1 or temperature=0, or use 'sjd' for sampling"
         )
     engine = _Engine(model, sampling, config, slots, counters or EngineStats(), prefill == "together")
-    yield from inference_steps(engine.run(iter(requests), schedule), not forward_is_compiled(model))
+    yield from inference_steps(engine.run(iter(requests), schedule), not needs_plain_tensors(model))
 
 
 @dataclass

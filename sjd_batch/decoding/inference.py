@@ -2,10 +2,10 @@
 
 A decode never needs autograd, and outside inference mode every torch operator still pays for its
 bookkeeping (version counters, autograd dispatch). A small model's decode is thousands of small
-operators per image, so on the CPU inference mode makes it about 10% faster (shapes-t2i, batch 1:
-4.89 -> 4.35 s for 8 captions, the same tokens); the bookkeeping is a fixed cost per operator, so at
-large batches the gain is small. It is off when `model.compile` compiled the forward: a compiled
-forward writes the KV cache in place, which needs ordinary tensors (models/compiled.py).
+operators per image, so on the CPU inference mode makes it 11-14% faster (shapes-t2i, batch 1, the
+same tokens; `sjd-batch bench-modes`, docs/benchmarks.md); the bookkeeping is a fixed cost per
+operator, so at large batches the gain is small. It is off when the model sets `plain_tensors`, as
+`model.compile` does: a compiled forward writes the KV cache in place, which needs ordinary tensors.
 
 Only the generator's own steps run in inference mode (the request source too, since the engine pulls
 requests inside its steps): the consumer's code between results runs in the caller's mode, and tokens
@@ -22,9 +22,10 @@ import torch
 T = TypeVar("T")
 
 
-def forward_is_compiled(model: object) -> bool:
-    """Whether `models.compiled.compile_forward` replaced the model's forward."""
-    return bool(getattr(model, "forward_compiled", False))
+def needs_plain_tensors(model: object) -> bool:
+    """Whether the model asks for the engine outside inference mode (`model.plain_tensors`): set by
+    `models.compiled.compile_forward`, and by `sjd-batch bench-modes` to time the engine without it."""
+    return bool(getattr(model, "plain_tensors", False))
 
 
 def inference_steps(steps: Iterator[T], enabled: bool = True) -> Iterator[T]:

@@ -17,5 +17,5 @@ from sjd_batch.decoding.protocol import ImageTokenModel
 def compile_forward(model: ImageTokenModel, mode: str | None = None) -> ImageTokenModel:
     """Replace `model.forward` by a compiled version (same signature and results) and return the model."""
     model.forward = torch.compile(model.forward, dynamic=True, mode=mode)  # type: ignore[method-assign]
-    model.forward_compiled = True  # type: ignore[attr-defined]  # the engine then leaves inference mode off
+    model.plain_tensors = True  # type: ignore[attr-defined]  # the engine then leaves inference mode off
     return model

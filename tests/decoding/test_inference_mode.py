@@ -47,7 +47,7 @@ def test_engine_runs_in_inference_mode_and_hands_back_ordinary_tokens(tiny32, mo
 
 def test_a_compiled_forward_keeps_inference_mode_off_with_the_same_tokens(tiny32, monkeypatch):
     inference = _decode(tiny32, "sjd")
-    monkeypatch.setattr(tiny32, "forward_compiled", True, raising=False)  # what compile_forward marks
+    monkeypatch.setattr(tiny32, "plain_tensors", True, raising=False)  # what compile_forward marks
     seen = _record_forward_mode(tiny32, monkeypatch)
     plain = _decode(tiny32, "sjd")
     assert seen and not any(seen)
