@@ -2,7 +2,7 @@
 
 A decode never needs autograd, and outside inference mode every torch operator still pays for its
 bookkeeping (version counters, autograd dispatch). A small model's decode is thousands of small
-operators per image, so on the CPU inference mode makes it 11-14% faster (shapes-t2i, batch 1, the
+operators per image, so on the CPU inference mode makes it 10-17% faster (shapes-t2i, batch 1, the
 same tokens; `sjd-batch bench-modes`, docs/benchmarks.md); the bookkeeping is a fixed cost per
 operator, so at large batches the gain is small. It is off when the model sets `plain_tensors`, as
 `model.compile` does: a compiled forward writes the KV cache in place, which needs ordinary tensors.
