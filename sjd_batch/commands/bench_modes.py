@@ -40,26 +40,36 @@ def measure_method(model: Any, label: str, prompts: list[str], args: argparse.Na
     runner = Runner(model, 0, args.batch_size)
     runner(spec, prompts[: args.batch_size], [f"warm{i}" for i in range(args.batch_size)])
     speedups, overheads = [], {True: [], False: []}
-    for r in range(args.rounds):
-        chunk = prompts[r * args.round : (r + 1) * args.round]
-        ids = [str(i) for i in range(r * args.round, (r + 1) * args.round)]
-        runs = {}
-        for inference in (r % 2 == 0, r % 2 == 1):  # alternate which mode goes first
-            model.plain_tensors = not inference  # the engine's switch (decoding/inference.py)
-            runs[inference] = runner(spec, chunk, ids)
-        model.plain_tensors = False
-        for a, b in zip(runs[True].results, runs[False].results, strict=True):
-            if not torch.equal(a.tokens, b.tokens):
-                raise RuntimeError(f"{label}: sample {a.sample_id} decoded differently in the two modes")
-        speedups.append(runs[False].wall_s / runs[True].wall_s)
-        for mode, run in runs.items():
-            overheads[mode].append((run.wall_s - run.pixel_s) / run.forward_s)
-        print(f"{label} round {r + 1}/{args.rounds}: {speedups[-1]:.3f}", file=sys.stderr, flush=True)
+    before = getattr(model, "plain_tensors", False)
+    try:
+        for r in range(args.rounds):
+            speedups.append(_round(model, runner, spec, prompts, r, args, overheads))
+    finally:
+        model.plain_tensors = before
     mean, low, high = ratio_interval(speedups)
     return {"method": label, "speedup": mean, "speedup_95": [low, high],
             "engine_overhead_inference": sum(overheads[True]) / args.rounds,
             "engine_overhead_plain": sum(overheads[False]) / args.rounds,
             "rounds": args.rounds, "prompts_per_round": args.round, "batch_size": args.batch_size}
+
+
+def _round(model: Any, runner: Runner, spec: Any, prompts: list[str], r: int, args: argparse.Namespace,
+           overheads: dict[bool, list[float]]) -> float:
+    """Round r in both modes (alternating which goes first); the plain ÷ inference wall-time ratio."""
+    chunk = prompts[r * args.round : (r + 1) * args.round]
+    ids = [str(i) for i in range(r * args.round, (r + 1) * args.round)]
+    runs = {}
+    for inference in (r % 2 == 0, r % 2 == 1):
+        model.plain_tensors = not inference  # the engine's switch (decoding/inference.py)
+        runs[inference] = runner(spec, chunk, ids)
+    for a, b in zip(runs[True].results, runs[False].results, strict=True):
+        if not torch.equal(a.tokens, b.tokens):
+            raise RuntimeError(f"{spec.label}: sample {a.sample_id} decoded differently in the two modes")
+    for mode, run in runs.items():
+        overheads[mode].append((run.wall_s - run.pixel_s) / run.forward_s)
+    speedup = runs[False].wall_s / runs[True].wall_s
+    print(f"{spec.label} round {r + 1}/{args.rounds}: {speedup:.3f}", file=sys.stderr, flush=True)
+    return speedup
 
 
 def main(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ leave as ordinary tensors (an inference tensor cannot be changed in place outsid
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator, TypeVar
+from typing import Generator, Iterator, TypeVar
 
 import torch
 
@@ -28,8 +28,9 @@ def needs_plain_tensors(model: object) -> bool:
     return bool(getattr(model, "plain_tensors", False))
 
 
-def inference_steps(steps: Iterator[T], enabled: bool = True) -> Iterator[T]:
-    """Yield what `steps` yields, advancing it under `torch.inference_mode(enabled)`."""
+def inference_steps(steps: Generator[T, None, None], enabled: bool = True) -> Iterator[T]:
+    """Yield what `steps` yields, advancing it under `torch.inference_mode(enabled)`; closing this
+    closes `steps` at once (as `yield from` would)."""
     try:
         while True:
             with torch.inference_mode(enabled):
@@ -38,9 +39,7 @@ def inference_steps(steps: Iterator[T], enabled: bool = True) -> Iterator[T]:
                 return
             yield _ordinary(item)
     finally:
-        close = getattr(steps, "close", None)
-        if close is not None:
-            close()
+        steps.close()
 
 
 _DONE = object()

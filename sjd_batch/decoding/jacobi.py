@@ -37,7 +37,7 @@ from sjd_batch.decoding.drafting import DraftDraws, carried_drafts, draft_law, i
 from sjd_batch.decoding.methods import DecodeConfig
 from sjd_batch.decoding.protocol import ImageTokenModel, Window
 from sjd_batch.decoding.sampling import Grammar, SamplingConfig, processed_probs
-from sjd_batch.decoding.state import ONEHOT, UNIFORM, DraftLaws, IterationResult, JacobiState
+from sjd_batch.decoding.state import ONEHOT, UNIFORM, DraftLaws, IterationResult, JacobiState, row_index
 from sjd_batch.decoding.verify import VerifyDraws, verify
 
 
@@ -184,7 +184,7 @@ def previous_laws(state: JacobiState, p: torch.Tensor, config: DecodeConfig):
     """SJD-VP's p_{t-1} aligned to this window ([B, L, V]) and where it exists ([B, L] bool)."""
     if config.vp_lambda == 0:
         return state.prev_p, state.prev_src >= 0
-    rows = torch.arange(p.shape[0], device=p.device)[:, None]  # whole rows by indexing, not a V-wide gather
+    rows = row_index(p.shape[0], p.device)
     return state.prev_p[rows, state.prev_src.clamp_min(0)], state.prev_src >= 0
 
 
