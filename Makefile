@@ -46,8 +46,8 @@ bench: $(STAMP)
 	$(VENV)/bin/sjd-batch bench --model shapes-t2i --methods ar,sjd,sjd-vp,mc-sjd --prompts 16 --json bench.json
 
 # On a machine with one CUDA GPU (a CUDA build of torch installed, README "GPU install"): the CUDA tests,
-# forward time vs window and batch at the real families' sizes, and bench of every method on the shipped
-# models, in at most 8 minutes; JSON under $(OUT).
+# forward time vs window and batch at the real families' sizes, and bench of ar, sjd, sjd-vp, mc-sjd and
+# mc-sjd-vp on the shipped models, in at most 8 minutes; JSON under $(OUT).
 OUT ?= bench-gpu-out
 bench-gpu: $(STAMP)
 	RAY_AUTH_MODE=disabled $(VENV)/bin/sjd-batch bench-gpu --out $(OUT) --budget-s 480

@@ -103,7 +103,7 @@ def generate(
     Args:
         model: from `sjd_batch.load_model`.
         prompts: the captions.
-        method: "ar", "jacobi", "sjd", "sjd-vp", "mc-sjd" or "mc-sjd-vp".
+        method: "ar", "jacobi", "sjd", "sjd-vp", "mc-sjd", "mc-sjd-vp" or "sjd-pac".
         seed: the job seed; sample i gets the seed blake2b(seed, sample_ids[i]).
         batch_size: samples decoded together; each advances at its own pace, and a finished one's
             slot takes the next prompt at once (continuous batching).
@@ -116,7 +116,8 @@ def generate(
             only once every slot is done; for comparisons).
         engine_stats: an `EngineStats` to fill with the engine's counters (share of idle slots).
         **params: sampling (temperature, top_k, top_p, cfg_scale, cfg_mode) and decoding (window,
-            init, init_law, vp_lambda, vp_form, vp_clip, vp_lossy, coupling) overrides.
+            init, init_law, vp_lambda, vp_form, vp_clip, vp_lossy, coupling, verifier, tree_width,
+            tree_depth) overrides.
 
     Returns:
         One `GenerationResult` per prompt, in order, with `.tokens`, `.image` and `.stats`.
@@ -177,8 +178,8 @@ def generate_batch(
     config: DecodeConfig,
     decode_images: bool = True,
 ) -> list[GenerationResult]:
-    """Decode one batch with settings already resolved, all rows together (`sjd-batch bench-runner`'s
-    fixed-batch baseline; `generate` and the job worker stream through `generate_stream`).
+    """Decode one batch with settings already resolved, all rows together, through the one-shot
+    `decode` (`generate` and the job worker stream through `generate_stream` instead).
 
     Args:
         prompts, negatives, ids, seeds: one entry per sample (`negatives` None: the model's empty caption).

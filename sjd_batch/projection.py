@@ -15,7 +15,11 @@ k = 1, i.e. none, and pixel decoding left out, for lack of a GPU measurement of 
     images/s (batch B)   = B / ((T / c(W)) * time(W, B, C))   at the best B whose KV cache fits
 
 with c(W) a step compression measured on a shipped model (`sjd-batch autotune` / `bench` JSON). When
-`bench-gpu` has measured forward times on a GPU, pass them (`--forward`) and they replace the roofline.
+`bench-gpu` has measured forward times on a GPU (its `forward-<family>.json`), `project --forward` reads
+them (`MeasuredForwards`) and they replace the roofline for that family on that GPU: a forward of W
+tokens at batch B costs the measured median, interpolated linearly in W between the measured windows
+(extrapolated from the last two past the widest, for a draft tree wider than the grid), and only the
+measured batch sizes are candidates for the best batch (a cell that ran out of memory was not written).
 """
 
 from __future__ import annotations
@@ -99,6 +103,32 @@ def fits(arch: Arch, gpu: Gpu, batch: int, window: int, cfg: bool = True) -> boo
 
 
 @dataclass(frozen=True)
+class MeasuredForwards:
+    """Forward seconds measured by `bench-gpu` for one family on one GPU, keyed (window, batch)."""
+
+    arch: str
+    gpu: str  # a key of GPUS
+    seconds: dict[tuple[int, int], float]
+    source: str  # the file it came from
+
+    def at(self, batch: int, width: int) -> float | None:
+        """Seconds of a `width`-token forward at `batch`, piecewise linear in the width over the windows
+        measured at that batch; None when that batch was not measured."""
+        points = sorted((w, t) for (w, b), t in self.seconds.items() if b == batch)
+        if not points:
+            return None
+        if len(points) == 1 or width <= points[0][0]:
+            return points[0][1]  # at or below the narrowest measured window: its cost
+        upper = next((i for i, (w, _) in enumerate(points) if w >= width), len(points) - 1)
+        return _line(points[upper - 1], points[upper], width)
+
+
+def _line(a: tuple[int, float], b: tuple[int, float], x: int) -> float:
+    """The straight line through two (window, seconds) points, at x."""
+    return a[1] + (b[1] - a[1]) * (x - a[0]) / (b[0] - a[0])
+
+
+@dataclass(frozen=True)
 class Projected:
     arch: str
     gpu: str
@@ -108,22 +138,33 @@ class Projected:
     latency_s: float  # batch 1
     best_batch: int
     images_per_s: float  # at best_batch
+    forward: str = "roofline"  # where the forward cost came from: "roofline" or "measured"
 
 
 def project(arch: Arch, gpu: Gpu, method: str, window: int, compression: float,
             batches: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256),
-            width: int | None = None) -> Projected:
+            width: int | None = None, measured: MeasuredForwards | None = None) -> Projected:
     """Latency at batch 1 and images/s at the best batch that fits, for one method setting.
 
     `width` is the tokens a row feeds each forward when it exceeds the window (a draft tree's nodes ride
     on top of the window: 26 tokens at window 16 for sjd-pac's default tree); it prices the forward.
+    `measured` replaces the roofline by `bench-gpu`'s forward times (module docstring).
     """
     context = arch.prompt + arch.tokens // 2  # the middle of a decode stands for all of it
     forwards = arch.tokens / compression
     width = max(window, width or window)
-    prefill = forward_s(arch, gpu, 1, arch.prompt, 0)
-    latency = prefill + forwards * forward_s(arch, gpu, 1, width, context)
-    rates = {b: b / (forwards * forward_s(arch, gpu, b, width, context)) for b in batches
-             if fits(arch, gpu, b, width)}
+
+    def cost(batch: int, tokens: int, keys: int) -> float | None:
+        if measured is None:
+            return forward_s(arch, gpu, batch, tokens, keys)
+        return measured.at(batch, tokens)  # measured with the cache half-way through an image
+
+    batch_one = cost(1, width, context)
+    if batch_one is None:
+        raise ValueError(f"{measured.source}: no forward measured at batch 1")  # type: ignore[union-attr]
+    latency = (cost(1, arch.prompt, 0) or 0.0) + forwards * batch_one
+    times = {b: cost(b, width, context) for b in batches if fits(arch, gpu, b, width)}
+    rates = {b: b / (forwards * t) for b, t in times.items() if t}
     best = max(rates, key=rates.get)
-    return Projected(arch.name, gpu.name, method, window, compression, latency, best, rates[best])
+    return Projected(arch.name, gpu.name, method, window, compression, latency, best, rates[best],
+                     "roofline" if measured is None else "measured")

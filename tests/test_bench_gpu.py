@@ -31,6 +31,7 @@ def test_small_rehearsal_writes_every_file(tmp_path):
     forward = json.loads((out / "forward-small.json").read_text())
     assert set(forward["forward_ms"]) == {"1,1", "1,2", "4,1", "4,2"} and forward["cfg_rows"]
     assert forward["arch"]["hidden"] == 64 and forward["tokens_per_image"] in range(60, 80)
+    assert forward["gpu"] == "cpu"  # the device's name: `project --forward` reads the GPU from it
     generate = json.loads((out / "generate-small.json").read_text())
     runs = {(r["method"], r["batch"]): r for r in generate["results"]}
     assert set(runs) == {(m, b) for m in ("ar", "hf-generate") for b in (1, 2)}

@@ -94,3 +94,69 @@ def test_project_command(tmp_path, capsys):
     assert len(rows) == 2 * len(ARCHS)
     assert all(r["best"]["method"] == "mc-sjd" for r in rows)  # the lossy setting is never "best lossless"
     assert all(r["tuned"]["window"] in (16, 32) for r in rows)
+
+
+# `bench-gpu`'s forward file for one family: ms by "window,batch" (batch 4 has no window 64: out of memory)
+MEASURED = {"arch": {"name": "lumina-mgpt-7b"}, "gpu": "NVIDIA H100 80GB HBM3", "cfg_rows": True,
+            "forward_ms": {"1,1": 20.0, "16,1": 22.0, "64,1": 40.0, "1,4": 21.0, "16,4": 30.0}}
+
+
+def _measured(data=MEASURED, path="forward-lumina-mgpt-7b.json"):
+    from sjd_batch.commands.project import measured_forwards
+
+    return measured_forwards(path, data)
+
+
+def test_measured_forwards_interpolate_in_the_width_and_know_their_batches():
+    m = _measured()
+    assert m.arch == "lumina-mgpt-7b" and m.gpu == "H100"
+    assert m.at(1, 16) == pytest.approx(0.022)  # a measured cell
+    assert m.at(1, 40) == pytest.approx(0.031)  # half-way between windows 16 and 64
+    assert m.at(1, 74) == pytest.approx(0.04375)  # past the widest: the line through the last two
+    assert m.at(4, 1) == pytest.approx(0.021) and m.at(4, 26) == pytest.approx(0.036)
+    assert m.at(1, 0) == pytest.approx(0.020)  # below the narrowest measured window: its cost
+    assert m.at(2, 16) is None  # batch 2 was not measured
+
+
+def test_measured_forwards_replace_the_roofline():
+    arch, gpu, m = ARCHS["lumina-mgpt-7b"], GPUS["H100"], _measured()
+    roof, meas = project(arch, gpu, "sjd", 16, 2.0), project(arch, gpu, "sjd", 16, 2.0, measured=m)
+    assert roof.forward == "roofline" and meas.forward == "measured"
+    # prefill (a 64-token forward at batch 1) + T / c forwards of 16 tokens, all at the measured cost
+    assert meas.latency_s == pytest.approx(0.040 + arch.tokens / 2.0 * 0.022)
+    assert meas.best_batch == 4  # only measured batches are candidates: 4 / 30 ms beats 1 / 22 ms
+    assert meas.images_per_s == pytest.approx(4 / (arch.tokens / 2.0 * 0.030))
+
+
+SJD_BENCH = {"results": [{"method": "sjd", "params": {"window": 16}, "step_compression": 2.0}]}
+
+
+def _project_args(tmp_path, forward: dict) -> list[str]:
+    """`project` of SJD_BENCH with one forward file (written under tmp_path)."""
+    (tmp_path / "b.json").write_text(json.dumps(SJD_BENCH))
+    (tmp_path / "f.json").write_text(json.dumps(forward))
+    return ["project", "--bench", str(tmp_path / "b.json"), "--forward", str(tmp_path / "f.json")]
+
+
+def test_project_uses_measured_forwards_where_they_apply(tmp_path, capsys):
+    out = tmp_path / "p.json"
+    assert cli.main([*_project_args(tmp_path, MEASURED), "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| lumina-mgpt-7b (2357) | H100 (measured forward) |" in printed
+    rows = {(r["family"], r["gpu"]): r for r in json.loads(out.read_text())["rows"]}
+    assert rows[("lumina-mgpt-7b", "H100")]["forward"] == "measured"
+    assert rows[("lumina-mgpt-7b", "H100")]["ar"]["latency_s"] == pytest.approx(0.040 + 2357 * 0.020)
+    assert {r["forward"] for key, r in rows.items() if key != ("lumina-mgpt-7b", "H100")} == {"roofline"}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"gpu": "cpu"}, "field 'gpu' is 'cpu'"),
+    ({"arch": {"name": "small"}}, "arch.name 'small' is not one of"),
+    ({"forward_ms": {"16": 3.0}}, "forward_ms entry '16'"),
+    ({"forward_ms": {"16,1": -1}}, "forward_ms entry '16,1'"),
+    ({"forward_ms": {"16,4": 3.0}}, "no forward measured at batch 1"),
+])
+def test_a_bad_forward_file_is_refused_by_name(tmp_path, capsys, change, message):
+    assert cli.main(_project_args(tmp_path, MEASURED | change)) == 2
+    err = capsys.readouterr().err
+    assert message in err and str(tmp_path / "f.json") in err

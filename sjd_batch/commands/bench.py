@@ -21,9 +21,10 @@ Figures per (method, schedule, batch):
                    while prompts were still waiting, 0 for `continuous` on a CPU)
 
 `hf-generate` is a baseline beside our methods: transformers' own `generate()` on the same model, device,
-prompts and sampling as `ar`, through the model's `hf_generate(prompts, seed, sampling)` (Emu3, Janus),
-in fixed batches. It counts one forward per token, and its tokens are checked against the layout
-(`layout_violations`). Models without `hf_generate` report it as unsupported; the other methods still run.
+prompts and sampling as `ar`, through the model's `hf_generate(prompts, seed, sampling)` (Emu3, Janus,
+and Llama models without grid positions such as tiny-random), in fixed batches. It counts one forward per
+token, and its tokens are checked against the layout (`layout_violations`). Models without `hf_generate`
+report it as unsupported; the other methods still run.
 """
 
 from __future__ import annotations

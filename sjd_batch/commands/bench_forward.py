@@ -24,8 +24,9 @@ import torch
 from sjd_batch.models.loading import load_model
 from sjd_batch.timing import ForwardTiming, time_forward  # noqa: F401 (ForwardTiming: re-exported)
 
-# Step compression of `sjd` on shapes-t2i by window (docs/benchmarks.md, window sweep); override
-# with --compression after re-measuring on new weights.
+# Step compression of `sjd` on shapes-t2i by window, from a window sweep on an earlier state of its
+# weights (window 16 measures 2.79 now: docs/bench/shapes-512-b16.json); a rough default for the bound,
+# override it with --compression (`sjd-batch autotune` measures c(W) on the model at hand).
 DEFAULT_COMPRESSION = "1=1.0,16=2.86,32=3.34,64=3.60"
 
 

@@ -9,8 +9,12 @@ command, within a time budget (default 480 s), everything written as JSON under 
    qk-norm, Janus' separate image embedding) are left out;
 3. `generate-<family>.json`: our `ar` against transformers' `generate()` on a random LM of the first of
    those sizes (same prompts, CFG and layout grammar; 257 tokens), batch 1 and 16;
-4. `bench-<model>.json`: `sjd-batch bench` of every method on each shipped model on the device;
+4. `bench-<model>.json`: `sjd-batch bench` of ar, sjd, sjd-vp, mc-sjd and mc-sjd-vp (`--methods`) on
+   each shipped model on the device;
 5. `bench-gpu.json`: what ran, for how long, and what the budget cut.
+
+The forward files name the GPU (`gpu`), so `sjd-batch project --forward DIR/forward-<family>.json` turns
+them into the projection table with measured forward times in place of the roofline.
 
 Each step has a share of the budget and stops early rather than overrun it. `--small` is the CPU
 rehearsal the tests run: tiny sizes, tiny-random, a few prompts, the same code path.
@@ -123,8 +127,9 @@ def run_forward(args: argparse.Namespace, out: Path, deadline: float) -> list[di
         model = random_model(arch, args.device, args.dtype)
         grid = forward_grid(model, SamplingConfig(cfg_scale=3.0), windows, batches, repeats=3, warmup=1,
                             deadline=deadline)
-        payload = {"arch": vars(arch), "device": str(model.device), "dtype": str(model.dtype),
-                   "tokens_per_image": model.layout.length, "cfg_rows": True, "forward_ms": grid}
+        payload = {"arch": vars(arch), "device": str(model.device), "gpu": device_name(args.device),
+                   "dtype": str(model.dtype), "tokens_per_image": model.layout.length, "cfg_rows": True,
+                   "forward_ms": grid}
         (out / f"forward-{arch.name}.json").write_text(json.dumps(payload, indent=1))
         cells = len(windows) * len(batches)
         status = "ok" if len(grid) == cells else f"{len(grid)} of {cells} cells (memory or budget)"
@@ -163,15 +168,16 @@ def run_generate(args: argparse.Namespace, out: Path, deadline: float) -> list[d
             rows.append({"method": spec.label, "batch": batch, "images_per_s": run.images_per_s,
                          "ms_per_token": 1e3 * decode_s / model.layout.length})
             print(f"{step}: {spec.label} batch {batch}: {rows[-1]['ms_per_token']:.2f} ms per token")
-    payload = {"arch": vars(arch), "device": str(model.device), "dtype": str(model.dtype),
-               "tokens_per_image": model.layout.length, "cfg_scale": 3.0, "results": rows}
+    payload = {"arch": vars(arch), "device": str(model.device), "gpu": device_name(args.device),
+               "dtype": str(model.dtype), "tokens_per_image": model.layout.length, "cfg_scale": 3.0,
+               "results": rows}
     (out / f"generate-{arch.name}.json").write_text(json.dumps(payload, indent=1))
     status = "ok" if len(rows) == 2 * len(batches) else f"{len(rows)} of {2 * len(batches)} runs (budget)"
     return [{"step": step, "status": status, "seconds": time.monotonic() - t0}]
 
 
 def run_benches(args: argparse.Namespace, out: Path, deadline: float) -> list[dict[str, Any]]:
-    """`bench` of every method on each shipped model (tiny-random with --small)."""
+    """`bench` of `--methods` on each shipped model (tiny-random with --small)."""
     from sjd_batch.commands.bench import print_table, run_bench
     from sjd_batch.models.registry import MODELS
 
@@ -197,6 +203,11 @@ def run_benches(args: argparse.Namespace, out: Path, deadline: float) -> list[di
     return reports
 
 
+def device_name(device: str) -> str:
+    """The CUDA device's name (`sjd-batch project --forward` reads the GPU from it), else `device`."""
+    return torch.cuda.get_device_name(device) if device.startswith("cuda") else device
+
+
 def _ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v.strip()]
 
@@ -210,9 +221,8 @@ def main(args: argparse.Namespace) -> int:
     steps += run_forward(args, out, start + (SHARES["tests"] + SHARES["forward"]) * budget)
     steps += run_generate(args, out, start + sum(SHARES.values()) * budget)
     steps += run_benches(args, out, start + budget)
-    device = torch.cuda.get_device_name() if args.device.startswith("cuda") else args.device
-    summary = {"git": git_revision(), "device": device, "budget_s": budget, "small": args.small,
-               "wall_s": time.monotonic() - start, "steps": steps}
+    summary = {"git": git_revision(), "device": device_name(args.device), "budget_s": budget,
+               "small": args.small, "wall_s": time.monotonic() - start, "steps": steps}
     (out / "bench-gpu.json").write_text(json.dumps(summary, indent=1))
     for s in steps:
         print(f"{s['step']:<32} {s['status']:<40} {s['seconds']:8.1f} s")

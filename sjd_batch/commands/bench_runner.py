@@ -1,8 +1,9 @@
 """`sjd-batch bench-runner`: what the runner costs around the model, and what the driver costs.
 
-One fresh job per actor count (`--actors 1,8,32`) on an embedded Ray of `--cpus` logical CPUs, kept up
-across the runs. With k actors each asks for cpus/k CPUs, so 32 actors fit on a 2-core machine: they
-share the cores, so samples/s there measure the runner's own costs, not scaling. Per run:
+One fresh job per actor count (`--actors`, default 1,2,4; e.g. 1,8,32) on an embedded Ray of `--cpus`
+logical CPUs, kept up across the runs. With k actors each asks for cpus/k CPUs, so 32 actors fit on a
+2-core machine: they share the cores, so samples/s there measure the runner's own costs, not scaling. Per
+run:
 - `wall samples/s` over the whole `run_job` call (actor start-up included), and `steady samples/s`
   from the first shard's start to the last commit (read from the commit markers);
 - `overhead`: (k x steady span - model seconds) / model seconds, where model seconds are the time the

@@ -1,6 +1,6 @@
 """`sjd-batch train-textures`: train `textures-t2i` in resumable stages.
 
-Every `TexturesTrainConfig` field is a flag. A stage starts from a model folder (`--init-from`, by default
+Every `TexturesTrainConfig` field is a flag. A stage starts from a model folder (`--resume-from`, by default
 the shipped shapes-t2i) and writes checkpoints and a loadable model folder to `--out`. A stopped stage
 continues with `sjd-batch train-textures --resume OUT` (its config is read back from OUT). The model
 card (docs/models/textures-t2i.md) lists the shipped stages' exact commands. Progress goes to stdout as

@@ -1,4 +1,4 @@
-"""The decoding core: AR, Jacobi, SJD, SJD-VP and MC-SJD over the `ImageTokenModel` protocol.
+"""The decoding core: AR, Jacobi, SJD, SJD-VP, MC-SJD and SJD-PAC over the `ImageTokenModel` protocol.
 
 This package imports only `torch` and the standard library (enforced by `tests/test_layering.py`),
 so it can be read, tested and profiled without Ray, boto3, pyarrow or PIL.

@@ -19,10 +19,11 @@ Each slot b keeps its own committed count n_b and advances by its own accept len
 reference code, which moves the whole batch at its slowest row's pace (docs/design.md, section 8). The loop
 around these functions (slots, prefills, refills, statistics) is `engine.py`.
 
-Lean by construction: one forward, one pass to turn logits into P, and per iteration a fixed
-handful of passes over [B, L, V] (one cumulative sum for the draft draws; SJD-VP and MC-SJD add
-theirs). Every uniform of an iteration comes from one `rng.uniforms` call; draft laws stay compact
-(`DraftLaws`); nothing reads the device from the host.
+Per iteration: one forward, one call of `processed_probs` (its few passes over [B, L, V]: CFG mix,
+grammar, top-k / top-p, softmax), then a fixed number of passes to verify and redraft (one cumulative
+sum for the draft draws; SJD-VP and MC-SJD add theirs), about 220 small torch operators in all for an
+SJD iteration (docs/benchmarks.md counts them). Every uniform of an iteration comes from one
+`rng.uniforms` call; draft laws stay compact (`DraftLaws`); nothing reads the device from the host.
 """
 
 from __future__ import annotations

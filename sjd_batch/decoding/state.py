@@ -173,7 +173,8 @@ class SampleStats:
         drafts_tested / drafts_accepted: speculative tests run and passed.
         acceptance_rate: drafts_accepted / drafts_tested (0 when nothing was tested).
         accepted_by_offset / tested_by_offset: the same counts per window offset k (draft k+1).
-        prefill_s / decode_s / pixel_s: wall seconds of the batch this sample ran in.
+        prefill_s / decode_s / pixel_s: this sample's own wall seconds: its share of the prefill it
+            started with, its decode from entering a slot to finishing, its pixel decoding.
         batch_size: samples decoded together.
         method: method name; params: every decoding and sampling parameter.
     """

@@ -3,7 +3,7 @@
 - `storage`: `Storage` (interface, errors, URI rules) and its backends, the only modules that import boto3 or
   pyarrow.fs; `backends.open_storage(uri)` picks one for a URI.
 - `prompts`: input files -> deterministic shards -> validated `PromptRow`s (or `BadRow`s).
-- `results`: output keys, PNG / tar encoding, the stats Parquet dataset and commit markers.
+- `results`: the stats and errors datasets and the commit markers (keys: `layout`; image formats: `formats`).
 
 Importing this package loads nothing heavy; import the submodules you need.
 """

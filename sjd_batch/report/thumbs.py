@@ -1,6 +1,6 @@
 """The report's contact sheet: `pick_samples` chooses which samples to show (the jobs taking turns),
-`load_thumbs` reads their images through the storage layer (PNG objects or WebDataset tars, in
-parallel) and `make_thumb` downscales each into an embeddable `Thumb`.
+`load_thumbs` reads their images through the storage layer (PNG objects, WebDataset tars or
+Parquet files, in parallel) and `make_thumb` downscales each into an embeddable `Thumb`.
 """
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ def pick_samples(jobs: list[JobOutput], max_images: int) -> list[tuple[JobOutput
 
 def load_thumbs(picked: list[tuple[JobOutput, dict[str, Any]]], max_px: int, progress: bool = False,
                 threads: int = 8) -> list[Thumb]:
-    """Read the picked images through storage (PNG objects or WebDataset tars), in parallel, as thumbnails."""
+    """Read the picked images through storage (PNG objects, WebDataset tars or Parquet files), in parallel,
+    as thumbnails."""
     from tqdm import tqdm
 
     reader = _ImageReader()

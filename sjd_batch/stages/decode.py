@@ -5,7 +5,8 @@ engine's thread and reads its own results back; the engine keeps `batch_size` sa
 refills a slot as soon as its sample finishes, from whichever shard is next. So when a shard's last
 samples are decoding, the next shard (the runner keeps two in flight per actor) already fills the
 slots they leave: a shard boundary no longer drains the batch. A per-shard stream drained 4 slots
-every 8 samples and cost 15-18% of the decode time on shapes-t2i (docs/scale.md, "Runner").
+every 8 samples and cost 15-18% more decode time per sample on shapes-t2i (378-390 ms against 330 ms
+for one stream; docs/benchmarks.md, "Runner").
 
 Outputs come in finishing order; every task of a call comes out exactly once. A sample's tokens
 depend only on its seed and prompt, not on the samples it shares the batch with (tests/decoding,
