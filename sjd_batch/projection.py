@@ -113,9 +113,14 @@ class MeasuredForwards:
 
     def at(self, batch: int, width: int) -> float | None:
         """Seconds of a `width`-token forward at `batch`, piecewise linear in the width over the windows
-        measured at that batch; None when that batch was not measured."""
+        measured at that batch; None when that cell was not measured.
+
+        Past the widest window measured at this batch the line through the last two is extended only
+        if no wider window was measured at any batch (a draft tree wider than the grid): a window that
+        other batches reached but this one did not ran out of memory or budget here.
+        """
         points = sorted((w, t) for (w, b), t in self.seconds.items() if b == batch)
-        if not points:
+        if not points or (width > points[-1][0] and points[-1][0] < max(w for w, _ in self.seconds)):
             return None
         if len(points) == 1 or width <= points[0][0]:
             return points[0][1]  # at or below the narrowest measured window: its cost
