@@ -75,7 +75,9 @@ def carried_drafts(
     config: DecodeConfig,
 ) -> torch.Tensor:
     """A next draft for every window slot s, drawn from `law[:, s]`; [B, L]. The caller keeps the
-    slots past the accepted prefix (shifted left) and drops the others.
+    slots past the accepted prefix (shifted left) and drops the others; slot 0 (offset n, which this
+    iteration commits) is never kept, and the sampling couplings leave the current draft there
+    instead of drawing one.
 
     independent: a fresh draw every iteration (SJD). maximal: maximal-coupling resampling (MC-SJD,
     So et al. arXiv 2510.24211): keep the old draft x at the same offset with probability
@@ -90,17 +92,39 @@ def carried_drafts(
         return law.argmax(-1)  # plain Jacobi: the fixed-point iteration on greedy guesses
     if config.coupling == "gumbel":
         return rng.race(law, draws.gumbel[:, : law.shape[1]])
-    if config.coupling == "independent":
-        return rng.categorical(law, draws.draft)
+    if config.coupling == "independent":  # slot 0 is never carried: only slots 1 .. L-1 are drawn
+        return torch.cat([drafts[:, :1], rng.categorical(law[:, 1:], draws.draft[:, 1:])], 1)
     # maximal: only the last slot draws fresh (the others couple to their old draft), so only its law
     # is summed (a row's draw reads that row alone: the same token as slicing a full draw)
     fresh = rng.categorical(law[:, -1:], draws.draft[:, -1:])
     head = law[:, :-1]
-    k = torch.arange(drafts.shape[1], device=law.device).expand_as(drafts)
-    old_q = laws.rows(k, drafts, image)
     keep = draws.couple[:, :-1] * laws.q_x < head.gather(-1, drafts[..., None]).squeeze(-1)
-    moved = rng.categorical(residual_law(head, old_q), draws.couple_residual[:, :-1])
+    u = draws.couple_residual[:, :-1]
+    if law.device.type == "cpu":  # where the rows that move can be read without a device sync
+        moved = moved_rows(head, drafts, laws, u, image, ~keep)
+    else:
+        moved = moved_dense(head, drafts, laws, u, image)
     return torch.cat([torch.where(keep, drafts, moved), fresh], 1)
+
+
+def moved_dense(head, drafts, laws: DraftLaws, u, image) -> torch.Tensor:
+    """MC-SJD's residual redraw at every (slot, draft) pair: static shapes, no device sync (GPU)."""
+    k = torch.arange(drafts.shape[1], device=head.device).expand_as(drafts)
+    return rng.categorical(residual_law(head, laws.rows(k, drafts, image)), u)
+
+
+def moved_rows(head, drafts, laws: DraftLaws, u, image, move) -> torch.Tensor:
+    """MC-SJD's residual redraws for the (slot, draft) pairs in `move` only, the others left as they
+    were: about half of a textures-t2i window keeps its draft, and the residual law and its running
+    sum are the iteration's largest pass on a CPU. Row for row the same arithmetic as the dense path
+    (each draw reads its own row), so the same tokens. Draft 0 (offset n) is never carried."""
+    move[:, 0] = False
+    b, k = move.nonzero(as_tuple=True)
+    moved = drafts.clone()
+    if b.numel():
+        x = drafts[b, k]
+        moved[b, k] = rng.categorical(residual_law(head[b, k], laws.rows_at(b, k, x, image)), u[b, k])
+    return moved
 
 
 def init_drafts(

@@ -37,3 +37,38 @@ def test_rows_equal_the_laws_they_stand_for_bit_for_bit():
     assert torch.equal(laws.rows(k, drafts, image), _reference(laws, k, drafts, image))
     # the table is read, never written
     assert torch.equal(table, before)
+
+
+def _coupling_case(seed: int):
+    """Random MC-SJD redraw inputs: laws [B, J, V], drafts, compact old laws of every kind, uniforms."""
+    gen = torch.Generator().manual_seed(seed)
+    batch, count, vocab = 6, 9, 41
+    head = torch.rand(batch, count, vocab, generator=gen).softmax(-1)
+    image = torch.arange(vocab) >= 5
+    drafts = torch.randint(5, vocab, (batch, count), generator=gen)
+    table = torch.rand(batch, count + 1, vocab, generator=gen).softmax(-1)
+    src = torch.randint(-2, count + 1, (batch, count), generator=gen)
+    # one pair whose residual is empty (old law = new law = one-hot at the draft): the fallback row
+    head[0, 3] = torch.nn.functional.one_hot(drafts[0, 3], vocab).float()
+    src[0, 3] = ONEHOT
+    laws = DraftLaws(torch.ones(batch, count), src, table)
+    u = torch.rand(batch, count, generator=gen, dtype=torch.float64)
+    move = torch.rand(batch, count, generator=gen) < 0.5
+    return head, drafts, laws, u, image, move
+
+
+def test_moved_rows_draw_the_dense_paths_tokens_where_a_draft_moves():
+    # the CPU path redraws only the pairs that move; the GPU path draws all of them: where it matters
+    # (a moving draft past slot 0) the tokens are the same, and the others keep their draft
+    from sjd_batch.decoding.drafting import moved_dense, moved_rows
+
+    for seed in range(5):
+        head, drafts, laws, u, image, move = _coupling_case(seed)
+        dense = moved_dense(head, drafts, laws, u, image)
+        sparse = moved_rows(head, drafts, laws, u, image, move.clone())
+        used = move.clone()
+        used[:, 0] = False  # draft 0 (offset n) is never carried
+        assert used.any() and torch.equal(sparse[used], dense[used])
+        assert torch.equal(sparse[~used], drafts[~used])
+        # negative control: other uniforms for the moving pairs give other tokens somewhere
+        assert not torch.equal(moved_rows(head, drafts, laws, 1 - u, image, move.clone())[used], dense[used])
