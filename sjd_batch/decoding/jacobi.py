@@ -23,7 +23,8 @@ Per iteration: one forward, one call of `processed_probs` (its few passes over [
 grammar, top-k / top-p, softmax), then a fixed number of passes to verify and redraft (one cumulative
 sum for the draft draws; SJD-VP and MC-SJD add theirs), about 220 small torch operators in all for an
 SJD iteration (docs/benchmarks.md counts them). Every uniform of an iteration comes from one
-`rng.uniforms` call; draft laws stay compact (`DraftLaws`); nothing reads the device from the host.
+`rng.uniforms` call; draft laws stay compact (`DraftLaws`); on a GPU nothing reads the device from the
+host (on the CPU, with no device to wait for, MC-SJD picks the drafts to redraw on the host).
 """
 
 from __future__ import annotations
