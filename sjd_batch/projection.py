@@ -164,10 +164,10 @@ def project(arch: Arch, gpu: Gpu, method: str, window: int, compression: float,
             return forward_s(arch, gpu, batch, tokens, keys)
         return measured.at(batch, tokens)  # measured with the cache half-way through an image
 
-    batch_one = cost(1, width, context)
-    if batch_one is None:
+    prefill, batch_one = cost(1, arch.prompt, 0), cost(1, width, context)
+    if prefill is None or batch_one is None:  # only a measured grid can lack a cell
         raise ValueError(f"{measured.source}: no forward measured at batch 1")  # type: ignore[union-attr]
-    latency = (cost(1, arch.prompt, 0) or 0.0) + forwards * batch_one
+    latency = prefill + forwards * batch_one
     times = {b: cost(b, width, context) for b in batches if fits(arch, gpu, b, width)}
     rates = {b: b / (forwards * t) for b, t in times.items() if t}
     best = max(rates, key=rates.get)

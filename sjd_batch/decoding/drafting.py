@@ -101,7 +101,9 @@ def carried_drafts(
     keep = draws.couple[:, :-1] * laws.q_x < head.gather(-1, drafts[..., None]).squeeze(-1)
     u = draws.couple_residual[:, :-1]
     if law.device.type == "cpu":  # where the rows that move can be read without a device sync
-        moved = moved_rows(head, drafts, laws, u, image, ~keep)
+        move = ~keep
+        move[:, 0] = False  # draft 0 (offset n) is committed this iteration, never carried
+        moved = moved_rows(head, drafts, laws, u, image, move)
     else:
         moved = moved_dense(head, drafts, laws, u, image)
     return torch.cat([torch.where(keep, drafts, moved), fresh], 1)
@@ -117,8 +119,7 @@ def moved_rows(head, drafts, laws: DraftLaws, u, image, move) -> torch.Tensor:
     """MC-SJD's residual redraws for the (slot, draft) pairs in `move` only, the others left as they
     were: about half of a textures-t2i window keeps its draft, and the residual law and its running
     sum are the iteration's largest pass on a CPU. Row for row the same arithmetic as the dense path
-    (each draw reads its own row), so the same tokens. Draft 0 (offset n) is never carried."""
-    move[:, 0] = False
+    (each draw reads its own row), so the same tokens."""
     b, k = move.nonzero(as_tuple=True)
     moved = drafts.clone()
     if b.numel():

@@ -25,7 +25,7 @@ from sjd_batch.decoding.drafting import carried_drafts, draft_law, init_drafts
 from sjd_batch.decoding.jacobi import Context, next_laws, previous_laws
 from sjd_batch.decoding.methods import DecodeConfig
 from sjd_batch.decoding.sampling import processed_probs
-from sjd_batch.decoding.state import IterationResult, JacobiState
+from sjd_batch.decoding.state import IterationResult, JacobiState, row_index
 from sjd_batch.decoding.tree import RowTopology, Shapes, TreeState, accepted_kv_moves, tree_window
 from sjd_batch.decoding.tree_verify import TreeVerdict, verify_tree
 
@@ -92,7 +92,7 @@ def _redraft(ctx: Context, state: JacobiState, seq: torch.Tensor, drafts: torch.
     span = ctx.span
     # This window's slot s (offset n + s) takes its law from the node covering that offset.
     j = (span - m[:, None] - 1).clamp(0, width - 1)
-    p_slot = p[ctx.rows[:, None], node.gather(1, j)]  # whole rows by indexing (state.row_index)
+    p_slot = p[row_index(n.shape[0], n.device), node.gather(1, j)]  # whole rows by indexing
     law = draft_law(p_slot, *previous_laws(state, p_slot, config), config)
     _, u_draft = ctx.streams.draw(ctx.seeds, n, state.forwards)
     x_all = carried_drafts(law, drafts, state.laws, u_draft, ctx.grammar.image, config)
@@ -101,9 +101,8 @@ def _redraft(ctx: Context, state: JacobiState, seq: torch.Tensor, drafts: torch.
     x_next = x_all.gather(1, take)
     offsets = (n + m + 1)[:, None] + span[:-1]
     seq = seq.scatter(1, offsets, torch.where(carried, x_next, 0))  # spatial init reads carried drafts
-    rows = torch.arange(n.shape[0], device=n.device)
     gumbel = None if u_draft.gumbel is None else u_draft.gumbel.gather(1, src)
-    x_init, uniform = init_drafts(seq, offsets, offsets[:, 0] + carried.sum(1), p[rows, frontier],
+    x_init, uniform = init_drafts(seq, offsets, offsets[:, 0] + carried.sum(1), p[ctx.rows, frontier],
                                   u_draft.init.gather(1, src), ctx.grammar, config, gumbel)
     seq = seq.scatter(1, offsets, torch.where(carried, x_next, x_init))
     table = p_slot if config.vp_lossy else law  # LOSSY mode verifies against P_t
